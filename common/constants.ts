@@ -1,0 +1,56 @@
+/**
+ * The contract shared by the webhook (which injects) and the elector (which runs).
+ * Both import these names from here and nowhere else, so the two can never disagree
+ * about a port, an env name or an annotation key.
+ */
+
+/** Project name, used as the prefix of every label and annotation we own. */
+export const PROJECT = 'lifelease';
+/** Domain of our label and annotation keys. */
+export const DOMAIN = 'lifelease.dev';
+
+/** Pod label or annotation through which an app opts in; value "true" or "false". */
+export const OPT_IN_KEY = 'leaderElection';
+
+/** Name of the injected container (NAIS's contract). */
+export const CONTAINER_NAME = 'elector';
+
+/** The election API (GET /, GET /sse), bound to loopback inside the pod. */
+export const DEFAULT_ELECTION_PORT = 4040;
+/** Probes and metrics, bound to the pod IP. */
+export const DEFAULT_PROBE_PORT = 4041;
+
+/** Env added to app containers (NAIS's contract); values are built by `appEnv`. */
+export const ENV_ELECTOR_PATH = 'ELECTOR_PATH';
+export const ENV_ELECTOR_GET_URL = 'ELECTOR_GET_URL';
+export const ENV_ELECTOR_SSE_URL = 'ELECTOR_SSE_URL';
+
+/** Downward-API env the elector reads its identity from. */
+export const ENV_POD_NAME = 'POD_NAME';
+export const ENV_POD_NAMESPACE = 'POD_NAMESPACE';
+export const ENV_POD_UID = 'POD_UID';
+
+/** Pod annotations a user may set to steer injection. */
+export const ANNOTATION_ELECTION = `${DOMAIN}/election`;
+export const ANNOTATION_ELECTION_PORT = `${DOMAIN}/election-port`;
+export const ANNOTATION_PROBE_PORT = `${DOMAIN}/probe-port`;
+/** Pod annotation the webhook writes: what it injected (version and spec hash). */
+export const ANNOTATION_INJECTED = `${DOMAIN}/injected`;
+
+/** Pod label the webhook writes so the RBAC reconciler and admins can find electing pods. */
+export const LABEL_ELECTION = `${DOMAIN}/election`;
+
+/** Lease metadata the elector writes (NAIS's elector writes none of these). */
+export const LEASE_LABEL_MANAGED_BY = 'app.kubernetes.io/managed-by';
+export const LEASE_LABEL_ELECTION = `${DOMAIN}/election`;
+export const LEASE_ANNOTATION_LEADER_HOSTNAME = `${DOMAIN}/leader-hostname`;
+export const LEASE_ANNOTATION_LEADER_POD = `${DOMAIN}/leader-pod`;
+
+/** The env pairs every app container gets unless it already sets them. */
+export function appEnv(electionPort: number): { name: string; value: string }[] {
+  return [
+    { name: ENV_ELECTOR_PATH, value: `localhost:${electionPort}` },
+    { name: ENV_ELECTOR_GET_URL, value: `http://localhost:${electionPort}/` },
+    { name: ENV_ELECTOR_SSE_URL, value: `http://localhost:${electionPort}/sse` },
+  ];
+}

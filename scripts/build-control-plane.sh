@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# Builds etcd, kube-apiserver and kube-controller-manager from the Go module proxy into a
+# versioned cache outside the repository, once. Prints the bin directory on stdout.
+#
+#   KUBE_VERSION   Kubernetes version to build   (default below)
+#   ETCD_VERSION   etcd version to build          (default below)
+#   CONTROL_PLANE_CACHE  cache root               (default ~/.cache/k8s-leader-elector)
+#
+# Users who already have binaries skip this script: see test/harness/binaries.ts
+# (KUBEBUILDER_ASSETS, KUBE_CONTROLLER_MANAGER).
+set -euo pipefail
+
+KUBE_VERSION="${KUBE_VERSION:-v1.36.3}"
+ETCD_VERSION="${ETCD_VERSION:-v3.6.16}"
+CACHE_ROOT="${CONTROL_PLANE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/k8s-leader-elector}"
+KEY="k8s-${KUBE_VERSION}-etcd-${ETCD_VERSION}"
+BIN="$CACHE_ROOT/$KEY/bin"
+log() { printf '[control-plane-build] %s\n' "$*" >&2; }
+
+if [[ -x "$BIN/etcd" && -x "$BIN/kube-apiserver" && -x "$BIN/kube-controller-manager" ]]; then
+  log "cached: $BIN"
+  echo "$BIN"
+  exit 0
+fi
+
+if ! command -v go >/dev/null 2>&1; then
+  if [[ -x /usr/local/go/bin/go ]]; then
+    export PATH="$PATH:/usr/local/go/bin"
+  else
+    log "Go is not installed, and no control-plane binaries were found in $BIN."
+    log "Either install Go >= 1.26 (https://go.dev/doc/install) and run this again,"
+    log "or point KUBEBUILDER_ASSETS at a folder holding etcd and kube-apiserver"
+    log "and KUBE_CONTROLLER_MANAGER at a kube-controller-manager binary."
+    exit 2
+  fi
+fi
+
+export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod
+WORK="$CACHE_ROOT/$KEY/src"
+mkdir -p "$BIN" "$WORK/k8s" "$WORK/etcd"
+start=$(date +%s)
+
+# --- kube-apiserver and kube-controller-manager -----------------------------------------
+# k8s.io/kubernetes requires its staging modules at v0.0.0; pin every one of them to the
+# matching v0.x release, reading the list from the real go.mod rather than hard-coding it.
+minor="${KUBE_VERSION#v1.}"   # 36.3
+staging="v0.${minor}"          # v0.36.3
+if [[ ! -x "$BIN/kube-apiserver" || ! -x "$BIN/kube-controller-manager" ]]; then
+  log "building kube-apiserver and kube-controller-manager $KUBE_VERSION (a cold build takes a while on 2 cores)"
+  cd "$WORK/k8s"
+  gomod=$(go mod download -json "k8s.io/kubernetes@${KUBE_VERSION}" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
+  [[ -f "$gomod" ]] || { log "could not download k8s.io/kubernetes@${KUBE_VERSION}"; exit 1; }
+  goline=$(sed -n 's/^go \(.*\)$/\1/p' "$gomod" | head -n1)
+  cat > go.mod <<GOMOD
+module local.test/k8sbins
+
+go ${goline}
+
+require k8s.io/kubernetes ${KUBE_VERSION}
+GOMOD
+  for m in $(sed -n 's/^[[:space:]]*\(k8s\.io\/[a-z0-9-]*\) v0\.0\.0$/\1/p' "$gomod" | sort -u); do
+    go mod edit -replace="${m}=${m}@${staging}"
+  done
+  cat > tools.go <<'GO'
+//go:build tools
+
+package tools
+
+import (
+	_ "k8s.io/kubernetes/cmd/kube-apiserver"
+	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
+)
+GO
+  go mod tidy
+  ldf="-s -w"
+  for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ldf="$ldf -X $p.gitVersion=${KUBE_VERSION} -X $p.gitMajor=1 -X $p.gitMinor=${minor%%.*}"
+  done
+  go build -trimpath -ldflags "$ldf" -o "$BIN/" \
+    k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager
+fi
+
+# --- etcd ---------------------------------------------------------------------------------
+if [[ ! -x "$BIN/etcd" ]]; then
+  log "building etcd $ETCD_VERSION"
+  cd "$WORK/etcd"
+  cat > go.mod <<GOMOD
+module local.test/etcdbin
+
+go 1.25
+
+require go.etcd.io/etcd/server/v3 ${ETCD_VERSION}
+GOMOD
+  cat > tools.go <<'GO'
+//go:build tools
+
+package tools
+
+import _ "go.etcd.io/etcd/server/v3"
+GO
+  go mod tidy
+  go build -trimpath -ldflags "-s -w" -o "$BIN/etcd" go.etcd.io/etcd/server/v3
+fi
+
+log "built in $(( $(date +%s) - start ))s: $BIN"
+echo "$BIN"
