@@ -51,7 +51,11 @@ export function electorRole(namespace: string, election: string): V1Role {
 }
 
 /** Binds the election's Role to every ServiceAccount whose pods take part in it. */
-export function electorRoleBinding(namespace: string, election: string, serviceAccounts: string[]): V1RoleBinding {
+export function electorRoleBinding(
+  namespace: string,
+  election: string,
+  serviceAccounts: string[],
+): V1RoleBinding {
   return {
     apiVersion: 'rbac.authorization.k8s.io/v1',
     kind: 'RoleBinding',
@@ -61,6 +65,8 @@ export function electorRoleBinding(namespace: string, election: string, serviceA
       labels: { [RBAC_LABEL_MANAGED_BY]: PROJECT, [`${DOMAIN}/election`]: election },
     },
     roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name: electorRoleName(election) },
-    subjects: [...new Set(serviceAccounts)].sort().map((name) => ({ kind: 'ServiceAccount', name, namespace })),
+    subjects: [...new Set(serviceAccounts)]
+      .sort()
+      .map((name) => ({ kind: 'ServiceAccount', name, namespace })),
   };
 }

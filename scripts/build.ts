@@ -1,0 +1,34 @@
+/**
+ * `npm run build`: one self-contained ESM bundle per command with esbuild, so the image
+ * ships `dist/*.js` and production dependencies' code only inside them (no node_modules).
+ */
+import { build } from 'esbuild';
+import { rmSync } from 'node:fs';
+import path from 'node:path';
+
+const root = path.resolve(import.meta.dirname, '..');
+rmSync(path.join(root, 'dist'), { recursive: true, force: true });
+
+const started = performance.now();
+const result = await build({
+  absWorkingDir: root,
+  entryPoints: { elector: 'elector/main.ts', webhook: 'webhook/main.ts' },
+  outdir: 'dist',
+  bundle: true,
+  platform: 'node',
+  target: 'node24',
+  format: 'esm',
+  sourcemap: 'linked',
+  minifySyntax: true,
+  legalComments: 'linked',
+  metafile: true,
+  // Some CommonJS dependencies call require(); give the ESM bundle one.
+  banner: {
+    js: "import { createRequire as __cr } from 'node:module'; const require = __cr(import.meta.url);",
+  },
+  logLevel: 'warning',
+});
+for (const [file, out] of Object.entries(result.metafile.outputs)) {
+  if (file.endsWith('.js')) console.log(`${file}  ${(out.bytes / 1024).toFixed(0)} KiB`);
+}
+console.log(`built in ${(performance.now() - started).toFixed(0)} ms`);
