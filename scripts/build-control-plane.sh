@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Builds etcd, kube-apiserver and kube-controller-manager from the Go module proxy into a
-# versioned cache outside the repository, once. Prints the bin directory on stdout.
+# Builds etcd, kube-apiserver and kube-controller-manager (and kustomize, which renders
+# manifests/ in the tests) from the Go module proxy into a versioned cache outside the
+# repository, once. Prints the control plane's bin directory on stdout.
 #
 #   KUBE_VERSION   Kubernetes version to build   (default below)
 #   ETCD_VERSION   etcd version to build          (default below)
+#   KUSTOMIZE_VERSION                             (default below; v5.8.2+ needs Go 1.27)
 #   CONTROL_PLANE_CACHE  cache root               (default ~/.cache/k8s-leader-elector)
 #
 # Users who already have binaries skip this script: see test/harness/binaries.ts
@@ -12,12 +14,14 @@ set -euo pipefail
 
 KUBE_VERSION="${KUBE_VERSION:-v1.36.3}"
 ETCD_VERSION="${ETCD_VERSION:-v3.6.16}"
+KUSTOMIZE_VERSION="${KUSTOMIZE_VERSION:-v5.8.1}"
 CACHE_ROOT="${CONTROL_PLANE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/k8s-leader-elector}"
 KEY="k8s-${KUBE_VERSION}-etcd-${ETCD_VERSION}"
 BIN="$CACHE_ROOT/$KEY/bin"
+KUSTOMIZE_BIN="$CACHE_ROOT/kustomize-${KUSTOMIZE_VERSION}/bin"
 log() { printf '[control-plane-build] %s\n' "$*" >&2; }
 
-if [[ -x "$BIN/etcd" && -x "$BIN/kube-apiserver" && -x "$BIN/kube-controller-manager" ]]; then
+if [[ -x "$BIN/etcd" && -x "$BIN/kube-apiserver" && -x "$BIN/kube-controller-manager" && -x "$KUSTOMIZE_BIN/kustomize" ]]; then
   log "cached: $BIN"
   echo "$BIN"
   exit 0
@@ -100,6 +104,13 @@ import _ "go.etcd.io/etcd/server/v3"
 GO
   go mod tidy
   go build -trimpath -ldflags "-s -w" -o "$BIN/etcd" go.etcd.io/etcd/server/v3
+fi
+
+# --- kustomize (renders manifests/ for the tests; not part of the control plane) ---------
+if [[ ! -x "$KUSTOMIZE_BIN/kustomize" ]]; then
+  log "building kustomize $KUSTOMIZE_VERSION"
+  mkdir -p "$KUSTOMIZE_BIN"
+  GOBIN="$KUSTOMIZE_BIN" go install -trimpath -ldflags "-s -w" "sigs.k8s.io/kustomize/kustomize/v5@${KUSTOMIZE_VERSION}"
 fi
 
 log "built in $(( $(date +%s) - start ))s: $BIN"

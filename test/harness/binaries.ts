@@ -15,6 +15,7 @@ import { promisify } from 'node:util';
 /** The versions we build; the README and `scripts/build-control-plane.sh` default to these too. */
 export const KUBE_VERSION = process.env['KUBE_VERSION'] ?? 'v1.36.3';
 export const ETCD_VERSION = process.env['ETCD_VERSION'] ?? 'v3.6.16';
+export const KUSTOMIZE_VERSION = process.env['KUSTOMIZE_VERSION'] ?? 'v5.8.1';
 
 export interface Binaries {
   etcd: string;
@@ -34,12 +35,46 @@ async function executable(file: string): Promise<boolean> {
 }
 
 /** The cache folder `scripts/build-control-plane.sh` writes to, for the pinned versions. */
-export function cachedBinDir(): string {
-  const root =
+function cacheRoot(): string {
+  // Kept in step with scripts/build-control-plane.sh.
+  return (
     process.env['CONTROL_PLANE_CACHE'] ??
-    path.join(process.env['XDG_CACHE_HOME'] ?? path.join(homedir(), '.cache'), 'k8s-leader-elector');
-  // (kept in step with scripts/build-control-plane.sh)
-  return path.join(root, `k8s-${KUBE_VERSION}-etcd-${ETCD_VERSION}`, 'bin');
+    path.join(process.env['XDG_CACHE_HOME'] ?? path.join(homedir(), '.cache'), 'k8s-leader-elector')
+  );
+}
+
+export function cachedBinDir(): string {
+  return path.join(cacheRoot(), `k8s-${KUBE_VERSION}-etcd-${ETCD_VERSION}`, 'bin');
+}
+
+/**
+ * kustomize, which renders `manifests/` in the tests: `$KUSTOMIZE` when set, else the one
+ * the build script caches (built with the control plane).
+ */
+export async function resolveKustomize(): Promise<string> {
+  const fromEnv = process.env['KUSTOMIZE'];
+  if (fromEnv) {
+    if (await executable(fromEnv)) return fromEnv;
+    throw new Error(`KUSTOMIZE=${fromEnv} is not an executable file`);
+  }
+  const file = path.join(cacheRoot(), `kustomize-${KUSTOMIZE_VERSION}`, 'bin', 'kustomize');
+  if (!(await executable(file))) await runBuildScript();
+  if (!(await executable(file))) throw new Error(`the build script left no ${file}`);
+  return file;
+}
+
+async function runBuildScript(): Promise<void> {
+  try {
+    await promisify(execFile)('bash', [path.join(REPO_ROOT, 'scripts/build-control-plane.sh')], {
+      env: { ...process.env, KUBE_VERSION, ETCD_VERSION, KUSTOMIZE_VERSION },
+      maxBuffer: 64 * 1024 * 1024,
+    });
+  } catch (err) {
+    const stderr = (err as { stderr?: string }).stderr ?? '';
+    throw new Error(
+      `building the control-plane binaries failed:\n${stderr.split('\n').slice(-30).join('\n')}`,
+    );
+  }
 }
 
 function inDir(dir: string): Binaries {
@@ -83,17 +118,7 @@ export async function resolveBinaries(options: { build?: boolean } = {}): Promis
       `control-plane binaries not found in ${cachedBinDir()}; run \`npm run control-plane:build\``,
     );
   }
-  try {
-    await promisify(execFile)('bash', [path.join(REPO_ROOT, 'scripts/build-control-plane.sh')], {
-      env: { ...process.env, KUBE_VERSION, ETCD_VERSION },
-      maxBuffer: 64 * 1024 * 1024,
-    });
-  } catch (err) {
-    const stderr = (err as { stderr?: string }).stderr ?? '';
-    throw new Error(
-      `building the control-plane binaries failed:\n${stderr.split('\n').slice(-30).join('\n')}`,
-    );
-  }
+  await runBuildScript();
   const gone = await missing(bins);
   if (gone.length > 0) throw new Error(`the control-plane build finished but left no ${gone.join(', ')}`);
   return bins;
