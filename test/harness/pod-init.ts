@@ -1,0 +1,90 @@
+/**
+ * PID 1 of a pod sandbox (see pod-sandbox.ts): runs inside fresh network, UTS and mount
+ * namespaces, sets them up the way a kubelet and container runtime would, then runs the
+ * container's command and relays its exit.
+ *
+ * - loopback up; hostname = the pod's hostname;
+ * - a tmpfs over /run with the service-account token, CA and namespace at the standard
+ *   in-cluster path, so `KubeConfig.loadFromDefault()` finds in-cluster credentials;
+ * - 127.0.0.1:<api port> inside the pod forwards to the host's API server through a unix
+ *   socket (the host end of which a test can cut);
+ * - each exposed pod port is reachable from the host through a unix socket.
+ *
+ * Usage: node pod-init.ts <config.json>   (only pod-sandbox.ts starts it)
+ */
+import { execFileSync, spawn } from 'node:child_process';
+import { mkdirSync, readFileSync, realpathSync, writeFileSync } from 'node:fs';
+import { connect, createServer, type Socket } from 'node:net';
+
+export interface PodInitConfig {
+  hostname: string;
+  /** Port the API server has on the host; the same port is served inside the pod. */
+  apiPort: number;
+  /** Unix socket on the host that forwards to the API server. */
+  apiSocket: string;
+  /** Pod ports made reachable from the host: each `port` inside at `socket` outside. */
+  expose: { port: number; socket: string }[];
+  serviceAccount?: { token: string; caCrt: string; namespace: string };
+  command: string[];
+  env: Record<string, string>;
+  /** Written once the sandbox is set up and the command started. */
+  readyFile: string;
+}
+
+function pipe(a: Socket, b: Socket): void {
+  a.pipe(b);
+  b.pipe(a);
+  const end = () => {
+    a.destroy();
+    b.destroy();
+  };
+  a.on('error', end);
+  b.on('error', end);
+  a.on('close', end);
+  b.on('close', end);
+}
+
+const config = JSON.parse(readFileSync(process.argv[2]!, 'utf8')) as PodInitConfig;
+
+// 1. Network and hostname.
+execFileSync('ip', ['link', 'set', 'lo', 'up']);
+execFileSync('hostname', [config.hostname]);
+
+// 2. In-cluster credentials at /var/run/secrets/kubernetes.io/serviceaccount.
+if (config.serviceAccount) {
+  const run = realpathSync('/var/run');
+  execFileSync('mount', ['-t', 'tmpfs', '-o', 'mode=755', 'tmpfs', run]);
+  const dir = `${run}/secrets/kubernetes.io/serviceaccount`;
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(`${dir}/token`, config.serviceAccount.token, { mode: 0o644 });
+  writeFileSync(`${dir}/ca.crt`, config.serviceAccount.caCrt);
+  writeFileSync(`${dir}/namespace`, config.serviceAccount.namespace);
+}
+
+// 3. The API server, at the address the pod's env names.
+await new Promise<void>((resolve, reject) => {
+  const srv = createServer((inner) => pipe(inner, connect(config.apiSocket)));
+  srv.once('error', reject);
+  srv.listen(config.apiPort, '127.0.0.1', () => resolve());
+});
+
+// 4. Pod ports, reachable from the host.
+for (const { port, socket } of config.expose) {
+  await new Promise<void>((resolve, reject) => {
+    const srv = createServer((outer) => {
+      const inner = connect(port, '127.0.0.1');
+      pipe(outer, inner);
+    });
+    srv.once('error', reject);
+    srv.listen(socket, () => resolve());
+  });
+}
+
+// 5. The container.
+const [cmd, ...args] = config.command;
+const child = spawn(cmd!, args, { stdio: 'inherit', env: config.env });
+for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.on(sig, () => child.kill(sig));
+writeFileSync(config.readyFile, String(child.pid));
+child.on('exit', (code, signal) => {
+  process.exit(code ?? (signal ? 128 + (signal === 'SIGKILL' ? 9 : 15) : 1));
+});

@@ -1,0 +1,383 @@
+/**
+ * A kubelet stand-in: runs one container of a Pod (an API object in the local control
+ * plane) as a host process inside its own network, UTS and mount namespaces, the way a
+ * kubelet and container runtime would:
+ *
+ * - the container's command, args and env exactly as the Pod spec says, with downward-API
+ *   `fieldRef`/`resourceFieldRef` values resolved from the Pod and `$(VAR)` expanded;
+ * - the kubelet's env (`KUBERNETES_SERVICE_HOST/PORT`, `HOSTNAME`), the pod's hostname
+ *   (`spec.hostname` or the name cut to 63 characters) and its own loopback, so every pod
+ *   binds the same ports without clashing;
+ * - a token bound to the Pod at /var/run/secrets/kubernetes.io/serviceaccount when the
+ *   container mounts that path (as the ServiceAccount admission plugin or a projected
+ *   volume arranges): once the Pod is deleted, its token stops working, as in a cluster.
+ *
+ * The host reaches the pod's loopback ports through unix sockets (`request`, `get`), and a
+ * test can cut the pod off from the API server (`cutApiServer`) to simulate a partition.
+ * Needs Linux namespaces: root, or unprivileged user namespaces (`--map-root-user`).
+ */
+import { CoreV1Api, type V1Container, type V1EnvVar, type V1Pod } from '@kubernetes/client-node';
+import { existsSync, readFileSync } from 'node:fs';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { request, type IncomingHttpHeaders, type IncomingMessage } from 'node:http';
+import { connect, createServer, type Server, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { ClusterClient } from './client.ts';
+import type { PodInitConfig } from './pod-init.ts';
+import { ManagedProcess } from './process.ts';
+
+const SA_MOUNT = '/var/run/secrets/kubernetes.io/serviceaccount';
+const POD_INIT = path.join(import.meta.dirname, 'pod-init.ts');
+
+export interface PodSandboxOptions {
+  cluster: ClusterClient;
+  /** The Pod as the API server returned it (with `metadata.uid`). */
+  pod: V1Pod;
+  /** Which container (or init container) to run. */
+  container: string;
+  /**
+   * Maps a container's image (and its `command`, if set) to the host argv that stands in
+   * for the image's entrypoint; `args` are appended. E.g. our image -> node dist/cli.js.
+   */
+  entrypoint: (image: string, command: string[] | undefined) => string[];
+  /** Where the container's output goes; a file in the sandbox folder when omitted. */
+  logFile?: string;
+}
+
+export interface PodResponse {
+  status: number;
+  headers: IncomingHttpHeaders;
+  body: string;
+}
+
+/** The hostname a container runtime gives a pod. */
+export function podHostname(pod: V1Pod): string {
+  const name = pod.spec?.hostname ?? pod.metadata?.name ?? '';
+  return name.slice(0, 63).replace(/[-.]+$/, '');
+}
+
+function findContainer(pod: V1Pod, name: string): V1Container {
+  const all = [...(pod.spec?.initContainers ?? []), ...(pod.spec?.containers ?? [])];
+  const found = all.find((c) => c.name === name);
+  if (!found) throw new Error(`pod ${pod.metadata?.name} has no container named ${name}`);
+  return found;
+}
+
+function fieldRef(pod: V1Pod, fieldPath: string): string {
+  const m = /^metadata\.(labels|annotations)\['(.+)'\]$/.exec(fieldPath);
+  if (m) return (m[1] === 'labels' ? pod.metadata?.labels : pod.metadata?.annotations)?.[m[2]!] ?? '';
+  const simple: Record<string, string | undefined> = {
+    'metadata.name': pod.metadata?.name,
+    'metadata.namespace': pod.metadata?.namespace,
+    'metadata.uid': pod.metadata?.uid,
+    'spec.nodeName': pod.spec?.nodeName,
+    'spec.serviceAccountName': pod.spec?.serviceAccountName,
+    'status.podIP': '127.0.0.1',
+    'status.hostIP': '127.0.0.1',
+  };
+  if (!(fieldPath in simple)) throw new Error(`pod sandbox: unsupported downward-API fieldPath ${fieldPath}`);
+  return simple[fieldPath] ?? '';
+}
+
+/** Kubernetes quantities, enough for resourceFieldRef (cpu in cores, memory in bytes). */
+function quantity(q: string): number {
+  const m = /^([0-9.]+)([a-zA-Z]*)$/.exec(q);
+  if (!m) throw new Error(`bad quantity ${q}`);
+  const units: Record<string, number> = {
+    '': 1,
+    m: 1e-3,
+    k: 1e3,
+    M: 1e6,
+    G: 1e9,
+    Ki: 1024,
+    Mi: 1024 ** 2,
+    Gi: 1024 ** 3,
+  };
+  const unit = units[m[2]!];
+  if (unit === undefined) throw new Error(`unsupported quantity unit in ${q}`);
+  return Number(m[1]) * unit;
+}
+
+function resourceFieldRef(container: V1Container, resource: string, divisor?: string): string {
+  const [kind, name] = resource.split('.') as ['limits' | 'requests', string];
+  const value = container.resources?.[kind]?.[name];
+  if (value === undefined) throw new Error(`pod sandbox: ${resource} is not set on ${container.name}`);
+  const v = quantity(String(value)) / quantity(divisor ?? '1');
+  return String(Math.ceil(v));
+}
+
+/** `$(VAR)` expansion as the kubelet does it; `$$(` escapes; unknown names stay as they are. */
+export function expand(text: string, env: Record<string, string>): string {
+  return text.replace(/\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)/g, (whole, name: string | undefined) =>
+    whole === '$$' ? '$' : name !== undefined && name in env ? env[name]! : whole,
+  );
+}
+
+function containerEnv(
+  pod: V1Pod,
+  container: V1Container,
+  base: Record<string, string>,
+): Record<string, string> {
+  const env: Record<string, string> = { ...base };
+  for (const e of container.env ?? ([] as V1EnvVar[])) {
+    if (e.value !== undefined) env[e.name] = expand(e.value, env);
+    else if (e.valueFrom?.fieldRef) env[e.name] = fieldRef(pod, e.valueFrom.fieldRef.fieldPath);
+    else if (e.valueFrom?.resourceFieldRef) {
+      const r = e.valueFrom.resourceFieldRef;
+      env[e.name] = resourceFieldRef(container, r.resource, r.divisor);
+    } else if (e.valueFrom) throw new Error(`pod sandbox: unsupported valueFrom for env ${e.name}`);
+    else env[e.name] = '';
+  }
+  if ((container.envFrom ?? []).length > 0) throw new Error('pod sandbox: envFrom is not supported');
+  return env;
+}
+
+/** The host end of a pod's path to the API server: a unix socket forwarding to its port. */
+interface ApiLink {
+  server: Server;
+  sockets: Set<Socket>;
+  /** While true, open connections are dropped and new ones refused. */
+  cut: boolean;
+}
+
+async function linkApiServer(socketPath: string, apiPort: number): Promise<ApiLink> {
+  const link: ApiLink = { server: createServer(), sockets: new Set(), cut: false };
+  link.server.on('connection', (outer) => {
+    if (link.cut) return outer.destroy();
+    const inner = connect(apiPort, '127.0.0.1');
+    for (const s of [outer, inner]) {
+      link.sockets.add(s);
+      s.on('close', () => link.sockets.delete(s));
+      s.on('error', () => {
+        outer.destroy();
+        inner.destroy();
+      });
+    }
+    outer.pipe(inner);
+    inner.pipe(outer);
+  });
+  await new Promise<void>((resolve) => link.server.listen(socketPath, resolve));
+  return link;
+}
+
+export class PodSandbox {
+  readonly pod: V1Pod;
+  readonly container: V1Container;
+  readonly hostname: string;
+  readonly process: ManagedProcess;
+  readonly dir: string;
+  private readonly apiLink: ApiLink;
+
+  private constructor(
+    pod: V1Pod,
+    container: V1Container,
+    proc: ManagedProcess,
+    dir: string,
+    apiLink: ApiLink,
+  ) {
+    this.pod = pod;
+    this.container = container;
+    this.hostname = podHostname(pod);
+    this.process = proc;
+    this.dir = dir;
+    this.apiLink = apiLink;
+  }
+
+  /** Starts the container and resolves once it runs (not once it is ready: see `waitForStartupProbe`). */
+  static async start(options: PodSandboxOptions): Promise<PodSandbox> {
+    const { cluster, pod } = options;
+    const container = findContainer(pod, options.container);
+    const dir = await mkdtemp(path.join(tmpdir(), 'lifelease-pod-'));
+    const apiPort = Number(new URL(cluster.server).port);
+    const apiSocket = path.join(dir, 'api.sock');
+
+    const apiLink = await linkApiServer(apiSocket, apiPort);
+
+    let serviceAccount: PodInitConfig['serviceAccount'];
+    if ((container.volumeMounts ?? []).some((m) => m.mountPath === SA_MOUNT)) {
+      const core = cluster.kubeConfig.makeApiClient(CoreV1Api);
+      const token = await core.createNamespacedServiceAccountToken({
+        name: pod.spec?.serviceAccountName ?? 'default',
+        namespace: pod.metadata!.namespace!,
+        body: {
+          spec: {
+            audiences: [],
+            expirationSeconds: 3607,
+            boundObjectRef: {
+              apiVersion: 'v1',
+              kind: 'Pod',
+              name: pod.metadata!.name!,
+              uid: pod.metadata!.uid!,
+            },
+          },
+        },
+      });
+      serviceAccount = {
+        token: token.status!.token,
+        caCrt: cluster.caCertPem,
+        namespace: pod.metadata!.namespace!,
+      };
+    }
+
+    const hostname = podHostname(pod);
+    const base: Record<string, string> = {
+      PATH: process.env['PATH'] ?? '/usr/bin:/bin',
+      HOSTNAME: hostname,
+      KUBERNETES_SERVICE_HOST: '127.0.0.1',
+      KUBERNETES_SERVICE_PORT: String(apiPort),
+      KUBERNETES_SERVICE_PORT_HTTPS: String(apiPort),
+    };
+    const env = containerEnv(pod, container, base);
+    const command = [
+      ...options.entrypoint(
+        container.image ?? '',
+        container.command?.map((c) => expand(c, env)),
+      ),
+      ...(container.args ?? []).map((a) => expand(a, env)),
+    ];
+    const ports = new Set<number>((container.ports ?? []).map((p) => p.containerPort));
+    for (const probe of [container.startupProbe, container.readinessProbe, container.livenessProbe]) {
+      const port = probe?.httpGet?.port;
+      if (typeof port === 'number') ports.add(port);
+    }
+    const config: PodInitConfig = {
+      hostname,
+      apiPort,
+      apiSocket,
+      expose: [...ports].map((port) => ({ port, socket: path.join(dir, `port-${port}.sock`) })),
+      ...(serviceAccount ? { serviceAccount } : {}),
+      command,
+      env,
+      readyFile: path.join(dir, 'started'),
+    };
+    const configFile = path.join(dir, 'config.json');
+    await writeFile(configFile, JSON.stringify(config), { mode: 0o600 });
+
+    const userns = process.getuid?.() === 0 ? [] : ['--map-root-user'];
+    const proc = new ManagedProcess({
+      name: `pod ${pod.metadata?.namespace}/${pod.metadata?.name} container ${container.name}`,
+      command: 'unshare',
+      args: [
+        ...userns,
+        '--net',
+        '--uts',
+        '--mount',
+        '--propagation',
+        'private',
+        '--',
+        process.execPath,
+        POD_INIT,
+        configFile,
+      ],
+      logFile: options.logFile ?? path.join(dir, 'container.log'),
+    });
+    const sandbox = new PodSandbox(pod, container, proc, dir, apiLink);
+
+    const deadline = Date.now() + 20_000;
+    while (!existsSync(config.readyFile)) {
+      if (!proc.running || Date.now() > deadline) {
+        await sandbox.stop();
+        throw new Error(`pod sandbox did not start:\n${proc.tail()}`);
+      }
+      await sleep(20);
+    }
+    return sandbox;
+  }
+
+  get running(): boolean {
+    return this.process.running;
+  }
+
+  /** The container's output so far. */
+  logs(): string {
+    try {
+      return readFileSync(this.process.logFile, 'utf8');
+    } catch {
+      return '';
+    }
+  }
+
+  private socketFor(port: number): string {
+    const socket = path.join(this.dir, `port-${port}.sock`);
+    if (!existsSync(socket)) throw new Error(`port ${port} of ${this.hostname} is not exposed`);
+    return socket;
+  }
+
+  /** An HTTP request to the pod's own loopback (what the app in the pod would see). */
+  raw(port: number, pathname: string, init: { method?: string; headers?: Record<string, string> } = {}) {
+    return request({
+      socketPath: this.socketFor(port),
+      path: pathname,
+      method: init.method ?? 'GET',
+      headers: { host: `localhost:${port}`, ...init.headers },
+    });
+  }
+
+  /** `curl http://localhost:<port><path>` from inside the pod. */
+  async get(port: number, pathname: string, timeoutMs = 5000): Promise<PodResponse> {
+    return new Promise((resolve, reject) => {
+      const req = this.raw(port, pathname);
+      req.setTimeout(timeoutMs, () => req.destroy(new Error(`GET ${pathname} timed out`)));
+      req.on('response', (res: IncomingMessage) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (c: string) => (body += c));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }));
+        res.on('error', reject);
+      });
+      req.on('error', reject);
+      req.end();
+    });
+  }
+
+  /** Polls the container's startup probe (httpGet) as the kubelet would, until it passes. */
+  async waitForStartupProbe(timeoutMs = 30_000): Promise<number> {
+    const probe = this.container.startupProbe?.httpGet;
+    if (!probe) throw new Error(`container ${this.container.name} has no httpGet startup probe`);
+    const port =
+      typeof probe.port === 'number'
+        ? probe.port
+        : this.container.ports?.find((p) => p.name === probe.port)?.containerPort;
+    if (port === undefined) throw new Error(`startup probe port ${String(probe.port)} not found`);
+    const started = performance.now();
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      try {
+        const res = await this.get(port, probe.path ?? '/', 1000);
+        if (res.status >= 200 && res.status < 400) return performance.now() - started;
+      } catch {
+        // not listening yet
+      }
+      if (!this.running) throw new Error(`container exited before its startup probe passed:\n${this.logs()}`);
+      if (Date.now() > deadline)
+        throw new Error(`startup probe did not pass in ${timeoutMs} ms:\n${this.logs()}`);
+      await sleep(50);
+    }
+  }
+
+  /** Partitions the pod from the API server: open connections drop, new ones are refused. */
+  cutApiServer(): void {
+    this.apiLink.cut = true;
+    for (const s of this.apiLink.sockets) s.destroy();
+  }
+
+  restoreApiServer(): void {
+    this.apiLink.cut = false;
+  }
+
+  signal(sig: NodeJS.Signals): void {
+    this.process.signal(sig);
+  }
+
+  /** Stops the container (SIGTERM, then SIGKILL after `graceMs`) and removes the sandbox. */
+  async stop(graceMs = 5000): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+    await this.process.stop(graceMs);
+    this.cutApiServer();
+    await new Promise<void>((resolve) => this.apiLink.server.close(() => resolve()));
+    const result = await this.process.exited;
+    await rm(this.dir, { recursive: true, force: true });
+    return result;
+  }
+}

@@ -1,0 +1,143 @@
+/**
+ * The kubelet stand-in runs a container as its Pod spec says: own hostname and loopback,
+ * downward-API env, in-cluster credentials bound to the Pod, and a cuttable API path.
+ */
+import { CoreV1Api, type V1Pod } from '@kubernetes/client-node';
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { expand, PodSandbox, podHostname } from '../../harness/pod-sandbox.ts';
+import { sharedCluster, type TestCluster } from '../../harness/shared.ts';
+
+const APP = path.resolve(import.meta.dirname, '../../fixtures/pod-app.ts');
+const entrypoint = (image: string) => {
+  assert.equal(image, 'example.invalid/pod-app');
+  return [process.execPath, APP];
+};
+
+let cluster: TestCluster;
+let ns: string;
+before(async () => {
+  cluster = await sharedCluster();
+  ns = await cluster.createNamespace('sandbox');
+});
+after(() => cluster.release());
+
+async function createPod(name: string, extra: Partial<V1Pod['spec']> = {}): Promise<V1Pod> {
+  return cluster.kubeConfig.makeApiClient(CoreV1Api).createNamespacedPod({
+    namespace: ns,
+    body: {
+      metadata: { name, labels: { team: 'blue' } },
+      spec: {
+        containers: [
+          {
+            name: 'app',
+            image: 'example.invalid/pod-app',
+            args: ['$(PORT)'],
+            ports: [{ containerPort: 4040 }],
+            resources: { limits: { memory: '64Mi' } },
+            env: [
+              { name: 'PORT', value: '4040' },
+              { name: 'POD_NAME', valueFrom: { fieldRef: { fieldPath: 'metadata.name' } } },
+              { name: 'POD_UID', valueFrom: { fieldRef: { fieldPath: 'metadata.uid' } } },
+              { name: 'TEAM', valueFrom: { fieldRef: { fieldPath: "metadata.labels['team']" } } },
+              { name: 'MEM', valueFrom: { resourceFieldRef: { resource: 'limits.memory', divisor: '1Mi' } } },
+              { name: 'URL', value: 'http://localhost:$(PORT)/' },
+            ],
+          },
+        ],
+        ...extra,
+      },
+    },
+  });
+}
+
+describe('pod sandbox (kubelet stand-in)', () => {
+  test('expands $(VAR) like the kubelet', () => {
+    assert.equal(expand('a $(X) $(Y) $$(X)', { X: '1' }), 'a 1 $(Y) $(X)');
+  });
+
+  test('hostname is spec.hostname, else the pod name cut to 63 characters', () => {
+    assert.equal(podHostname({ metadata: { name: 'a'.repeat(70) } }), 'a'.repeat(63));
+    assert.equal(podHostname({ metadata: { name: 'p' }, spec: { hostname: 'h', containers: [] } }), 'h');
+  });
+
+  test('two pods bind the same port, each with its own hostname and downward-API env', async () => {
+    const pods = await Promise.all([createPod('app-a'), createPod('app-b')]);
+    const boxes = await Promise.all(
+      pods.map((pod) => PodSandbox.start({ cluster, pod, container: 'app', entrypoint })),
+    );
+    try {
+      for (const [i, box] of boxes.entries()) {
+        let res;
+        for (let tries = 0; ; tries++) {
+          try {
+            res = await box.get(4040, '/info');
+            break;
+          } catch (err) {
+            if (tries > 100) throw err;
+            await sleep(50);
+          }
+        }
+        const info = JSON.parse(res.body) as { hostname: string; env: Record<string, string> };
+        const pod = pods[i]!;
+        assert.equal(info.hostname, pod.metadata!.name);
+        assert.equal(info.env['HOSTNAME'], pod.metadata!.name);
+        assert.equal(info.env['POD_NAME'], pod.metadata!.name);
+        assert.equal(info.env['POD_UID'], pod.metadata!.uid);
+        assert.equal(info.env['TEAM'], 'blue');
+        assert.equal(info.env['MEM'], '64');
+        assert.equal(info.env['URL'], 'http://localhost:4040/');
+      }
+    } finally {
+      await Promise.all(boxes.map((b) => b.stop()));
+    }
+  });
+
+  test('in-cluster credentials are bound to the pod, and the API path can be cut', async () => {
+    // The ServiceAccount admission plugin mounts the token into every container.
+    const pod = await createPod('app-creds');
+    assert.ok(
+      pod.spec!.containers[0]!.volumeMounts?.some(
+        (m) => m.mountPath === '/var/run/secrets/kubernetes.io/serviceaccount',
+      ),
+    );
+    const box = await PodSandbox.start({ cluster, pod, container: 'app', entrypoint });
+    try {
+      let who;
+      for (let tries = 0; ; tries++) {
+        try {
+          who = await box.get(4040, '/whoami');
+          break;
+        } catch (err) {
+          if (tries > 100) throw err;
+          await sleep(50);
+        }
+      }
+      assert.equal(who.status, 200, who.body);
+      assert.deepEqual(JSON.parse(who.body), {
+        user: `system:serviceaccount:${ns}:default`,
+        server: `https://127.0.0.1:${new URL(cluster.server).port}`,
+      });
+      box.cutApiServer();
+      assert.equal((await box.get(4040, '/whoami')).status, 502);
+      box.restoreApiServer();
+      assert.equal((await box.get(4040, '/whoami')).status, 200);
+      // Deleting the pod invalidates its bound token, as in a real cluster (after the API
+      // server's token-authentication cache, 10 s, expires).
+      await cluster.kubeConfig
+        .makeApiClient(CoreV1Api)
+        .deleteNamespacedPod({ name: 'app-creds', namespace: ns });
+      let status = 200;
+      for (let i = 0; i < 300 && status === 200; i++) {
+        status = (await box.get(4040, '/whoami')).status;
+        if (status === 200) await sleep(100);
+      }
+      assert.equal(status, 502);
+    } finally {
+      const { code } = await box.stop();
+      assert.equal(code, 0, 'SIGTERM reaches the container, which exits cleanly');
+    }
+  });
+});
