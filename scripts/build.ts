@@ -28,7 +28,19 @@ const result = await build({
   },
   logLevel: 'warning',
 });
-for (const [file, out] of Object.entries(result.metafile.outputs)) {
+// The image's entrypoint dispatches to the two bundles; it is not bundled with them.
+const cli = await build({
+  absWorkingDir: root,
+  entryPoints: { cli: 'common/cli.ts' },
+  outdir: 'dist',
+  bundle: false,
+  platform: 'node',
+  target: 'node24',
+  format: 'esm',
+  metafile: true,
+  logLevel: 'warning',
+});
+for (const [file, out] of Object.entries({ ...result.metafile.outputs, ...cli.metafile.outputs })) {
   if (file.endsWith('.js')) console.log(`${file}  ${(out.bytes / 1024).toFixed(0)} KiB`);
 }
 console.log(`built in ${(performance.now() - started).toFixed(0)} ms`);
