@@ -13,7 +13,8 @@
  * Usage: node pod-init.ts <config.json>   (only pod-sandbox.ts starts it)
  */
 import { execFileSync, spawn } from 'node:child_process';
-import { mkdirSync, readFileSync, realpathSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, realpathSync, writeFileSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { connect, createServer, type Socket } from 'node:net';
 
 export interface PodInitConfig {
@@ -29,6 +30,9 @@ export interface PodInitConfig {
   env: Record<string, string>;
   /** Written once the sandbox is set up and the command started. */
   readyFile: string;
+  /** With a pod network: written once the namespaces exist; then wait for `networkReadyFile`. */
+  namespaceReadyFile?: string;
+  networkReadyFile?: string;
 }
 
 function pipe(a: Socket, b: Socket): void {
@@ -80,7 +84,17 @@ for (const { port, socket } of config.expose) {
   });
 }
 
-// 5. The container.
+// 5. The pod network (a veth the host end attaches), before the container starts.
+if (config.namespaceReadyFile && config.networkReadyFile) {
+  writeFileSync(config.namespaceReadyFile, String(process.pid));
+  const deadline = Date.now() + 10_000;
+  while (!existsSync(config.networkReadyFile)) {
+    if (Date.now() > deadline) throw new Error('the pod network was not attached in 10 s');
+    await sleep(10);
+  }
+}
+
+// 6. The container.
 const [cmd, ...args] = config.command;
 const child = spawn(cmd!, args, { stdio: 'inherit', env: config.env });
 for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.on(sig, () => child.kill(sig));

@@ -17,6 +17,8 @@
  * Needs Linux namespaces: root, or unprivileged user namespaces (`--map-root-user`).
  */
 import { CoreV1Api, type V1Container, type V1EnvVar, type V1Pod } from '@kubernetes/client-node';
+import { execFileSync } from 'node:child_process';
+import { randomBytes, randomInt } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { request, type IncomingHttpHeaders, type IncomingMessage } from 'node:http';
@@ -44,6 +46,11 @@ export interface PodSandboxOptions {
   entrypoint: (image: string, command: string[] | undefined) => string[];
   /** Where the container's output goes; a file in the sandbox folder when omitted. */
   logFile?: string;
+  /**
+   * Give the pod a routable IP (a veth pair: host end .1, pod end .2 of a private /30),
+   * as a CNI plugin would, so the API server can reach it through a Service. Needs root.
+   */
+  podNetwork?: boolean;
 }
 
 export interface PodResponse {
@@ -74,7 +81,8 @@ function fieldRef(pod: V1Pod, fieldPath: string): string {
     'metadata.uid': pod.metadata?.uid,
     'spec.nodeName': pod.spec?.nodeName,
     'spec.serviceAccountName': pod.spec?.serviceAccountName,
-    'status.podIP': '127.0.0.1',
+    'status.podIP': pod.status?.podIP ?? '127.0.0.1',
+    'status.podIPs': pod.status?.podIP ?? '127.0.0.1',
     'status.hostIP': '127.0.0.1',
   };
   if (!(fieldPath in simple)) throw new Error(`pod sandbox: unsupported downward-API fieldPath ${fieldPath}`);
@@ -134,6 +142,51 @@ function containerEnv(
   return env;
 }
 
+interface PodNetwork {
+  hostIP: string;
+  podIP: string;
+  hostLink: string;
+  podLink: string;
+}
+
+/**
+ * Picks a free /30 of 10.250.0.0/16 for a veth pair: host end .1, pod end .2 (a CNI
+ * plugin's job). Both ends vanish with the pod's namespace: nothing to clean up.
+ */
+function allocatePodNetwork(): PodNetwork {
+  if (process.getuid?.() !== 0)
+    throw new Error('pod sandbox: podNetwork needs root (it creates a veth pair)');
+  for (let attempt = 0; attempt < 20; attempt++) {
+    const block = randomInt(0, 16384) * 4;
+    const prefix = `10.250.${block >> 8}`;
+    const last = block & 255;
+    const hostIP = `${prefix}.${last + 1}`;
+    if (
+      execFileSync('ip', ['-4', '-o', 'addr', 'show', 'to', `${prefix}.${last}/30`], {
+        encoding: 'utf8',
+      }).trim()
+    ) {
+      continue;
+    }
+    const id = randomBytes(3).toString('hex');
+    return { hostIP, podIP: `${prefix}.${last + 2}`, hostLink: `lflh${id}`, podLink: `lflp${id}` };
+  }
+  throw new Error('pod sandbox: no free /30 in 10.250.0.0/16');
+}
+
+function attachPodNetwork(pid: number, net: PodNetwork): void {
+  const run = (...args: string[]) =>
+    execFileSync(args[0]!, args.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] });
+  const inPod = (...args: string[]) => run('nsenter', '-t', String(pid), '-n', 'ip', ...args);
+  run('ip', 'link', 'add', net.hostLink, 'type', 'veth', 'peer', 'name', net.podLink);
+  run('ip', 'link', 'set', net.podLink, 'netns', String(pid));
+  run('ip', 'addr', 'add', `${net.hostIP}/30`, 'dev', net.hostLink);
+  run('ip', 'link', 'set', net.hostLink, 'up');
+  inPod('link', 'set', net.podLink, 'name', 'eth0');
+  inPod('addr', 'add', `${net.podIP}/30`, 'dev', 'eth0');
+  inPod('link', 'set', 'eth0', 'up');
+}
+
 /** The host end of a pod's path to the API server: a unix socket forwarding to its port. */
 interface ApiLink {
   server: Server;
@@ -168,6 +221,8 @@ export class PodSandbox {
   readonly hostname: string;
   readonly process: ManagedProcess;
   readonly dir: string;
+  /** The pod's IP when started with `podNetwork`, else 127.0.0.1 (its own loopback). */
+  podIP = '127.0.0.1';
   private readonly apiLink: ApiLink;
 
   private constructor(
@@ -221,6 +276,8 @@ export class PodSandbox {
       };
     }
 
+    const network = options.podNetwork ? allocatePodNetwork() : undefined;
+    const podWithIP: V1Pod = network ? { ...pod, status: { ...pod.status, podIP: network.podIP } } : pod;
     const hostname = podHostname(pod);
     const base: Record<string, string> = {
       PATH: process.env['PATH'] ?? '/usr/bin:/bin',
@@ -229,7 +286,7 @@ export class PodSandbox {
       KUBERNETES_SERVICE_PORT: String(apiPort),
       KUBERNETES_SERVICE_PORT_HTTPS: String(apiPort),
     };
-    const env = containerEnv(pod, container, base);
+    const env = containerEnv(podWithIP, container, base);
     const command = [
       ...options.entrypoint(
         container.image ?? '',
@@ -251,6 +308,12 @@ export class PodSandbox {
       command,
       env,
       readyFile: path.join(dir, 'started'),
+      ...(network
+        ? {
+            namespaceReadyFile: path.join(dir, 'netns-ready'),
+            networkReadyFile: path.join(dir, 'network-ready'),
+          }
+        : {}),
     };
     const configFile = path.join(dir, 'config.json');
     await writeFile(configFile, JSON.stringify(config), { mode: 0o600 });
@@ -274,6 +337,23 @@ export class PodSandbox {
       logFile: options.logFile ?? path.join(dir, 'container.log'),
     });
     const sandbox = new PodSandbox(pod, container, proc, dir, apiLink);
+    if (network) {
+      sandbox.podIP = network.podIP;
+      try {
+        // pod-init waits for this file before it starts the container.
+        const deadline = Date.now() + 10_000;
+        while (!existsSync(config.namespaceReadyFile!)) {
+          if (!proc.running || Date.now() > deadline)
+            throw new Error(`pod sandbox did not start:\n${proc.tail()}`);
+          await sleep(10);
+        }
+        attachPodNetwork(proc.pid!, network);
+        await writeFile(config.networkReadyFile!, network.podIP);
+      } catch (err) {
+        await sandbox.stop();
+        throw err;
+      }
+    }
 
     const deadline = Date.now() + 20_000;
     while (!existsSync(config.readyFile)) {

@@ -95,6 +95,34 @@ describe('pod sandbox (kubelet stand-in)', () => {
     }
   });
 
+  test('with podNetwork, the pod has a routable IP the host reaches, known to the container as status.podIP', async () => {
+    const pod = await createPod('app-net');
+    pod.spec!.containers[0]!.args = ['$(PORT)', '$(POD_IP)'];
+    pod.spec!.containers[0]!.env!.push({
+      name: 'POD_IP',
+      valueFrom: { fieldRef: { fieldPath: 'status.podIP' } },
+    });
+    const box = await PodSandbox.start({ cluster, pod, container: 'app', entrypoint, podNetwork: true });
+    try {
+      assert.match(box.podIP, /^10\.250\.\d+\.\d+$/);
+      let body = '';
+      for (let tries = 0; ; tries++) {
+        try {
+          body = await (await fetch(`http://${box.podIP}:4040/info`)).text();
+          break;
+        } catch (err) {
+          if (tries > 100) throw err;
+          await sleep(50);
+        }
+      }
+      const info = JSON.parse(body) as { hostname: string; env: Record<string, string> };
+      assert.equal(info.hostname, 'app-net');
+      assert.equal(info.env['POD_IP'], box.podIP);
+    } finally {
+      await box.stop();
+    }
+  });
+
   test('in-cluster credentials are bound to the pod, and the API path can be cut', async () => {
     // The ServiceAccount admission plugin mounts the token into every container.
     const pod = await createPod('app-creds');
