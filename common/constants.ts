@@ -45,6 +45,12 @@ export const LEASE_LABEL_MANAGED_BY = 'app.kubernetes.io/managed-by';
 export const LEASE_LABEL_ELECTION = `${DOMAIN}/election`;
 export const LEASE_ANNOTATION_LEADER_HOSTNAME = `${DOMAIN}/leader-hostname`;
 export const LEASE_ANNOTATION_LEADER_POD = `${DOMAIN}/leader-pod`;
+/**
+ * UID of the leader's Pod. The ownerReference carries it too; this copy survives
+ * `kubectl delete --cascade=orphan` (which strips ownerReferences), so an orphaned Lease can
+ * still be judged by the UID of the Pod that won it, not by a name a new Pod may reuse.
+ */
+export const LEASE_ANNOTATION_LEADER_UID = `${DOMAIN}/leader-uid`;
 
 /** The env pairs every app container gets unless it already sets them. */
 export function appEnv(electionPort: number): { name: string; value: string }[] {

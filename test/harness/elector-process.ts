@@ -68,7 +68,11 @@ export async function deletePod(kc: KubeConfig, pod: PodRef): Promise<void> {
 }
 
 /** Sets a Pod's phase through the status subresource (e.g. Succeeded, Failed). */
-export async function setPodPhase(kc: KubeConfig, pod: PodRef, phase: 'Succeeded' | 'Failed' | 'Running'): Promise<void> {
+export async function setPodPhase(
+  kc: KubeConfig,
+  pod: PodRef,
+  phase: 'Succeeded' | 'Failed' | 'Running',
+): Promise<void> {
   const core = kc.makeApiClient(CoreV1Api);
   const current = await core.readNamespacedPodStatus({ name: pod.name, namespace: pod.namespace });
   current.status = { ...(current.status ?? {}), phase };
@@ -90,7 +94,10 @@ export async function grantElection(
   const rbac = kc.makeApiClient(RbacAuthorizationV1Api);
   await core.createNamespacedServiceAccount({ namespace, body: { metadata: { name: serviceAccount } } });
   await rbac.createNamespacedRole({ namespace, body: electorRole(namespace, election) });
-  await rbac.createNamespacedRoleBinding({ namespace, body: electorRoleBinding(namespace, election, [serviceAccount]) });
+  await rbac.createNamespacedRoleBinding({
+    namespace,
+    body: electorRoleBinding(namespace, election, [serviceAccount]),
+  });
   return cluster.serviceAccountKubeconfig(namespace, serviceAccount);
 }
 
@@ -115,7 +122,7 @@ export interface StartElectorOptions {
 interface LogLine {
   msg?: string;
   http?: string[];
-  listening?: string[];
+  probe?: string;
   [key: string]: unknown;
 }
 
@@ -207,11 +214,16 @@ export class ElectorProcess {
   }
 
   /** Polls `GET /` until `predicate` holds; throws with the last answer and the log tail on timeout. */
-  async waitFor(predicate: (r: ElectorResult, status: number) => boolean, timeoutMs = 30_000, what = 'condition'): Promise<ElectorResult> {
+  async waitFor(
+    predicate: (r: ElectorResult, status: number) => boolean,
+    timeoutMs = 30_000,
+    what = 'condition',
+  ): Promise<ElectorResult> {
     const deadline = Date.now() + timeoutMs;
     let last = '';
     while (Date.now() < deadline) {
-      if (!this.running) throw new Error(`elector ${this.pod.name} exited while waiting for ${what}:\n${this.process.tail()}`);
+      if (!this.running)
+        throw new Error(`elector ${this.pod.name} exited while waiting for ${what}:\n${this.process.tail()}`);
       try {
         const { status, body } = await this.get();
         last = `${status} ${JSON.stringify(body)}`;
@@ -221,11 +233,16 @@ export class ElectorProcess {
       }
       await sleep(50);
     }
-    throw new Error(`elector ${this.pod.name}: timed out waiting for ${what}; last answer ${last}\n${this.process.tail(20)}`);
+    throw new Error(
+      `elector ${this.pod.name}: timed out waiting for ${what}; last answer ${last}\n${this.process.tail(20)}`,
+    );
   }
 
   /** SIGTERM (or `signal`); resolves with the exit and how long it took. */
-  async stop(signal: NodeJS.Signals = 'SIGTERM', graceMs = 5000): Promise<{ code: number | null; signal: NodeJS.Signals | null; ms: number }> {
+  async stop(
+    signal: NodeJS.Signals = 'SIGTERM',
+    graceMs = 5000,
+  ): Promise<{ code: number | null; signal: NodeJS.Signals | null; ms: number }> {
     const t0 = performance.now();
     if (!this.running) return { ...(await this.process.exited), ms: 0 };
     this.process.signal(signal);
@@ -272,17 +289,21 @@ export async function startElector(options: StartElectorOptions): Promise<Electo
     ...(options.args ?? []),
   ];
   const spawnedAt = performance.now();
-  const proc = new ManagedProcess({ name: `elector-${hostname}`, command: process.execPath, args, logFile, env, cwd: REPO_ROOT });
+  const proc = new ManagedProcess({
+    name: `elector-${hostname}`,
+    command: process.execPath,
+    args,
+    logFile,
+    env,
+    cwd: REPO_ROOT,
+  });
   const elector = new ElectorProcess(proc, options.pod, hostname, spawnedAt);
 
   const deadline = Date.now() + (options.startTimeoutMs ?? 20_000);
   while (Date.now() < deadline) {
     const started = elector.logLines().find((l) => l.msg === 'elector started');
-    if (started?.http && started.listening) {
-      const api = started.http.map(urlOf);
-      const probe = started.listening[started.http.length];
-      if (!probe) throw new Error(`elector ${hostname} logged no probe address`);
-      elector.setUrls(api, urlOf(probe));
+    if (started?.http && started.probe) {
+      elector.setUrls(started.http.map(urlOf), urlOf(started.probe));
       return elector;
     }
     if (!proc.running) {
@@ -295,7 +316,10 @@ export async function startElector(options: StartElectorOptions): Promise<Electo
 }
 
 /** A plain HTTP GET with a deadline (the elector API is loopback HTTP). */
-export function httpGet(url: string, timeoutMs = 5000): Promise<{ status: number; body: string; headers: Record<string, string | string[] | undefined> }> {
+export function httpGet(
+  url: string,
+  timeoutMs = 5000,
+): Promise<{ status: number; body: string; headers: Record<string, string | string[] | undefined> }> {
   return new Promise((resolve, reject) => {
     const req = request(url, { method: 'GET', timeout: timeoutMs, agent: false }, (res) => {
       let body = '';

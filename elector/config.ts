@@ -1,0 +1,405 @@
+/**
+ * The elector's configuration: one pure parser of command-line flags and `ELECTOR_*`
+ * environment variables (NAIS's names), plus the pod identity from the downward API.
+ *
+ * Precedence: flag, then environment, then default. Defaults live only in {@link OPTIONS},
+ * which also renders `--help` and the README's configuration table. Every problem is
+ * reported at once, so a broken manifest is fixed in one round.
+ */
+import {
+  DEFAULT_ELECTION_PORT,
+  DEFAULT_PROBE_PORT,
+  ENV_POD_NAME,
+  ENV_POD_NAMESPACE,
+  ENV_POD_UID,
+} from '../common/constants.ts';
+
+export type LogFormat = 'json' | 'text';
+export type LogLevel = 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent';
+
+/** A TCP address to listen on; port 0 asks the system for a free port. */
+export interface ListenAddress {
+  host: string;
+  port: number;
+}
+
+/** Who this elector is: the Pod it runs in (downward API) and the hostname its app sees. */
+export interface PodIdentity {
+  podName: string;
+  podNamespace: string;
+  podUid: string;
+  hostname: string;
+}
+
+export interface ElectorConfig {
+  /** The election's name: the Lease's name, and a label value. */
+  election: string;
+  /** The Lease's namespace; always the pod's own (an ownerReference cannot cross namespaces). */
+  namespace: string;
+  /** Where the election API listens: both loopbacks for `localhost`/`127.0.0.1`/`::1`. */
+  http: ListenAddress[];
+  probe: ListenAddress;
+  /** A separate metrics listener, or undefined to serve `/metrics` on the probe address. */
+  metrics: ListenAddress | undefined;
+  logFormat: LogFormat;
+  logLevel: LogLevel;
+  /** How long the Lease may go unconfirmed before the elector stops claiming anything. */
+  fencingTimeoutMs: number;
+  /** How often a follower checks that the leader's Pod still exists and has not finished. */
+  ownerCheckIntervalMs: number;
+  /** Upper bound of the random delay before a campaign, so candidates do not all hit at once. */
+  campaignJitterMs: number;
+  /** Interval of SSE heartbeat comments. */
+  sseHeartbeatMs: number;
+  identity: PodIdentity;
+}
+
+/** One configurable setting: its flag, its env name, its default, what it means. */
+export interface OptionSpec {
+  key: OptionKey;
+  flag: string;
+  env: string;
+  /** Default as the user would write it; '' means "none" (see `defaultText`). */
+  default: string;
+  /** How the default reads in docs when it is not a literal value. */
+  defaultText?: string;
+  description: string;
+}
+
+export type OptionKey =
+  | 'election'
+  | 'electionNamespace'
+  | 'http'
+  | 'probeAddress'
+  | 'metricsAddress'
+  | 'logFormat'
+  | 'logLevel'
+  | 'fencingTimeout'
+  | 'ownerCheckInterval'
+  | 'campaignJitter'
+  | 'sseHeartbeat';
+
+/** The elector's settings; the single source of defaults (README table is tested against it). */
+export const OPTIONS: readonly OptionSpec[] = [
+  {
+    key: 'election',
+    flag: '--election',
+    env: 'ELECTOR_ELECTION',
+    default: '',
+    defaultText: '(required)',
+    description: 'Name of the election: the Lease name, shared by every pod that takes part.',
+  },
+  {
+    key: 'electionNamespace',
+    flag: '--election-namespace',
+    env: 'ELECTOR_ELECTION_NAMESPACE',
+    default: '',
+    defaultText: `$${ENV_POD_NAMESPACE}`,
+    description: "Namespace of the Lease; must be the pod's own namespace.",
+  },
+  {
+    key: 'http',
+    flag: '--http',
+    env: 'ELECTOR_HTTP',
+    default: `127.0.0.1:${DEFAULT_ELECTION_PORT}`,
+    description:
+      'Election API (`GET /`, `GET /sse`). `localhost`, `127.0.0.1` and `::1` all mean both loopbacks (127.0.0.1 and ::1).',
+  },
+  {
+    key: 'probeAddress',
+    flag: '--probe-address',
+    env: 'ELECTOR_PROBE_ADDRESS',
+    default: `0.0.0.0:${DEFAULT_PROBE_PORT}`,
+    description: '`/healthz`, `/readyz` and (unless `--metrics-address` is set) `/metrics`.',
+  },
+  {
+    key: 'metricsAddress',
+    flag: '--metrics-address',
+    env: 'ELECTOR_METRICS_ADDRESS',
+    default: '',
+    defaultText: '(the probe address)',
+    description: 'A separate listener for `/metrics`.',
+  },
+  {
+    key: 'logFormat',
+    flag: '--log-format',
+    env: 'ELECTOR_LOG_FORMAT',
+    default: 'json',
+    description: '`json` (one pino object per line) or `text` (`time level message key=value`).',
+  },
+  {
+    key: 'logLevel',
+    flag: '--log-level',
+    env: 'ELECTOR_LOG_LEVEL',
+    default: 'info',
+    description: '`trace`, `debug`, `info`, `warn`, `error`, `fatal` or `silent`.',
+  },
+  {
+    key: 'fencingTimeout',
+    flag: '--fencing-timeout',
+    env: 'ELECTOR_FENCING_TIMEOUT',
+    default: '60s',
+    description:
+      'Self-fencing bound: when the Lease cannot be confirmed with the API server for this long, the elector reports `unknown` (no leader, not even itself) until it can. 3s to 30m.',
+  },
+  {
+    key: 'ownerCheckInterval',
+    flag: '--owner-check-interval',
+    env: 'ELECTOR_OWNER_CHECK_INTERVAL',
+    default: '30s',
+    description:
+      "How often followers check the leader's Pod (gone, finished or replaced means the Lease is reclaimed). 1s to 1h.",
+  },
+  {
+    key: 'campaignJitter',
+    flag: '--campaign-jitter',
+    env: 'ELECTOR_CAMPAIGN_JITTER',
+    default: '200ms',
+    description: 'Maximum random delay before a campaign once the Lease is gone. 0 to 10s.',
+  },
+  {
+    key: 'sseHeartbeat',
+    flag: '--sse-heartbeat',
+    env: 'ELECTOR_SSE_HEARTBEAT',
+    default: '15s',
+    description: 'Interval of SSE heartbeat comments (keeps proxies from closing idle streams). 1s to 5m.',
+  },
+];
+
+export type ParseResult =
+  | { kind: 'ok'; config: ElectorConfig }
+  | { kind: 'help'; text: string }
+  | { kind: 'invalid'; problems: string[] };
+
+export interface ParseInput {
+  argv: readonly string[];
+  env: Readonly<Record<string, string | undefined>>;
+  /** `os.hostname()`, used when `HOSTNAME` is not set. */
+  systemHostname: string;
+}
+
+const LOG_LEVELS: readonly LogLevel[] = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'];
+const LOOPBACK_HOSTS = new Set(['localhost', '127.0.0.1', '::1']);
+
+// A DNS-1123 subdomain no longer than 63 characters, so the name is valid as a Lease name, a
+// label value and an RBAC resource name alike.
+const ELECTION_NAME = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
+const NAMESPACE_NAME = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
+
+/** Parses `500ms`, `2s`, `1.5m`, `1h` or a bare number of seconds; undefined when invalid. */
+export function parseDuration(text: string): number | undefined {
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(text.trim());
+  if (!m) return undefined;
+  const value = Number(m[1]);
+  const unit = m[2] ?? 's';
+  const factor = unit === 'ms' ? 1 : unit === 's' ? 1000 : unit === 'm' ? 60_000 : 3_600_000;
+  return Math.round(value * factor);
+}
+
+/** Parses `host:port`, `[v6]:port` or `:port` (all interfaces). */
+export function parseAddress(text: string): ListenAddress | string {
+  const m = /^(?:\[([^\]]+)\]|([^:[\]]*)):(\d{1,5})$/.exec(text.trim());
+  if (!m) return `"${text}" is not host:port (use [addr]:port for IPv6)`;
+  const port = Number(m[3]);
+  if (port > 65535) return `port ${port} in "${text}" is out of range`;
+  const host = m[1] ?? m[2] ?? '';
+  return { host: host === '' ? '0.0.0.0' : host, port };
+}
+
+/** The addresses the election API listens on: both loopbacks for any loopback name. */
+export function electionListenAddresses(address: ListenAddress): ListenAddress[] {
+  if (LOOPBACK_HOSTS.has(address.host)) {
+    return [
+      { host: '127.0.0.1', port: address.port },
+      { host: '::1', port: address.port },
+    ];
+  }
+  return [address];
+}
+
+/** Splits argv into flag values; collects unknown flags and missing values as problems. */
+function readFlags(
+  argv: readonly string[],
+  problems: string[],
+): { values: Map<OptionKey, string>; help: boolean } {
+  const byFlag = new Map(OPTIONS.map((o) => [o.flag, o]));
+  const values = new Map<OptionKey, string>();
+  let help = false;
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i] ?? '';
+    if (arg === '--help' || arg === '-h' || arg === '-help') {
+      help = true;
+      continue;
+    }
+    // Go's flag package (NAIS) also accepts a single dash: -election=x.
+    const normalized = arg.startsWith('--') ? arg : arg.startsWith('-') ? `-${arg}` : arg;
+    const eq = normalized.indexOf('=');
+    const name = eq === -1 ? normalized : normalized.slice(0, eq);
+    const spec = byFlag.get(name);
+    if (!spec) {
+      problems.push(arg.startsWith('-') ? `unknown flag ${name}` : `unexpected argument "${arg}"`);
+      continue;
+    }
+    let value: string | undefined;
+    if (eq !== -1) {
+      value = normalized.slice(eq + 1);
+    } else if (i + 1 < argv.length && !(argv[i + 1] ?? '').startsWith('-')) {
+      value = argv[++i];
+    }
+    if (value === undefined) {
+      problems.push(`flag ${name} needs a value`);
+      continue;
+    }
+    values.set(spec.key, value);
+  }
+  return { values, help };
+}
+
+/** Usage text, generated from {@link OPTIONS}. */
+export function usage(): string {
+  const lines = [
+    'Usage: elector --election=<name> [flags]',
+    '',
+    'Lease-for-life leader election for the pods of one Kubernetes app (NAIS-compatible).',
+    `Identity from ${ENV_POD_NAME}, ${ENV_POD_NAMESPACE}, ${ENV_POD_UID} (downward API) and HOSTNAME.`,
+    '',
+    'Flags (each also as an environment variable):',
+  ];
+  for (const o of OPTIONS) {
+    const def = o.defaultText ?? o.default;
+    lines.push(`  ${o.flag}=<value>  (${o.env}, default ${def})`, `      ${o.description}`);
+  }
+  return lines.join('\n');
+}
+
+/**
+ * Parses flags and environment into a complete configuration, or every problem found.
+ * Pure: the caller passes argv, env and the system hostname.
+ */
+export function parseConfig(input: ParseInput): ParseResult {
+  const problems: string[] = [];
+  const { values: flagValues, help } = readFlags(input.argv, problems);
+  if (help) return { kind: 'help', text: usage() };
+
+  const raw = (key: OptionKey): string => {
+    const spec = OPTIONS.find((o) => o.key === key);
+    if (!spec) throw new Error(`no option ${key}`);
+    const fromFlag = flagValues.get(key);
+    if (fromFlag !== undefined) return fromFlag.trim();
+    const fromEnv = input.env[spec.env];
+    if (fromEnv !== undefined && fromEnv.trim() !== '') return fromEnv.trim();
+    return spec.default;
+  };
+  const nameOf = (key: OptionKey): string => {
+    const spec = OPTIONS.find((o) => o.key === key);
+    return spec ? `${spec.flag} (${spec.env})` : key;
+  };
+  const duration = (key: OptionKey, minMs: number, maxMs: number): number => {
+    const text = raw(key);
+    const ms = parseDuration(text);
+    if (ms === undefined) {
+      problems.push(`${nameOf(key)}: "${text}" is not a duration (e.g. 500ms, 30s, 2m)`);
+      return 0;
+    }
+    if (ms < minMs || ms > maxMs) {
+      problems.push(`${nameOf(key)}: ${text} is outside ${formatMs(minMs)}..${formatMs(maxMs)}`);
+    }
+    return ms;
+  };
+  const address = (key: OptionKey): ListenAddress | undefined => {
+    const text = raw(key);
+    if (text === '') return undefined;
+    const parsed = parseAddress(text);
+    if (typeof parsed === 'string') {
+      problems.push(`${nameOf(key)}: ${parsed}`);
+      return undefined;
+    }
+    return parsed;
+  };
+
+  // Identity (downward API).
+  const env = (name: string): string => (input.env[name] ?? '').trim();
+  const podName = env(ENV_POD_NAME);
+  const podUid = env(ENV_POD_UID);
+  let podNamespace = env(ENV_POD_NAMESPACE);
+  if (podName === '') problems.push(`${ENV_POD_NAME} is not set (downward API: metadata.name)`);
+  if (podUid === '') problems.push(`${ENV_POD_UID} is not set (downward API: metadata.uid)`);
+  const hostname = env('HOSTNAME') || input.systemHostname.trim();
+  if (hostname === '') problems.push('no hostname: HOSTNAME is empty and the system hostname is empty');
+
+  // The election and its namespace.
+  const election = raw('election');
+  if (election === '') {
+    problems.push(`${nameOf('election')} is required`);
+  } else if (election.length > 63 || !ELECTION_NAME.test(election)) {
+    problems.push(
+      `${nameOf('election')}: "${election}" must be a lowercase DNS name of at most 63 characters (a Lease name and label value)`,
+    );
+  }
+  const electionNamespace = raw('electionNamespace');
+  if (podNamespace === '') podNamespace = electionNamespace;
+  const namespace = electionNamespace || podNamespace;
+  if (namespace === '') {
+    problems.push(
+      `no namespace: set ${ENV_POD_NAMESPACE} (downward API: metadata.namespace) or ${nameOf('electionNamespace')}`,
+    );
+  } else if (!NAMESPACE_NAME.test(namespace) || namespace.length > 63) {
+    problems.push(`namespace "${namespace}" is not a valid namespace name`);
+  } else if (namespace !== podNamespace) {
+    problems.push(
+      `${nameOf('electionNamespace')} is "${namespace}" but the pod runs in "${podNamespace}": the Lease's ownerReference must point to a Pod in its own namespace`,
+    );
+  }
+
+  // Listeners.
+  const httpAddress = address('http');
+  if (httpAddress === undefined && raw('http') === '') problems.push(`${nameOf('http')} must not be empty`);
+  const probe = address('probeAddress');
+  if (probe === undefined && raw('probeAddress') === '')
+    problems.push(`${nameOf('probeAddress')} must not be empty`);
+  const metrics = address('metricsAddress');
+
+  // Logging.
+  const logFormat = raw('logFormat');
+  if (logFormat !== 'json' && logFormat !== 'text') {
+    problems.push(`${nameOf('logFormat')}: "${logFormat}" is not json or text`);
+  }
+  const levelText = raw('logLevel').toLowerCase();
+  const logLevel = (levelText === 'warning' ? 'warn' : levelText) as LogLevel;
+  if (!LOG_LEVELS.includes(logLevel)) {
+    problems.push(`${nameOf('logLevel')}: "${levelText}" is not one of ${LOG_LEVELS.join(', ')}`);
+  }
+
+  // Timing.
+  const fencingTimeoutMs = duration('fencingTimeout', 3_000, 30 * 60_000);
+  const ownerCheckIntervalMs = duration('ownerCheckInterval', 1_000, 3_600_000);
+  const campaignJitterMs = duration('campaignJitter', 0, 10_000);
+  const sseHeartbeatMs = duration('sseHeartbeat', 1_000, 5 * 60_000);
+
+  if (problems.length > 0 || !httpAddress || !probe) return { kind: 'invalid', problems };
+  return {
+    kind: 'ok',
+    config: {
+      election,
+      namespace,
+      http: electionListenAddresses(httpAddress),
+      probe,
+      metrics,
+      logFormat: logFormat as LogFormat,
+      logLevel,
+      fencingTimeoutMs,
+      ownerCheckIntervalMs,
+      campaignJitterMs,
+      sseHeartbeatMs,
+      identity: { podName, podNamespace, podUid, hostname },
+    },
+  };
+}
+
+function formatMs(ms: number): string {
+  if (ms === 0) return '0';
+  if (ms % 3_600_000 === 0) return `${ms / 3_600_000}h`;
+  if (ms % 60_000 === 0) return `${ms / 60_000}m`;
+  if (ms % 1000 === 0) return `${ms / 1000}s`;
+  return `${ms}ms`;
+}

@@ -1,0 +1,487 @@
+/**
+ * The election driver on a fake clock and a fake store that fails on unexpected calls:
+ * each test scripts the API's answers and checks the calls made and the verdicts reached.
+ */
+import assert from 'node:assert/strict';
+import { afterEach, describe, test } from 'node:test';
+import { ApiError, type LeaseDraft } from '../../../elector/election.ts';
+import { ME, SELF, TIMING, naisLease, ourLease, pod, startElection } from './fakes.ts';
+
+const OTHER = { name: 'app-1', uid: 'uid-other' };
+const mine = ourLease({ name: ME.podName, uid: ME.podUid }, { uid: 'lease-mine', rv: '11' });
+const theirs = ourLease(OTHER, { uid: 'lease-theirs', rv: '20' });
+
+let current: ReturnType<typeof startElection> | undefined;
+function start(...args: Parameters<typeof startElection>) {
+  current = startElection(...args);
+  return current;
+}
+afterEach(async () => {
+  const e = current;
+  current = undefined;
+  if (!e) return;
+  await e.stop();
+  e.store.assertNoSurprises();
+});
+
+describe('start-up', () => {
+  test('no Lease: campaigns at once with the own pod as owner, leads once the watch shows it', async () => {
+    const e = start();
+    e.store.expect('list', () => ({ lease: null, resourceVersion: '10' }));
+    e.store.expect('getPod', (name) => (name === ME.podName ? SELF : null));
+    e.store.expect('create', () => mine);
+    await e.clock.advance(0);
+
+    assert.deepEqual(e.store.callsOf('watch'), ['10']);
+    const [draft] = e.store.callsOf('create') as LeaseDraft[];
+    assert.ok(draft);
+    assert.deepEqual(draft.owner, { apiVersion: 'v1', kind: 'Pod', name: ME.podName, uid: ME.podUid });
+    assert.equal(draft.holderIdentity, ME.hostname);
+    assert.equal(draft.name, ME.election);
+    assert.equal(draft.namespace, ME.namespace);
+    // Won, but the verdict waits for the watch: the view has one source of truth.
+    assert.equal(e.verdict.state, 'follower');
+    assert.equal(e.verdict.reason, 'no-lease');
+
+    e.store.watch0.open().event({ type: 'ADDED', lease: mine });
+    await e.clock.advance(0);
+    assert.deepEqual(
+      { state: e.verdict.state, name: e.verdict.name, pod: e.verdict.pod },
+      { state: 'leader', name: ME.hostname, pod: ME.podName },
+    );
+    assert.deepEqual(
+      e.notesOf('campaign').map((n) => n.result),
+      ['won'],
+    );
+  });
+
+  test('409 on create: lost, and the watch names the winner', async () => {
+    const e = start();
+    e.store.expect('list', () => ({ lease: null, resourceVersion: '10' }));
+    e.store.expect('getPod', () => SELF);
+    e.store.expect('create', () => {
+      throw new ApiError('exists', 409, 'AlreadyExists');
+    });
+    e.store.allow('getPod', (name) => (name === OTHER.name ? pod(OTHER.name, OTHER.uid) : null));
+    await e.clock.advance(0);
+    e.store.watch0.open().event({ type: 'ADDED', lease: theirs });
+    await e.clock.advance(0);
+    assert.deepEqual(
+      e.notesOf('campaign').map((n) => n.result),
+      ['lost'],
+    );
+    assert.deepEqual(
+      { state: e.verdict.state, name: e.verdict.name },
+      { state: 'follower', name: OTHER.name },
+    );
+    // No second campaign while the Lease exists.
+    await e.clock.advance(5000);
+    assert.equal(e.store.callsOf('create').length, 1);
+  });
+
+  test('own Lease already there (elector restarted in the leader pod): leader without any write', async () => {
+    const e = start();
+    e.store.expect('list', () => ({ lease: mine, resourceVersion: '30' }));
+    await e.clock.advance(0);
+    assert.equal(e.verdict.state, 'leader');
+    assert.equal(e.store.callsOf('create').length, 0);
+    assert.equal(e.store.callsOf('getPod').length, 0);
+  });
+
+  test('list fails: retries with backoff, serving unknown meanwhile', async () => {
+    const e = start();
+    e.store.expect('list', () => {
+      throw new ApiError('boom', 503);
+    });
+    e.store.expect('list', () => {
+      throw new ApiError('slow down', 429);
+    });
+    e.store.expect('list', () => ({ lease: mine, resourceVersion: '30' }));
+    await e.clock.advance(0);
+    assert.equal(e.store.callsOf('list').length, 1);
+    assert.equal(e.verdict.state, 'unknown');
+    await e.clock.advance(TIMING.backoffInitialMs);
+    assert.equal(e.store.callsOf('list').length, 2);
+    await e.clock.advance(TIMING.backoffInitialMs * 2);
+    assert.equal(e.store.callsOf('list').length, 3);
+    assert.equal(e.verdict.state, 'leader');
+    assert.deepEqual(
+      e.notesOf('api-error').map((n) => n.error.code),
+      [503, 429],
+    );
+  });
+});
+
+describe('watch', () => {
+  test('a watch that ends resumes from the last resourceVersion seen, without listing again', async () => {
+    const e = start();
+    e.store.expect('list', () => ({ lease: mine, resourceVersion: '30' }));
+    await e.clock.advance(0);
+    const w1 = e.store.watch0;
+    assert.equal(w1.resourceVersion, '30');
+    assert.equal(w1.timeoutSeconds, TIMING.watchTimeoutSeconds);
+    w1.open().event({ type: 'BOOKMARK', resourceVersion: '35' });
+    await e.clock.advance(2000);
+    w1.end();
+    await e.clock.advance(0);
+    assert.deepEqual(e.store.callsOf('watch'), ['30', '35']);
+    e.store.watch0.open().event({ type: 'MODIFIED', lease: { ...mine, resourceVersion: '40' } });
+    await e.clock.advance(2000);
+    e.store.watch0.end();
+    await e.clock.advance(0);
+    assert.deepEqual(e.store.callsOf('watch'), ['30', '35', '40']);
+    assert.equal(e.store.callsOf('list').length, 1);
+  });
+
+  test('410 Expired (as an ERROR event or a status) means list again', async () => {
+    const e = start();
+    e.store.expect('list', () => ({ lease: mine, resourceVersion: '30' }));
+    e.store.expect('list', () => ({ lease: mine, resourceVersion: '90' }));
+    e.store.expect('list', () => ({ lease: mine, resourceVersion: '95' }));
+    await e.clock.advance(0);
+    e.store.watch0
+      .open()
+      .event({ type: 'ERROR', code: 410, reason: 'Expired', message: 'too old resource version' });
+    e.store.watch0.end();
+    await e.clock.advance(0);
+    assert.equal(e.store.callsOf('list').length, 2);
+    assert.equal(e.store.watch0.resourceVersion, '90');
+    e.store.watch0.fail(new ApiError('gone', 410, 'Gone'));
+    await e.clock.advance(0);
+    assert.equal(e.store.callsOf('list').length, 3);
+    assert.equal(e.store.watch0.resourceVersion, '95');
+    assert.deepEqual(
+      e.notesOf('watch-restart').map((n) => n.reason),
+      ['expired', 'expired'],
+    );
+  });
+
+  test('a failing watch backs off and resumes from the same resourceVersion', async () => {
+    const e = start();
+    e.store.expect('list', () => ({ lease: mine, resourceVersion: '30' }));
+    await e.clock.advance(0);
+    e.store.watch0.fail(new ApiError('connection refused', 0));
+    await e.clock.advance(0);
+    assert.equal(e.store.watches.length, 1, 'no immediate retry');
+    await e.clock.advance(TIMING.backoffInitialMs);
+    assert.equal(e.store.watches.length, 2);
+    assert.equal(e.store.watch0.resourceVersion, '30');
+    assert.equal(e.store.callsOf('list').length, 1);
+  });
+
+  test('a silent watch is abandoned after its timeout plus grace, and resumed', async () => {
+    const e = start();
+    e.store.expect('list', () => ({ lease: mine, resourceVersion: '30' }));
+    await e.clock.advance(0);
+    const w1 = e.store.watch0.open();
+    await e.clock.advance(TIMING.watchTimeoutSeconds * 1000 + TIMING.watchGraceMs - 1);
+    assert.ok(!w1.aborted);
+    await e.clock.advance(1);
+    assert.ok(w1.aborted, 'the stalled watch was aborted');
+    assert.equal(e.store.watches.length, 2);
+    assert.deepEqual(
+      e.notesOf('watch-restart').map((n) => n.reason),
+      ['stalled'],
+    );
+  });
+
+  test('events for another Lease name are ignored', async () => {
+    const e = start();
+    e.store.expect('list', () => ({ lease: mine, resourceVersion: '30' }));
+    await e.clock.advance(0);
+    e.store.watch0.open().event({ type: 'DELETED', lease: { ...theirs, name: 'other-election' } });
+    await e.clock.advance(0);
+    assert.equal(e.verdict.state, 'leader');
+  });
+});
+
+describe('self-fencing', () => {
+  test('unknown once the view is older than the bound; leader again when a watch opens', async () => {
+    const e = start();
+    e.store.expect('list', () => ({ lease: mine, resourceVersion: '30' }));
+    await e.clock.advance(0);
+    assert.equal(e.verdict.state, 'leader');
+    // The API server goes away: every watch attempt fails.
+    e.store.watch0.fail(new ApiError('connection refused', 0));
+    const failWatches = () => {
+      for (const w of e.store.watches) if (!w.done) w.fail(new ApiError('connection refused', 0));
+    };
+    for (let t = 0; t < TIMING.fencingTimeoutMs - 1000; t += 500) {
+      failWatches();
+      await e.clock.advance(500);
+    }
+    assert.equal(e.verdict.state, 'leader', 'still within the bound');
+    for (let t = 0; t < 2000; t += 500) {
+      failWatches();
+      await e.clock.advance(500);
+    }
+    assert.equal(e.verdict.state, 'unknown');
+    assert.equal(e.verdict.reason, 'unconfirmed');
+    assert.equal(e.verdict.name, '');
+    // Back: the next watch opens and confirms the view.
+    await e.clock.advance(TIMING.backoffMaxMs);
+    e.store.watch0.open();
+    await e.clock.advance(0);
+    assert.equal(e.verdict.state, 'leader');
+  });
+
+  test('an unconfirmed follower neither checks nor reclaims', async () => {
+    const e = start();
+    e.store.expect('list', () => ({ lease: theirs, resourceVersion: '30' }));
+    e.store.allow('getPod', () => null);
+    e.store.allow('deleteLease', () => {
+      throw new ApiError('etcd unavailable', 503);
+    });
+    await e.clock.advance(0);
+    // The watch never opens again (a silent partition): no confirmation after the list.
+    await e.clock.advance(TIMING.fencingTimeoutMs + 1);
+    assert.equal(e.verdict.state, 'unknown');
+    const checks = e.store.callsOf('getPod').length;
+    const deletes = e.store.callsOf('deleteLease').length;
+    await e.clock.advance(TIMING.ownerCheckIntervalMs * 3);
+    assert.equal(e.store.callsOf('getPod').length, checks, 'no owner checks while unconfirmed');
+    assert.equal(e.store.callsOf('deleteLease').length, deletes, 'no deletes while unconfirmed');
+    assert.equal(e.store.callsOf('create').length, 0);
+  });
+});
+
+describe('re-election', () => {
+  test('Lease deleted: campaigns again after the jitter', async () => {
+    const e = start({ random: () => 0.5 });
+    e.store.expect('list', () => ({ lease: theirs, resourceVersion: '30' }));
+    e.store.expect('getPod', () => pod(OTHER.name, OTHER.uid));
+    await e.clock.advance(0);
+    e.store.watch0.open().event({ type: 'DELETED', lease: { ...theirs, resourceVersion: '31' } });
+    await e.clock.advance(0);
+    assert.equal(e.verdict.state, 'follower');
+    assert.equal(e.verdict.name, '');
+    e.store.expect('getPod', () => SELF);
+    e.store.expect('create', () => mine);
+    await e.clock.advance(TIMING.campaignJitterMs / 2 - 1);
+    assert.equal(e.store.callsOf('create').length, 0, 'waits for the jitter');
+    await e.clock.advance(1);
+    assert.equal(e.store.callsOf('create').length, 1);
+    e.store.watch0.event({ type: 'ADDED', lease: mine });
+    await e.clock.advance(0);
+    assert.equal(e.verdict.state, 'leader');
+  });
+
+  test('create fails with 500: retried with backoff while no Lease exists', async () => {
+    const e = start();
+    e.store.expect('list', () => ({ lease: null, resourceVersion: '10' }));
+    e.store.allow('getPod', () => SELF);
+    e.store.expect('create', () => {
+      throw new ApiError('etcd timeout', 500);
+    });
+    e.store.expect('create', () => mine);
+    await e.clock.advance(0);
+    assert.equal(e.store.callsOf('create').length, 1);
+    await e.clock.advance(TIMING.backoffInitialMs);
+    assert.equal(e.store.callsOf('create').length, 2);
+    assert.deepEqual(
+      e.notesOf('campaign').map((n) => n.result),
+      ['error', 'won'],
+    );
+  });
+
+  for (const [label, self] of [
+    ['terminating', pod(ME.podName, ME.podUid, { terminating: true })],
+    ['Succeeded', pod(ME.podName, ME.podUid, { phase: 'Succeeded' })],
+    ['missing', null],
+    ['replaced by a pod with the same name', pod(ME.podName, 'uid-newer')],
+  ] as const) {
+    test(`own pod ${label}: no campaign`, async () => {
+      const e = start();
+      e.store.expect('list', () => ({ lease: null, resourceVersion: '10' }));
+      e.store.expect('getPod', () => self);
+      await e.clock.advance(0);
+      await e.clock.advance(10_000);
+      assert.equal(e.store.callsOf('create').length, 0);
+      assert.deepEqual(
+        e.notesOf('campaign').map((n) => n.result),
+        ['skipped'],
+      );
+    });
+  }
+});
+
+describe('reclaim', () => {
+  const cases = [
+    { label: 'owner pod gone', owner: null, reason: 'owner-missing' },
+    {
+      label: 'owner pod Succeeded',
+      owner: pod(OTHER.name, OTHER.uid, { phase: 'Succeeded' }),
+      reason: 'owner-finished',
+    },
+    {
+      label: 'owner pod Failed',
+      owner: pod(OTHER.name, OTHER.uid, { phase: 'Failed' }),
+      reason: 'owner-finished',
+    },
+    { label: 'owner name reused by a new pod', owner: pod(OTHER.name, 'uid-new'), reason: 'owner-replaced' },
+  ] as const;
+  for (const c of cases) {
+    test(`${c.label}: deleted with uid and resourceVersion preconditions`, async () => {
+      const e = start();
+      e.store.expect('list', () => ({ lease: theirs, resourceVersion: '30' }));
+      e.store.expect('getPod', (name) => {
+        assert.equal(name, OTHER.name);
+        return c.owner;
+      });
+      e.store.expect('deleteLease', () => {});
+      await e.clock.advance(0);
+      assert.deepEqual(e.store.callsOf('deleteLease'), [
+        { uid: theirs.uid, resourceVersion: theirs.resourceVersion },
+      ]);
+      assert.deepEqual(
+        e.notesOf('reclaim').map((n) => [n.result, n.reason]),
+        [['deleted', c.reason]],
+      );
+    });
+  }
+
+  test('owner alive: no delete; checked again every interval', async () => {
+    const e = start();
+    e.store.expect('list', () => ({ lease: theirs, resourceVersion: '30' }));
+    e.store.allow('getPod', () => pod(OTHER.name, OTHER.uid, { terminating: true }));
+    await e.clock.advance(0);
+    assert.equal(e.store.callsOf('getPod').length, 1);
+    // Keep the view confirmed, as a healthy watch would.
+    for (let i = 0; i < 6; i++) {
+      const w = e.store.watch0.open();
+      await e.clock.advance(TIMING.ownerCheckIntervalMs / 2);
+      w.end();
+      await e.clock.advance(0);
+    }
+    assert.equal(e.store.callsOf('getPod').length, 4);
+    assert.equal(e.store.callsOf('deleteLease').length, 0);
+  });
+
+  test('the Lease changed while its owner was checked: not deleted', async () => {
+    const e = start();
+    e.store.expect('list', () => ({ lease: theirs, resourceVersion: '30' }));
+    let release!: () => void;
+    e.store.expect('getPod', () => new Promise((resolve) => (release = () => resolve(null))));
+    await e.clock.advance(0);
+    e.store.watch0.open().event({ type: 'MODIFIED', lease: { ...theirs, resourceVersion: '21' } });
+    release();
+    e.store.expect('getPod', () => null);
+    e.store.expect('deleteLease', () => {});
+    await e.clock.advance(0);
+    // The stale judgement is dropped; the new version is judged and deleted by its own rv.
+    assert.deepEqual(e.store.callsOf('deleteLease'), [{ uid: theirs.uid, resourceVersion: '21' }]);
+  });
+
+  test('409 on delete (the Lease moved on) is not an error', async () => {
+    const e = start();
+    e.store.expect('list', () => ({ lease: theirs, resourceVersion: '30' }));
+    e.store.expect('getPod', () => null);
+    e.store.expect('deleteLease', () => {
+      throw new ApiError('precondition failed', 409, 'Conflict');
+    });
+    await e.clock.advance(0);
+    assert.deepEqual(
+      e.notesOf('reclaim').map((n) => n.result),
+      ['conflict'],
+    );
+    assert.equal(e.notesOf('api-error').length, 0);
+  });
+});
+
+describe('mixed and odd Leases', () => {
+  test("NAIS's Lease: followed by hostname, leader by owner uid", async () => {
+    const e = start();
+    e.store.expect('list', () => ({ lease: naisLease(OTHER), resourceVersion: '30' }));
+    e.store.expect('getPod', () => pod(OTHER.name, OTHER.uid));
+    await e.clock.advance(0);
+    assert.deepEqual(
+      { state: e.verdict.state, name: e.verdict.name, uid: e.verdict.uid },
+      { state: 'follower', name: OTHER.name, uid: OTHER.uid },
+    );
+  });
+
+  test("NAIS's Lease naming this pod: leader", async () => {
+    const e = start();
+    e.store.expect('list', () => ({
+      lease: naisLease({ name: ME.podName, uid: ME.podUid }),
+      resourceVersion: '30',
+    }));
+    await e.clock.advance(0);
+    assert.equal(e.verdict.state, 'leader');
+  });
+
+  test('client-go Lease of the same name: unknown, no campaign, no delete', async () => {
+    const e = start();
+    const foreign = {
+      ...theirs,
+      owners: [],
+      labels: {},
+      annotations: {},
+      leaseDurationSeconds: 15,
+      renewTime: 'x',
+    };
+    e.store.expect('list', () => ({ lease: foreign, resourceVersion: '30' }));
+    await e.clock.advance(0);
+    e.store.watch0.open();
+    await e.clock.advance(TIMING.ownerCheckIntervalMs * 2);
+    assert.equal(e.verdict.state, 'unknown');
+    assert.equal(e.verdict.reason, 'foreign-lease');
+  });
+
+  test("a recreated pod with the leader's name and hostname: unknown until the old Lease is reclaimed", async () => {
+    const old = { name: ME.podName, uid: 'uid-predecessor' };
+    const e = start();
+    e.store.expect('list', () => ({ lease: ourLease(old), resourceVersion: '30' }));
+    let release!: () => void;
+    e.store.expect('getPod', () => new Promise((resolve) => (release = () => resolve(SELF))));
+    await e.clock.advance(0);
+    assert.equal(e.verdict.state, 'unknown');
+    assert.equal(e.verdict.reason, 'name-collision');
+    assert.equal(e.verdict.name, '', 'never reports its own hostname for another pod');
+    e.store.expect('deleteLease', () => {});
+    release();
+    await e.clock.advance(0);
+    assert.deepEqual(
+      e.notesOf('reclaim').map((n) => n.reason),
+      ['owner-replaced'],
+    );
+  });
+
+  test('orphaned NAIS Lease (no owner) whose pod is gone: reclaimed', async () => {
+    const e = start();
+    const orphan = { ...naisLease(OTHER), owners: [] };
+    e.store.expect('list', () => ({ lease: orphan, resourceVersion: '30' }));
+    e.store.expect('getPod', () => null);
+    e.store.expect('deleteLease', () => {});
+    await e.clock.advance(0);
+    assert.equal(e.store.callsOf('deleteLease').length, 1);
+  });
+
+  test('orphaned NAIS Lease whose pod runs: unknown until checked, then follower with its uid', async () => {
+    const e = start();
+    const orphan = { ...naisLease(OTHER), owners: [] };
+    e.store.expect('list', () => ({ lease: orphan, resourceVersion: '30' }));
+    let release!: () => void;
+    e.store.expect(
+      'getPod',
+      () => new Promise((resolve) => (release = () => resolve(pod(OTHER.name, OTHER.uid)))),
+    );
+    await e.clock.advance(0);
+    assert.equal(e.verdict.reason, 'owner-pending');
+    release();
+    await e.clock.advance(0);
+    assert.deepEqual(
+      { state: e.verdict.state, name: e.verdict.name, uid: e.verdict.uid },
+      { state: 'follower', name: OTHER.name, uid: OTHER.uid },
+    );
+  });
+});
+
+test('stop: every loop ends, no timer and no watch left', async () => {
+  const e = start();
+  e.store.expect('list', () => ({ lease: theirs, resourceVersion: '30' }));
+  e.store.expect('getPod', () => pod(OTHER.name, OTHER.uid));
+  await e.clock.advance(0);
+  e.store.watch0.open();
+  await e.stop();
+});

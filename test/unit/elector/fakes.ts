@@ -1,0 +1,331 @@
+/**
+ * Fakes for the election's unit tests: a clock that moves only when told, and a store that
+ * answers only the calls a test expects and records every other call as a failure.
+ */
+import assert from 'node:assert/strict';
+import {
+  ApiError,
+  Election,
+  timingFor,
+  type Clock,
+  type ElectionStore,
+  type Identity,
+  type LeaseDraft,
+  type LeaseRecord,
+  type Note,
+  type PodRecord,
+  type Timing,
+  type WatchEvent,
+} from '../../../elector/election.ts';
+import type { Verdict } from '../../../elector/leader.ts';
+import {
+  LEASE_ANNOTATION_LEADER_HOSTNAME,
+  LEASE_ANNOTATION_LEADER_POD,
+  LEASE_ANNOTATION_LEADER_UID,
+  LEASE_LABEL_ELECTION,
+  LEASE_LABEL_MANAGED_BY,
+  PROJECT,
+} from '../../../common/constants.ts';
+
+/** Lets every pending promise callback and immediate run. */
+export async function flush(): Promise<void> {
+  for (let i = 0; i < 10; i++) await new Promise<void>((resolve) => setImmediate(resolve));
+}
+
+interface FakeTimer {
+  at: number;
+  seq: number;
+  fn: () => void;
+  cancelled: boolean;
+}
+
+export class FakeClock implements Clock {
+  #now = 1_000_000;
+  #seq = 0;
+  #timers: FakeTimer[] = [];
+
+  now(): number {
+    return this.#now;
+  }
+
+  setTimer(ms: number, fn: () => void): { cancel(): void } {
+    const timer: FakeTimer = { at: this.#now + Math.max(0, ms), seq: this.#seq++, fn, cancelled: false };
+    this.#timers.push(timer);
+    return {
+      cancel: () => {
+        timer.cancelled = true;
+      },
+    };
+  }
+
+  /** Live timers (not fired, not cancelled). */
+  get pendingTimers(): number {
+    return this.#timers.filter((t) => !t.cancelled).length;
+  }
+
+  /** Moves time forward by `ms`, firing due timers in order and letting their effects run. */
+  async advance(ms: number): Promise<void> {
+    const target = this.#now + ms;
+    for (;;) {
+      await flush();
+      this.#timers = this.#timers.filter((t) => !t.cancelled);
+      const due = this.#timers.filter((t) => t.at <= target).sort((a, b) => a.at - b.at || a.seq - b.seq)[0];
+      if (!due) break;
+      this.#timers.splice(this.#timers.indexOf(due), 1);
+      this.#now = Math.max(this.#now, due.at);
+      due.fn();
+    }
+    this.#now = target;
+    await flush();
+  }
+}
+
+/** One watch request, driven by the test. */
+export class FakeWatch {
+  readonly resourceVersion: string;
+  readonly timeoutSeconds: number;
+  readonly signal: AbortSignal;
+  #onOpen: () => void;
+  #onEvent: (event: WatchEvent) => void;
+  #resolve!: () => void;
+  #reject!: (err: unknown) => void;
+  done = false;
+  readonly promise: Promise<void>;
+
+  constructor(request: Parameters<ElectionStore['watch']>[0]) {
+    this.resourceVersion = request.resourceVersion;
+    this.timeoutSeconds = request.timeoutSeconds;
+    this.signal = request.signal;
+    this.#onOpen = request.onOpen;
+    this.#onEvent = request.onEvent;
+    this.promise = new Promise<void>((resolve, reject) => {
+      this.#resolve = resolve;
+      this.#reject = reject;
+    });
+    const onAbort = () => this.end();
+    if (request.signal.aborted) this.end();
+    else request.signal.addEventListener('abort', onAbort, { once: true });
+  }
+
+  get aborted(): boolean {
+    return this.signal.aborted;
+  }
+
+  open(): this {
+    assert.ok(!this.done, 'open() on an ended watch');
+    this.#onOpen();
+    return this;
+  }
+
+  event(event: WatchEvent): this {
+    assert.ok(!this.done, 'event() on an ended watch');
+    this.#onEvent(event);
+    return this;
+  }
+
+  end(): void {
+    if (this.done) return;
+    this.done = true;
+    this.#resolve();
+  }
+
+  fail(err: ApiError): void {
+    if (this.done) return;
+    this.done = true;
+    this.#reject(err);
+  }
+}
+
+type Answer<T> = T | Promise<T>;
+/** Answers may be plain values (or throw) or promises. */
+type Handlers = {
+  list: () => Answer<{ lease: LeaseRecord | null; resourceVersion: string }>;
+  create: (draft: LeaseDraft) => Answer<LeaseRecord>;
+  getPod: (name: string) => Answer<PodRecord | null>;
+  deleteLease: (pre: { uid: string; resourceVersion: string }) => Answer<void>;
+};
+type Op = keyof Handlers;
+
+/**
+ * A store that answers only what the test expects: `expect(op, handler)` queues a one-shot
+ * answer, `allow(op, handler)` a standing one. Any other call is recorded in `unexpected`
+ * (checked by `assertNoSurprises`) and rejected.
+ */
+export class FakeStore implements ElectionStore {
+  readonly calls: { op: Op | 'watch'; arg?: unknown }[] = [];
+  readonly unexpected: string[] = [];
+  readonly watches: FakeWatch[] = [];
+  #once: { [K in Op]: Handlers[K][] } = { list: [], create: [], getPod: [], deleteLease: [] };
+  #always: Partial<Handlers> = {};
+
+  expect<K extends Op>(op: K, handler: Handlers[K]): this {
+    (this.#once[op] as Handlers[K][]).push(handler);
+    return this;
+  }
+
+  allow<K extends Op>(op: K, handler: Handlers[K] | undefined): this {
+    if (handler) this.#always[op] = handler;
+    else delete this.#always[op];
+    return this;
+  }
+
+  callsOf(op: Op | 'watch'): unknown[] {
+    return this.calls.filter((c) => c.op === op).map((c) => c.arg);
+  }
+
+  /** The newest watch; fails if there is none. */
+  get watch0(): FakeWatch {
+    const w = this.watches.at(-1);
+    assert.ok(w, 'no watch was started');
+    return w;
+  }
+
+  #handler<K extends Op>(op: K, arg: unknown): Handlers[K] {
+    this.calls.push({ op, arg });
+    const once = (this.#once[op] as Handlers[K][]).shift();
+    const handler = once ?? this.#always[op];
+    if (!handler) {
+      this.unexpected.push(`${op}(${JSON.stringify(arg)})`);
+      throw new ApiError(`unexpected call ${op}`, 599, 'Unexpected');
+    }
+    return handler;
+  }
+
+  // Each call looks its answer up a tick later, so a test may start the election and
+  // then script the answers in the same synchronous block.
+  async list(_signal: AbortSignal) {
+    await Promise.resolve();
+    return this.#handler('list', undefined)();
+  }
+  async create(draft: LeaseDraft, _signal: AbortSignal) {
+    await Promise.resolve();
+    return this.#handler('create', draft)(draft);
+  }
+  async getPod(name: string, _signal: AbortSignal) {
+    await Promise.resolve();
+    return this.#handler('getPod', name)(name);
+  }
+  async deleteLease(pre: { uid: string; resourceVersion: string }, _signal: AbortSignal) {
+    await Promise.resolve();
+    return this.#handler('deleteLease', pre)(pre);
+  }
+  watch(request: Parameters<ElectionStore['watch']>[0]): Promise<void> {
+    this.calls.push({ op: 'watch', arg: request.resourceVersion });
+    const w = new FakeWatch(request);
+    this.watches.push(w);
+    return w.promise;
+  }
+
+  /** Fails when a call came that no test expectation covered, or an expected call never came. */
+  assertNoSurprises(): void {
+    assert.deepEqual(this.unexpected, [], 'unexpected store calls');
+    const left = Object.entries(this.#once)
+      .filter(([, q]) => q.length > 0)
+      .map(([op, q]) => `${op} x${q.length}`);
+    assert.deepEqual(left, [], 'expected store calls that never came');
+  }
+}
+
+export const ME: Identity = {
+  election: 'app',
+  namespace: 'ns',
+  podName: 'app-0',
+  podUid: 'uid-me',
+  hostname: 'app-0',
+};
+
+export const TIMING: Timing = timingFor({
+  fencingTimeoutMs: 60_000,
+  ownerCheckIntervalMs: 30_000,
+  campaignJitterMs: 200,
+});
+
+/** A Lease as our elector writes it, for `pod`. */
+export function ourLease(
+  pod: { name: string; uid: string; hostname?: string },
+  meta: { uid?: string; rv?: string } = {},
+): LeaseRecord {
+  const hostname = pod.hostname ?? pod.name;
+  return {
+    name: ME.election,
+    uid: meta.uid ?? `lease-${pod.uid}`,
+    resourceVersion: meta.rv ?? '100',
+    holderIdentity: hostname,
+    leaseDurationSeconds: undefined,
+    renewTime: undefined,
+    owners: [{ apiVersion: 'v1', kind: 'Pod', name: pod.name, uid: pod.uid }],
+    labels: { [LEASE_LABEL_MANAGED_BY]: PROJECT, [LEASE_LABEL_ELECTION]: ME.election },
+    annotations: {
+      [LEASE_ANNOTATION_LEADER_HOSTNAME]: hostname,
+      [LEASE_ANNOTATION_LEADER_POD]: pod.name,
+      [LEASE_ANNOTATION_LEADER_UID]: pod.uid,
+    },
+  };
+}
+
+/** A Lease as NAIS's elector writes it: holderIdentity = hostname, owner = pod, no labels. */
+export function naisLease(
+  pod: { name: string; uid: string },
+  meta: { uid?: string; rv?: string } = {},
+): LeaseRecord {
+  return {
+    name: ME.election,
+    uid: meta.uid ?? `nais-${pod.uid}`,
+    resourceVersion: meta.rv ?? '100',
+    holderIdentity: pod.name,
+    leaseDurationSeconds: undefined,
+    renewTime: undefined,
+    owners: [{ apiVersion: 'v1', kind: 'Pod', name: pod.name, uid: pod.uid }],
+    labels: {},
+    annotations: {},
+  };
+}
+
+export function pod(name: string, uid: string, extra: Partial<PodRecord> = {}): PodRecord {
+  return { name, uid, phase: 'Running', terminating: false, ...extra };
+}
+
+export const SELF = pod(ME.podName, ME.podUid);
+
+/** An election on fakes, started; `stop()` ends it and checks nothing leaked. */
+export function startElection(options: { identity?: Identity; timing?: Timing; random?: () => number } = {}) {
+  const clock = new FakeClock();
+  const store = new FakeStore();
+  const verdicts: Verdict[] = [];
+  const notes: Note[] = [];
+  const election = new Election({
+    identity: options.identity ?? ME,
+    timing: options.timing ?? TIMING,
+    store,
+    clock,
+    random: options.random ?? (() => 0.5),
+    onVerdict: (v) => verdicts.push(v),
+    onNote: (n) => notes.push(n),
+  });
+  const controller = new AbortController();
+  let stopped = false;
+  const running = election.run(controller.signal);
+  return {
+    clock,
+    store,
+    election,
+    verdicts,
+    notes,
+    /** The latest verdict. */
+    get verdict(): Verdict {
+      return election.verdict;
+    },
+    notesOf<T extends Note['type']>(type: T): Extract<Note, { type: T }>[] {
+      return notes.filter((n): n is Extract<Note, { type: T }> => n.type === type);
+    },
+    async stop(): Promise<void> {
+      if (stopped) return;
+      stopped = true;
+      controller.abort();
+      await flush();
+      await running;
+      assert.equal(clock.pendingTimers, 0, 'timers left after stop');
+      for (const w of store.watches) assert.ok(w.done, 'a watch was left open');
+    },
+  };
+}
