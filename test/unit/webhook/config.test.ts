@@ -1,0 +1,165 @@
+/** The webhook's configuration parser: flags, env, defaults, and every problem at once. */
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { OPTIONS, parseBytes, parseConfig, usage, type WebhookConfig } from '../../../webhook/config.ts';
+
+const BASE_ARGS = [
+  '--tls-cert-file=/tls/tls.crt',
+  '--tls-private-key-file=/tls/tls.key',
+  '--elector-image=img:1',
+];
+
+function ok(argv: string[], env: Record<string, string> = {}): WebhookConfig {
+  const r = parseConfig({ argv, env });
+  assert.equal(r.kind, 'ok', JSON.stringify(r));
+  if (r.kind !== 'ok') throw new Error('unreachable');
+  return r.config;
+}
+
+function problems(argv: string[], env: Record<string, string> = {}): string[] {
+  const r = parseConfig({ argv, env });
+  assert.equal(r.kind, 'invalid', JSON.stringify(r));
+  return r.kind === 'invalid' ? r.problems : [];
+}
+
+describe('webhook config', () => {
+  test('defaults', () => {
+    const c = ok(BASE_ARGS);
+    assert.deepEqual(c, {
+      tlsCertFile: '/tls/tls.crt',
+      tlsPrivateKeyFile: '/tls/tls.key',
+      tlsReloadIntervalMs: 10_000,
+      listen: { host: '0.0.0.0', port: 8443 },
+      metrics: undefined,
+      electorImage: 'img:1',
+      electorCommand: ['elector'],
+      electorMode: 'native-sidecar',
+      electionPort: 4040,
+      probePort: 4041,
+      electorResources: { cpuRequest: '10m', memoryRequest: '64Mi', cpuLimit: '250m', memoryLimit: '128Mi' },
+      reconcileRbac: true,
+      kubeconfig: undefined,
+      maxRequestBytes: 7 * 1024 * 1024,
+      shutdownDelayMs: 5000,
+      logLevel: 'info',
+      podName: undefined,
+      podNamespace: undefined,
+      containerName: 'webhook',
+    } satisfies WebhookConfig);
+  });
+
+  test('env names every setting, and flags win over env', () => {
+    const env = {
+      WEBHOOK_TLS_CERT_FILE: '/e/c',
+      WEBHOOK_TLS_PRIVATE_KEY_FILE: '/e/k',
+      WEBHOOK_ELECTOR_IMAGE: 'env:1',
+      WEBHOOK_LISTEN_ADDRESS: '127.0.0.1:9443',
+      WEBHOOK_METRICS_ADDRESS: ':9090',
+      WEBHOOK_ELECTOR_MODE: 'container',
+      WEBHOOK_ELECTOR_CPU_LIMIT: '',
+      WEBHOOK_RECONCILE_RBAC: 'false',
+      WEBHOOK_MAX_REQUEST_BYTES: '2Mi',
+      WEBHOOK_ELECTOR_COMMAND: 'node /app/dist/elector.js',
+    };
+    const c = ok(['--elector-image', 'flag:2'], env);
+    assert.equal(c.tlsCertFile, '/e/c');
+    assert.equal(c.electorImage, 'flag:2');
+    assert.deepEqual(c.listen, { host: '127.0.0.1', port: 9443 });
+    assert.deepEqual(c.metrics, { host: '0.0.0.0', port: 9090 });
+    assert.equal(c.electorMode, 'container');
+    assert.equal(c.electorResources.cpuLimit, '');
+    assert.equal(c.reconcileRbac, false);
+    assert.equal(c.maxRequestBytes, 2 * 1024 * 1024);
+    assert.deepEqual(c.electorCommand, ['node', '/app/dist/elector.js']);
+  });
+
+  test('a boolean flag alone means true; "-" leaves the command unset', () => {
+    const c = ok([...BASE_ARGS, '--reconcile-rbac', '--elector-command=-'], {
+      WEBHOOK_RECONCILE_RBAC: 'false',
+    });
+    assert.equal(c.reconcileRbac, true);
+    assert.deepEqual(c.electorCommand, []);
+  });
+
+  test('no elector image: the own pod is looked up when the downward API names it', () => {
+    const c = ok(BASE_ARGS.slice(0, 2), { POD_NAME: 'webhook-abc', POD_NAMESPACE: 'lifelease-system' });
+    assert.equal(c.electorImage, undefined);
+    assert.equal(c.podName, 'webhook-abc');
+    assert.match(problems(BASE_ARGS.slice(0, 2)).join('\n'), /--elector-image.*cannot find its own image/);
+  });
+
+  test('every problem is reported at once', () => {
+    const p = problems([
+      '--listen-address=nope',
+      '--elector-mode=sidecar',
+      '--election-port=80',
+      '--probe-port=abc',
+      '--elector-cpu-request=ten',
+      '--max-request-bytes=512Ki',
+      '--shutdown-delay=forever',
+      '--log-level=loud',
+      '--reconcile-rbac=maybe',
+      '--bogus=1',
+      'stray',
+    ]);
+    const text = p.join('\n');
+    for (const expected of [
+      /--tls-cert-file \(WEBHOOK_TLS_CERT_FILE\) is required/,
+      /--tls-private-key-file .* is required/,
+      /--listen-address .*"nope" is not host:port/,
+      /--elector-mode .*"sidecar" is not one of native-sidecar, container/,
+      /--election-port .*"80" is not a port in 1024..65535/,
+      /--probe-port .*"abc"/,
+      /--elector-cpu-request .*"ten" is not a Kubernetes quantity/,
+      /--max-request-bytes .*at least 1Mi/,
+      /--shutdown-delay .*"forever" is not a duration/,
+      /--log-level .*"loud"/,
+      /--reconcile-rbac .*"maybe" is not true or false/,
+      /unknown flag --bogus/,
+      /unexpected argument "stray"/,
+      /--elector-image .* is not set/,
+    ]) {
+      assert.match(text, expected);
+    }
+    assert.equal(p.length, 14, text);
+  });
+
+  test('equal ports and a metrics port equal to the listen port are refused', () => {
+    const p = problems([
+      ...BASE_ARGS,
+      '--election-port=5000',
+      '--probe-port=5000',
+      '--metrics-address=:8443',
+    ]).join('\n');
+    assert.match(p, /must differ/);
+    assert.match(p, /another port/);
+  });
+
+  test('a flag needing a value', () => {
+    assert.match(problems([...BASE_ARGS, '--listen-address']).join('\n'), /--listen-address needs a value/);
+  });
+
+  test('--help', () => {
+    const r = parseConfig({ argv: ['--help'], env: {} });
+    assert.equal(r.kind, 'help');
+    if (r.kind === 'help')
+      for (const o of OPTIONS) assert.ok(r.text.includes(o.flag) && r.text.includes(o.env));
+    assert.equal(usage(), (r as { text: string }).text);
+  });
+
+  test('every option has a WEBHOOK_ env name, a kebab-case flag and a description', () => {
+    for (const o of OPTIONS) {
+      assert.match(o.flag, /^--[a-z][a-z-]+$/);
+      assert.match(o.env, /^WEBHOOK_[A-Z_]+$/);
+      assert.ok(o.description.length > 10);
+    }
+    assert.equal(new Set(OPTIONS.map((o) => o.env)).size, OPTIONS.length);
+  });
+
+  test('parseBytes', () => {
+    assert.equal(parseBytes('1024'), 1024);
+    assert.equal(parseBytes('3Ki'), 3072);
+    assert.equal(parseBytes('7Mi'), 7 * 1024 * 1024);
+    assert.equal(parseBytes('7MB'), undefined);
+  });
+});

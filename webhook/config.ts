@@ -1,0 +1,526 @@
+/**
+ * The webhook's configuration: one pure parser of Kubernetes-style flags (`--tls-cert-file`)
+ * and the same settings as `WEBHOOK_*` environment variables.
+ *
+ * Precedence: flag, then environment, then default. Defaults live only in {@link OPTIONS},
+ * which also renders `--help` and the README's configuration table. Every problem is
+ * reported at once, so a broken manifest is fixed in one round.
+ */
+import {
+  DEFAULT_ELECTION_PORT,
+  DEFAULT_PROBE_PORT,
+  ENV_POD_NAME,
+  ENV_POD_NAMESPACE,
+} from '../common/constants.ts';
+
+/** A TCP address to listen on; port 0 asks the system for a free port. */
+export interface ListenAddress {
+  host: string;
+  port: number;
+}
+
+/** How the elector is added: a native sidecar (init container with `restartPolicy: Always`) or a plain container. */
+export type ElectorMode = 'native-sidecar' | 'container';
+export type LogLevel = 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent';
+
+/** Requests and limits of the injected elector; an empty string leaves that value unset. */
+export interface ElectorResources {
+  cpuRequest: string;
+  memoryRequest: string;
+  cpuLimit: string;
+  memoryLimit: string;
+}
+
+export interface WebhookConfig {
+  tlsCertFile: string;
+  tlsPrivateKeyFile: string;
+  /** How often the certificate files are re-read (a change is applied to new connections). */
+  tlsReloadIntervalMs: number;
+  listen: ListenAddress;
+  /** A separate plain-HTTP listener for `/metrics` and probes, or undefined (HTTPS listener only). */
+  metrics: ListenAddress | undefined;
+  /** The image to inject; undefined means "the webhook's own image", resolved at start-up. */
+  electorImage: string | undefined;
+  /** The elector container's `command`; empty means the image's entrypoint. */
+  electorCommand: string[];
+  electorMode: ElectorMode;
+  /** Cluster-wide default ports; pods may override them with annotations. */
+  electionPort: number;
+  probePort: number;
+  electorResources: ElectorResources;
+  /** Run the RBAC reconciler (grants each electing pod's ServiceAccount the elector's Role). */
+  reconcileRbac: boolean;
+  /** Path of a kubeconfig file; undefined means in-cluster config or `$KUBECONFIG`. */
+  kubeconfig: string | undefined;
+  /** Largest accepted request body, in bytes. */
+  maxRequestBytes: number;
+  /** On SIGTERM, report not-ready and keep serving this long before closing. */
+  shutdownDelayMs: number;
+  logLevel: LogLevel;
+  /** This pod (downward API), used to find the webhook's own image. */
+  podName: string | undefined;
+  podNamespace: string | undefined;
+  /** Name of the webhook's container in its pod (to find its image). */
+  containerName: string;
+}
+
+export type OptionKey =
+  | 'tlsCertFile'
+  | 'tlsPrivateKeyFile'
+  | 'tlsReloadInterval'
+  | 'listenAddress'
+  | 'metricsAddress'
+  | 'electorImage'
+  | 'electorCommand'
+  | 'electorMode'
+  | 'electionPort'
+  | 'probePort'
+  | 'electorCpuRequest'
+  | 'electorMemoryRequest'
+  | 'electorCpuLimit'
+  | 'electorMemoryLimit'
+  | 'reconcileRbac'
+  | 'kubeconfig'
+  | 'maxRequestBytes'
+  | 'shutdownDelay'
+  | 'logLevel'
+  | 'containerName';
+
+/** One configurable setting: its flag, its env name, its default, what it means. */
+export interface OptionSpec {
+  key: OptionKey;
+  flag: string;
+  env: string;
+  /** Default as the user would write it; '' means "none" (see `defaultText`). */
+  default: string;
+  /** How the default reads in docs when it is not a literal value. */
+  defaultText?: string;
+  /** A flag that may be given without a value (`--reconcile-rbac` means true). */
+  boolean?: boolean;
+  description: string;
+}
+
+/**
+ * Why 7 MiB: kube-apiserver accepts objects up to about 1.5 MiB and request bodies up to
+ * 3 MiB, and an AdmissionReview wraps the object (and, for updates, the old object) in JSON;
+ * fastify's 1 MiB default would refuse large but legal pods. controller-runtime uses 7 MiB too.
+ */
+export const DEFAULT_MAX_REQUEST_BYTES = 7 * 1024 * 1024;
+
+/** The webhook's settings; the single source of defaults (the README table is tested against it). */
+export const OPTIONS: readonly OptionSpec[] = [
+  {
+    key: 'tlsCertFile',
+    flag: '--tls-cert-file',
+    env: 'WEBHOOK_TLS_CERT_FILE',
+    default: '',
+    defaultText: '(required)',
+    description:
+      'PEM serving certificate (with intermediates). Re-read periodically; a changed pair is used for new connections without a restart.',
+  },
+  {
+    key: 'tlsPrivateKeyFile',
+    flag: '--tls-private-key-file',
+    env: 'WEBHOOK_TLS_PRIVATE_KEY_FILE',
+    default: '',
+    defaultText: '(required)',
+    description: 'PEM private key of the serving certificate.',
+  },
+  {
+    key: 'tlsReloadInterval',
+    flag: '--tls-reload-interval',
+    env: 'WEBHOOK_TLS_RELOAD_INTERVAL',
+    default: '10s',
+    description: 'How often the certificate and key files are checked for changes. 100ms to 1h.',
+  },
+  {
+    key: 'listenAddress',
+    flag: '--listen-address',
+    env: 'WEBHOOK_LISTEN_ADDRESS',
+    default: ':8443',
+    description: 'HTTPS listener (TLS 1.2+): `POST /mutate`, `/healthz`, `/readyz`, `/metrics`.',
+  },
+  {
+    key: 'metricsAddress',
+    flag: '--metrics-address',
+    env: 'WEBHOOK_METRICS_ADDRESS',
+    default: '',
+    defaultText: '(none: HTTPS listener only)',
+    description: 'An extra plain-HTTP listener for `/metrics`, `/healthz` and `/readyz`.',
+  },
+  {
+    key: 'electorImage',
+    flag: '--elector-image',
+    env: 'WEBHOOK_ELECTOR_IMAGE',
+    default: '',
+    defaultText: "(the webhook's own image)",
+    description: `Image of the injected elector. When unset, the webhook reads its own Pod (${ENV_POD_NAME}, ${ENV_POD_NAMESPACE}) at start-up and uses its container's image, so both always match.`,
+  },
+  {
+    key: 'electorCommand',
+    flag: '--elector-command',
+    env: 'WEBHOOK_ELECTOR_COMMAND',
+    default: 'elector',
+    description:
+      "The elector container's `command`, words separated by spaces; `-` leaves it unset (the image's entrypoint).",
+  },
+  {
+    key: 'electorMode',
+    flag: '--elector-mode',
+    env: 'WEBHOOK_ELECTOR_MODE',
+    default: 'native-sidecar',
+    description:
+      '`native-sidecar` (an init container with `restartPolicy: Always`; apps start once the leader is known; Kubernetes 1.29+) or `container` (a plain container, for older clusters).',
+  },
+  {
+    key: 'electionPort',
+    flag: '--election-port',
+    env: 'WEBHOOK_ELECTION_PORT',
+    default: String(DEFAULT_ELECTION_PORT),
+    description:
+      'Default port of the election API on loopback; a pod may override it with `lifelease.dev/election-port`.',
+  },
+  {
+    key: 'probePort',
+    flag: '--probe-port',
+    env: 'WEBHOOK_PROBE_PORT',
+    default: String(DEFAULT_PROBE_PORT),
+    description:
+      "Default port of the elector's probes and metrics; a pod may override it with `lifelease.dev/probe-port`.",
+  },
+  {
+    key: 'electorCpuRequest',
+    flag: '--elector-cpu-request',
+    env: 'WEBHOOK_ELECTOR_CPU_REQUEST',
+    default: '10m',
+    description: "The elector's CPU request (empty: none).",
+  },
+  {
+    key: 'electorMemoryRequest',
+    flag: '--elector-memory-request',
+    env: 'WEBHOOK_ELECTOR_MEMORY_REQUEST',
+    default: '64Mi',
+    description: "The elector's memory request (empty: none).",
+  },
+  {
+    key: 'electorCpuLimit',
+    flag: '--elector-cpu-limit',
+    env: 'WEBHOOK_ELECTOR_CPU_LIMIT',
+    default: '250m',
+    description: "The elector's CPU limit (empty: none; namespaces with a `limits.cpu` quota need one).",
+  },
+  {
+    key: 'electorMemoryLimit',
+    flag: '--elector-memory-limit',
+    env: 'WEBHOOK_ELECTOR_MEMORY_LIMIT',
+    default: '128Mi',
+    description: "The elector's memory limit (empty: none).",
+  },
+  {
+    key: 'reconcileRbac',
+    flag: '--reconcile-rbac',
+    env: 'WEBHOOK_RECONCILE_RBAC',
+    default: 'true',
+    boolean: true,
+    description:
+      "Grant each electing pod's ServiceAccount the elector's Role (a RoleBinding per election), and remove it once the election has no pods.",
+  },
+  {
+    key: 'kubeconfig',
+    flag: '--kubeconfig',
+    env: 'WEBHOOK_KUBECONFIG',
+    default: '',
+    defaultText: '(in-cluster, or `$KUBECONFIG`)',
+    description:
+      'Kubeconfig for the RBAC reconciler and the own-image lookup. Never used on the admission path.',
+  },
+  {
+    key: 'maxRequestBytes',
+    flag: '--max-request-bytes',
+    env: 'WEBHOOK_MAX_REQUEST_BYTES',
+    default: '7Mi',
+    description:
+      "Largest accepted AdmissionReview body (bytes, or with a Ki/Mi suffix). Above the API server's object limit on purpose; larger bodies get 413.",
+  },
+  {
+    key: 'shutdownDelay',
+    flag: '--shutdown-delay',
+    env: 'WEBHOOK_SHUTDOWN_DELAY',
+    default: '5s',
+    description:
+      'On SIGTERM, report not ready and keep serving this long before closing, while the Service stops routing here. 0 to 5m.',
+  },
+  {
+    key: 'logLevel',
+    flag: '--log-level',
+    env: 'WEBHOOK_LOG_LEVEL',
+    default: 'info',
+    description: '`trace`, `debug`, `info`, `warn`, `error`, `fatal` or `silent` (JSON lines on stdout).',
+  },
+  {
+    key: 'containerName',
+    flag: '--container-name',
+    env: 'WEBHOOK_CONTAINER_NAME',
+    default: 'webhook',
+    description: "The webhook's container in its own Pod, whose image is the default elector image.",
+  },
+];
+
+export type ParseResult =
+  | { kind: 'ok'; config: WebhookConfig }
+  | { kind: 'help'; text: string }
+  | { kind: 'invalid'; problems: string[] };
+
+export interface ParseInput {
+  argv: readonly string[];
+  env: Readonly<Record<string, string | undefined>>;
+}
+
+const LOG_LEVELS: readonly LogLevel[] = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'];
+const MODES: readonly ElectorMode[] = ['native-sidecar', 'container'];
+/** Kubernetes resource quantities (the forms people write; exponents are rare and refused). */
+const QUANTITY = /^(\d+(\.\d+)?|\.\d+)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$/;
+
+/** Parses `500ms`, `2s`, `1.5m`, `1h` or a bare number of seconds; undefined when invalid. */
+export function parseDuration(text: string): number | undefined {
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(text.trim());
+  if (!m) return undefined;
+  const value = Number(m[1]);
+  const unit = m[2] ?? 's';
+  const factor = unit === 'ms' ? 1 : unit === 's' ? 1000 : unit === 'm' ? 60_000 : 3_600_000;
+  return Math.round(value * factor);
+}
+
+/** Parses `host:port`, `[v6]:port` or `:port` (all interfaces). */
+export function parseAddress(text: string): ListenAddress | string {
+  const m = /^(?:\[([^\]]+)\]|([^:[\]]*)):(\d{1,5})$/.exec(text.trim());
+  if (!m) return `"${text}" is not host:port (use [addr]:port for IPv6, :port for all interfaces)`;
+  const port = Number(m[3]);
+  if (port > 65535) return `port ${port} in "${text}" is out of range`;
+  const host = m[1] ?? m[2] ?? '';
+  return { host: host === '' ? '0.0.0.0' : host, port };
+}
+
+/** Parses a byte size: `1048576`, `512Ki`, `7Mi`; undefined when invalid. */
+export function parseBytes(text: string): number | undefined {
+  const m = /^(\d+)(Ki|Mi|Gi)?$/.exec(text.trim());
+  if (!m) return undefined;
+  const factor = m[2] === 'Ki' ? 1024 : m[2] === 'Mi' ? 1024 ** 2 : m[2] === 'Gi' ? 1024 ** 3 : 1;
+  return Number(m[1]) * factor;
+}
+
+/** Splits argv into flag values; collects unknown flags and missing values as problems. */
+function readFlags(
+  argv: readonly string[],
+  problems: string[],
+): { values: Map<OptionKey, string>; help: boolean } {
+  const byFlag = new Map(OPTIONS.map((o) => [o.flag, o]));
+  const values = new Map<OptionKey, string>();
+  let help = false;
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i] ?? '';
+    if (arg === '--help' || arg === '-h' || arg === '-help') {
+      help = true;
+      continue;
+    }
+    // Kubernetes components (Go's pflag) accept --flag=value and --flag value.
+    const eq = arg.indexOf('=');
+    const name = eq === -1 ? arg : arg.slice(0, eq);
+    const spec = byFlag.get(name);
+    if (!spec) {
+      problems.push(arg.startsWith('-') ? `unknown flag ${name}` : `unexpected argument "${arg}"`);
+      continue;
+    }
+    let value: string | undefined;
+    if (eq !== -1) {
+      value = arg.slice(eq + 1);
+    } else if (spec.boolean) {
+      value = 'true';
+    } else if (i + 1 < argv.length && !(argv[i + 1] ?? '').startsWith('--')) {
+      value = argv[++i];
+    }
+    if (value === undefined) {
+      problems.push(`flag ${name} needs a value`);
+      continue;
+    }
+    values.set(spec.key, value);
+  }
+  return { values, help };
+}
+
+/** Usage text, generated from {@link OPTIONS}. */
+export function usage(): string {
+  const lines = [
+    'Usage: webhook --tls-cert-file=<file> --tls-private-key-file=<file> [flags]',
+    '',
+    'Mutating admission webhook that injects the lifelease elector into pods with leaderElection: "true".',
+    '',
+    'Flags (each also as an environment variable):',
+  ];
+  for (const o of OPTIONS) {
+    const def = o.defaultText ?? o.default;
+    lines.push(`  ${o.flag}=<value>  (${o.env}, default ${def})`, `      ${o.description}`);
+  }
+  return lines.join('\n');
+}
+
+/**
+ * Parses flags and environment into a complete configuration, or every problem found.
+ * Pure: the caller passes argv and env.
+ */
+export function parseConfig(input: ParseInput): ParseResult {
+  const problems: string[] = [];
+  const { values: flagValues, help } = readFlags(input.argv, problems);
+  if (help) return { kind: 'help', text: usage() };
+
+  const spec = (key: OptionKey): OptionSpec => {
+    const found = OPTIONS.find((o) => o.key === key);
+    if (!found) throw new Error(`no option ${key}`);
+    return found;
+  };
+  const raw = (key: OptionKey): string => {
+    const s = spec(key);
+    const fromFlag = flagValues.get(key);
+    if (fromFlag !== undefined) return fromFlag.trim();
+    const fromEnv = input.env[s.env];
+    if (fromEnv !== undefined) return fromEnv.trim();
+    return s.default;
+  };
+  const nameOf = (key: OptionKey): string => `${spec(key).flag} (${spec(key).env})`;
+
+  const required = (key: OptionKey): string => {
+    const v = raw(key);
+    if (v === '') problems.push(`${nameOf(key)} is required`);
+    return v;
+  };
+  const duration = (key: OptionKey, minMs: number, maxMs: number): number => {
+    const text = raw(key);
+    const ms = parseDuration(text);
+    if (ms === undefined) {
+      problems.push(`${nameOf(key)}: "${text}" is not a duration (e.g. 500ms, 30s, 2m)`);
+      return 0;
+    }
+    if (ms < minMs || ms > maxMs) problems.push(`${nameOf(key)}: ${text} is outside ${minMs}ms..${maxMs}ms`);
+    return ms;
+  };
+  const address = (key: OptionKey, optional: boolean): ListenAddress | undefined => {
+    const text = raw(key);
+    if (text === '') {
+      if (!optional) problems.push(`${nameOf(key)} must not be empty`);
+      return undefined;
+    }
+    const parsed = parseAddress(text);
+    if (typeof parsed === 'string') {
+      problems.push(`${nameOf(key)}: ${parsed}`);
+      return undefined;
+    }
+    return parsed;
+  };
+  const port = (key: OptionKey): number => {
+    const text = raw(key);
+    const n = /^\d+$/.test(text) ? Number(text) : NaN;
+    // The elector runs as a non-root user without capabilities: it cannot bind below 1024.
+    if (!(n >= 1024 && n <= 65535)) {
+      problems.push(`${nameOf(key)}: "${text}" is not a port in 1024..65535`);
+      return 0;
+    }
+    return n;
+  };
+  const quantity = (key: OptionKey): string => {
+    const text = raw(key);
+    if (text !== '' && !QUANTITY.test(text)) {
+      problems.push(`${nameOf(key)}: "${text}" is not a Kubernetes quantity (e.g. 10m, 0.5, 64Mi)`);
+    }
+    return text;
+  };
+  const bool = (key: OptionKey): boolean => {
+    const text = raw(key).toLowerCase();
+    if (text === 'true' || text === '1') return true;
+    if (text === 'false' || text === '0') return false;
+    problems.push(`${nameOf(key)}: "${raw(key)}" is not true or false`);
+    return false;
+  };
+
+  const tlsCertFile = required('tlsCertFile');
+  const tlsPrivateKeyFile = required('tlsPrivateKeyFile');
+  const tlsReloadIntervalMs = duration('tlsReloadInterval', 100, 3_600_000);
+  const listen = address('listenAddress', false);
+  const metrics = address('metricsAddress', true);
+  if (listen && metrics && listen.port === metrics.port && listen.port !== 0) {
+    problems.push(`${nameOf('metricsAddress')} must use another port than ${nameOf('listenAddress')}`);
+  }
+
+  const imageText = raw('electorImage');
+  if (/\s/.test(imageText)) problems.push(`${nameOf('electorImage')}: "${imageText}" contains whitespace`);
+  const commandText = raw('electorCommand');
+  const electorCommand = commandText === '-' || commandText === '' ? [] : commandText.split(/\s+/);
+
+  const modeText = raw('electorMode');
+  if (!MODES.includes(modeText as ElectorMode)) {
+    problems.push(`${nameOf('electorMode')}: "${modeText}" is not one of ${MODES.join(', ')}`);
+  }
+  const electionPort = port('electionPort');
+  const probePort = port('probePort');
+  if (electionPort !== 0 && electionPort === probePort) {
+    problems.push(
+      `${nameOf('electionPort')} and ${nameOf('probePort')} must differ (both are ${electionPort})`,
+    );
+  }
+  const electorResources: ElectorResources = {
+    cpuRequest: quantity('electorCpuRequest'),
+    memoryRequest: quantity('electorMemoryRequest'),
+    cpuLimit: quantity('electorCpuLimit'),
+    memoryLimit: quantity('electorMemoryLimit'),
+  };
+
+  const reconcileRbac = bool('reconcileRbac');
+  const kubeconfig = raw('kubeconfig');
+  const bytesText = raw('maxRequestBytes');
+  const maxRequestBytes = parseBytes(bytesText);
+  if (maxRequestBytes === undefined || maxRequestBytes < 1024 * 1024) {
+    problems.push(
+      `${nameOf('maxRequestBytes')}: "${bytesText}" must be a byte size of at least 1Mi (e.g. 7Mi)`,
+    );
+  }
+  const shutdownDelayMs = duration('shutdownDelay', 0, 5 * 60_000);
+  const levelText = raw('logLevel').toLowerCase();
+  const logLevel = (levelText === 'warning' ? 'warn' : levelText) as LogLevel;
+  if (!LOG_LEVELS.includes(logLevel)) {
+    problems.push(`${nameOf('logLevel')}: "${levelText}" is not one of ${LOG_LEVELS.join(', ')}`);
+  }
+  const containerName = raw('containerName');
+
+  const podName = (input.env[ENV_POD_NAME] ?? '').trim();
+  const podNamespace = (input.env[ENV_POD_NAMESPACE] ?? '').trim();
+  if (imageText === '' && (podName === '' || podNamespace === '')) {
+    problems.push(
+      `${nameOf('electorImage')} is not set, and the webhook cannot find its own image: set it, or set ${ENV_POD_NAME} and ${ENV_POD_NAMESPACE} from the downward API`,
+    );
+  }
+
+  if (problems.length > 0 || !listen || maxRequestBytes === undefined) return { kind: 'invalid', problems };
+  return {
+    kind: 'ok',
+    config: {
+      tlsCertFile,
+      tlsPrivateKeyFile,
+      tlsReloadIntervalMs,
+      listen,
+      metrics,
+      electorImage: imageText === '' ? undefined : imageText,
+      electorCommand,
+      electorMode: modeText as ElectorMode,
+      electionPort,
+      probePort,
+      electorResources,
+      reconcileRbac,
+      kubeconfig: kubeconfig === '' ? undefined : kubeconfig,
+      maxRequestBytes,
+      shutdownDelayMs,
+      logLevel,
+      podName: podName === '' ? undefined : podName,
+      podNamespace: podNamespace === '' ? undefined : podNamespace,
+      containerName,
+    },
+  };
+}
