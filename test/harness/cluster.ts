@@ -240,6 +240,9 @@ export async function startCluster(options: StartClusterOptions = {}): Promise<C
       // No node runs the kubernetes Service's endpoints here, and a loopback address is
       // invalid in Endpoints: leave them alone.
       '--endpoint-reconciler-type=none',
+      // Reach webhooks' Services through their EndpointSlices (a pod IP), as there is no
+      // kube-proxy to route a ClusterIP; the webhook is then called exactly as in a cluster.
+      '--enable-aggregator-routing=true',
       '--profiling=false',
     ];
     const tls = { ca: ca.certPem, cert: admin.certPem, key: admin.keyPem };
