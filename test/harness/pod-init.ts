@@ -14,6 +14,7 @@
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, realpathSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { connect, createServer, type Socket } from 'node:net';
 
@@ -26,6 +27,8 @@ export interface PodInitConfig {
   /** Pod ports made reachable from the host: each `port` inside at `socket` outside. */
   expose: { port: number; socket: string }[];
   serviceAccount?: { token: string; caCrt: string; namespace: string };
+  /** Files to place under /var/run (Secret volumes): absolute path -> content (base64). */
+  files?: Record<string, string>;
   command: string[];
   env: Record<string, string>;
   /** Written once the sandbox is set up and the command started. */
@@ -54,15 +57,23 @@ const config = JSON.parse(readFileSync(process.argv[2]!, 'utf8')) as PodInitConf
 execFileSync('ip', ['link', 'set', 'lo', 'up']);
 execFileSync('hostname', [config.hostname]);
 
-// 2. In-cluster credentials at /var/run/secrets/kubernetes.io/serviceaccount.
-if (config.serviceAccount) {
+// 2. A private /var/run with in-cluster credentials at
+//    /var/run/secrets/kubernetes.io/serviceaccount and the pod's Secret volumes.
+if (config.serviceAccount || config.files) {
   const run = realpathSync('/var/run');
   execFileSync('mount', ['-t', 'tmpfs', '-o', 'mode=755', 'tmpfs', run]);
-  const dir = `${run}/secrets/kubernetes.io/serviceaccount`;
-  mkdirSync(dir, { recursive: true });
-  writeFileSync(`${dir}/token`, config.serviceAccount.token, { mode: 0o644 });
-  writeFileSync(`${dir}/ca.crt`, config.serviceAccount.caCrt);
-  writeFileSync(`${dir}/namespace`, config.serviceAccount.namespace);
+  const place = (file: string, content: string | Buffer) => {
+    const real = file.replace(/^\/var\/run\//, `${run}/`);
+    mkdirSync(path.dirname(real), { recursive: true });
+    writeFileSync(real, content, { mode: 0o644 });
+  };
+  if (config.serviceAccount) {
+    const dir = '/var/run/secrets/kubernetes.io/serviceaccount';
+    place(`${dir}/token`, config.serviceAccount.token);
+    place(`${dir}/ca.crt`, config.serviceAccount.caCrt);
+    place(`${dir}/namespace`, config.serviceAccount.namespace);
+  }
+  for (const [file, b64] of Object.entries(config.files ?? {})) place(file, Buffer.from(b64, 'base64'));
 }
 
 // 3. The API server, at the address the pod's env names.

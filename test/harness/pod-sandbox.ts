@@ -142,6 +142,40 @@ function containerEnv(
   return env;
 }
 
+/**
+ * The files of the container's Secret volumes, read from the API as the kubelet does.
+ * Supported where the sandbox can place them without touching the host: under /var/run.
+ */
+async function secretVolumeFiles(
+  cluster: ClusterClient,
+  pod: V1Pod,
+  container: V1Container,
+): Promise<Record<string, string>> {
+  const files: Record<string, string> = {};
+  const core = cluster.kubeConfig.makeApiClient(CoreV1Api);
+  for (const mount of container.volumeMounts ?? []) {
+    if (mount.mountPath === SA_MOUNT) continue;
+    const volume = pod.spec?.volumes?.find((v) => v.name === mount.name);
+    if (!volume?.secret) {
+      if (volume?.projected || volume?.emptyDir) continue; // token volumes are handled above; emptyDirs unused
+      throw new Error(`pod sandbox: volume ${mount.name} is not supported (only secret volumes)`);
+    }
+    if (!/^\/var\/run\/[^.]/.test(mount.mountPath)) {
+      throw new Error(`pod sandbox: mount secret volumes under /var/run/ (got ${mount.mountPath})`);
+    }
+    const secret = await core.readNamespacedSecret({
+      name: volume.secret.secretName!,
+      namespace: pod.metadata!.namespace!,
+    });
+    const items = volume.secret.items ?? Object.keys(secret.data ?? {}).map((key) => ({ key, path: key }));
+    for (const { key, path: rel } of items) {
+      const data = secret.data?.[key];
+      if (data !== undefined) files[path.posix.join(mount.mountPath, rel)] = data;
+    }
+  }
+  return files;
+}
+
 interface PodNetwork {
   hostIP: string;
   podIP: string;
@@ -276,6 +310,7 @@ export class PodSandbox {
       };
     }
 
+    const files = await secretVolumeFiles(cluster, pod, container);
     const network = options.podNetwork ? allocatePodNetwork() : undefined;
     const podWithIP: V1Pod = network ? { ...pod, status: { ...pod.status, podIP: network.podIP } } : pod;
     const hostname = podHostname(pod);
@@ -305,6 +340,7 @@ export class PodSandbox {
       apiSocket,
       expose: [...ports].map((port) => ({ port, socket: path.join(dir, `port-${port}.sock`) })),
       ...(serviceAccount ? { serviceAccount } : {}),
+      ...(Object.keys(files).length > 0 ? { files } : {}),
       command,
       env,
       readyFile: path.join(dir, 'started'),

@@ -4,6 +4,7 @@
  */
 import { CoreV1Api, type V1Pod } from '@kubernetes/client-node';
 import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -118,6 +119,41 @@ describe('pod sandbox (kubelet stand-in)', () => {
       const info = JSON.parse(body) as { hostname: string; env: Record<string, string> };
       assert.equal(info.hostname, 'app-net');
       assert.equal(info.env['POD_IP'], box.podIP);
+    } finally {
+      await box.stop();
+    }
+  });
+
+  test('secret volumes under /var/run are projected into the pod only', async () => {
+    const core = cluster.kubeConfig.makeApiClient(CoreV1Api);
+    await core.createNamespacedSecret({
+      namespace: ns,
+      body: { metadata: { name: 'conf' }, stringData: { 'tls.crt': 'CERT', other: 'x' } },
+    });
+    const pod = await createPod('app-vol', {
+      volumes: [
+        { name: 'conf', secret: { secretName: 'conf', items: [{ key: 'tls.crt', path: 'tls.crt' }] } },
+      ],
+    });
+    pod.spec!.containers[0]!.volumeMounts = [
+      ...(pod.spec!.containers[0]!.volumeMounts ?? []),
+      { name: 'conf', mountPath: '/var/run/secrets/app/conf', readOnly: true },
+    ];
+    const box = await PodSandbox.start({ cluster, pod, container: 'app', entrypoint });
+    try {
+      let res;
+      for (let tries = 0; ; tries++) {
+        try {
+          res = await box.get(4040, '/file?path=/var/run/secrets/app/conf/tls.crt');
+          break;
+        } catch (err) {
+          if (tries > 100) throw err;
+          await sleep(50);
+        }
+      }
+      assert.deepEqual(JSON.parse(res.body), { content: 'CERT' });
+      assert.equal((await box.get(4040, '/file?path=/var/run/secrets/app/conf/other')).status, 404);
+      assert.ok(!existsSync('/var/run/secrets/app/conf/tls.crt'), 'the host does not see it');
     } finally {
       await box.stop();
     }
