@@ -20,7 +20,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { resolveBinaries, type Binaries } from './binaries.ts';
-import { createCertificateAuthority, createServiceAccountKeyPair } from './pki.ts';
+import { generateKeyPairSync } from 'node:crypto';
+import { createCertificateAuthority } from '../../common/pki.ts';
 import { exitedEarly, ManagedProcess } from './process.ts';
 import { freePort } from './ports.ts';
 import { connectCluster, type ClusterClient } from './client.ts';
@@ -150,6 +151,15 @@ function get(
     req.on('error', reject);
     req.end();
   });
+}
+
+/** A key pair for signing service-account tokens (kube-apiserver takes PKCS#8 and SPKI PEM). */
+function createServiceAccountKeyPair(): { privateKeyPem: string; publicKeyPem: string } {
+  const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
+  return {
+    privateKeyPem: privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(),
+    publicKeyPem: publicKey.export({ type: 'spki', format: 'pem' }).toString(),
+  };
 }
 
 /** Starts a control plane and returns once it is fully usable (GC and SA controller proven). */
