@@ -302,6 +302,8 @@ async function watchLeases(
         if (event) req.onEvent(event);
       });
       res.on('error', (err) => settle(toApiError(err, 'watch leases')));
+      // readline re-emits its input's errors; they are handled on `res` above.
+      lines.on('error', () => {});
       res.on('aborted', () => settle(new ApiError('watch leases: stream aborted', 0)));
       res.on('close', () => settle(res.complete ? undefined : new ApiError('watch leases: stream cut', 0)));
     });

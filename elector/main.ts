@@ -12,7 +12,7 @@ import { parseConfig, type ElectorConfig } from './config.ts';
 import { Election, timingFor, type Clock } from './election.ts';
 import { apiServerUrl, createKubeStore, loadKubeConfig } from './kube.ts';
 import { LeaderBoard } from './leader.ts';
-import { createMetrics, logNote, recordNote } from './observe.ts';
+import { countingStore, createMetrics, logNote, recordNote } from './observe.ts';
 import { buildElectionApi, buildMetricsApi, buildProbeApi, listenAll, type Listening } from './server.ts';
 
 /** How long shutdown may take before close-with-grace gives up and exits 1. */
@@ -86,7 +86,6 @@ async function main(): Promise<void> {
     process.exitCode = 1;
     return;
   }
-  const store = createKubeStore({ kubeConfig, namespace: config.namespace, election: config.election });
   const timing = timingFor(config);
 
   let alive = true;
@@ -97,6 +96,10 @@ async function main(): Promise<void> {
     },
     sseClients: () => board.subscriberCount,
   });
+  const store = countingStore(
+    createKubeStore({ kubeConfig, namespace: config.namespace, election: config.election }),
+    metrics.apiRequests,
+  );
   const election = new Election({
     identity: {
       election: config.election,

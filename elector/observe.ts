@@ -5,7 +5,7 @@
  */
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Logger } from 'pino';
-import type { Note } from './election.ts';
+import type { ElectionStore, Note } from './election.ts';
 
 export interface ElectorMetrics {
   registry: Registry;
@@ -18,6 +18,7 @@ export interface ElectorMetrics {
   reclaims: Counter<'reason' | 'result'>;
   watchRestarts: Counter<'reason'>;
   apiErrors: Counter<'operation' | 'code'>;
+  apiRequests: Counter<'operation'>;
   sseDropped: Counter;
 }
 
@@ -86,6 +87,12 @@ export function createMetrics(sources: MetricSources): ElectorMetrics {
       labelNames: ['operation', 'code'],
       registers,
     }),
+    apiRequests: new Counter({
+      name: 'elector_api_requests_total',
+      help: 'Kubernetes API requests made, by operation (list, watch, create, get-pod, delete).',
+      labelNames: ['operation'],
+      registers,
+    }),
     sseDropped: new Counter({
       name: 'elector_sse_dropped_total',
       help: 'SSE clients disconnected because they did not read their stream.',
@@ -111,7 +118,20 @@ export function createMetrics(sources: MetricSources): ElectorMetrics {
   metrics.isLeader.set(0);
   for (const s of states) metrics.state.set({ state: s }, s === 'unknown' ? 1 : 0);
   for (const r of ['won', 'lost', 'error', 'skipped']) metrics.campaigns.inc({ result: r }, 0);
+  for (const op of ['list', 'watch', 'create', 'get-pod', 'delete'])
+    metrics.apiRequests.inc({ operation: op }, 0);
   return metrics;
+}
+
+/** The store, counting every request it is asked to make (for the request-rate figures). */
+export function countingStore(store: ElectionStore, counter: Counter<'operation'>): ElectionStore {
+  return {
+    list: (signal) => (counter.inc({ operation: 'list' }), store.list(signal)),
+    watch: (request) => (counter.inc({ operation: 'watch' }), store.watch(request)),
+    create: (draft, signal) => (counter.inc({ operation: 'create' }), store.create(draft, signal)),
+    getPod: (name, signal) => (counter.inc({ operation: 'get-pod' }), store.getPod(name, signal)),
+    deleteLease: (pre, signal) => (counter.inc({ operation: 'delete' }), store.deleteLease(pre, signal)),
+  };
 }
 
 /** Counts a note in the metrics. */

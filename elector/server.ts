@@ -93,6 +93,7 @@ export function buildElectionApi(options: ElectionApiOptions): FastifyInstance {
       if (closed) return;
       options.onSseDropped?.();
       request.log.warn({ buffered: res.writableLength }, 'sse client too slow, disconnecting');
+      cleanup();
       res.destroy();
     };
     const write = (chunk: string) => {

@@ -1,0 +1,347 @@
+/**
+ * The elector against a real control plane: several elector processes as pods, each with
+ * a service account bound to exactly the Role of common/rbac.ts. Every test works in its own
+ * namespace of the run-wide cluster.
+ */
+import {
+  AuthorizationV1Api,
+  CoreV1Api,
+  KubeConfig,
+  RbacAuthorizationV1Api,
+  V1MicroTime,
+} from '@kubernetes/client-node';
+import assert from 'node:assert/strict';
+import { after, afterEach, before, describe, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import {
+  LEASE_ANNOTATION_LEADER_HOSTNAME,
+  LEASE_ANNOTATION_LEADER_POD,
+  LEASE_ANNOTATION_LEADER_UID,
+  LEASE_LABEL_ELECTION,
+  LEASE_LABEL_MANAGED_BY,
+} from '../../../common/constants.ts';
+import { electorRules } from '../../../common/rbac.ts';
+import { deletePod, setPodPhase } from '../../harness/elector-process.ts';
+import { sharedCluster, type TestCluster } from '../../harness/shared.ts';
+import { ELECTION, TestElection, allAgree, eventually, naisLease, ownerUid } from './helpers.ts';
+
+let cluster: TestCluster;
+let current: TestElection[] = [];
+before(async () => {
+  cluster = await sharedCluster();
+});
+after(async () => {
+  await cluster.release();
+});
+afterEach(async () => {
+  await Promise.all(current.map((e) => e.close()));
+  current = [];
+});
+async function election(prefix: string): Promise<TestElection> {
+  const e = await TestElection.create(cluster, prefix);
+  current.push(e);
+  return e;
+}
+
+describe('winning', () => {
+  test('simple win: leader on both loopbacks, Lease owned by the pod, ready, metrics', async (t) => {
+    const e = await election('el-win');
+    const pod = await e.pod('app-0');
+    const elector = await e.start(pod, { hostname: 'host-app-0' });
+    const r = await elector.waitFor((x) => x.is_leader, 30_000, 'leadership');
+    const readyMs = performance.now() - elector.spawnedAt;
+    t.diagnostic(`start-to-leader: ${readyMs.toFixed(0)} ms (process spawn to GET / is_leader)`);
+    assert.equal(r.name, 'host-app-0');
+    assert.equal(r.state, 'leader');
+    assert.equal(r.leader_pod, 'app-0');
+    assert.match(r.last_update, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$/);
+    for (const url of elector.apiUrls) assert.deepEqual((await elector.get(url)).body, r, url);
+    assert.equal(await elector.readyz(), 200);
+    assert.equal(await elector.metric('elector_is_leader'), 1);
+
+    const lease = await e.lease();
+    assert.ok(lease);
+    assert.deepEqual(
+      lease.metadata?.ownerReferences?.map((o) => ({ ...o })),
+      [{ apiVersion: 'v1', kind: 'Pod', name: 'app-0', uid: pod.uid }],
+    );
+    assert.equal(lease.spec?.holderIdentity, 'host-app-0');
+    assert.equal(lease.spec?.leaseDurationSeconds, undefined);
+    assert.equal(lease.spec?.renewTime, undefined);
+    assert.ok(lease.spec?.acquireTime);
+    assert.equal(lease.metadata?.labels?.[LEASE_LABEL_MANAGED_BY], 'lifelease');
+    assert.equal(lease.metadata?.labels?.[LEASE_LABEL_ELECTION], ELECTION);
+    assert.equal(lease.metadata?.annotations?.[LEASE_ANNOTATION_LEADER_HOSTNAME], 'host-app-0');
+    assert.equal(lease.metadata?.annotations?.[LEASE_ANNOTATION_LEADER_POD], 'app-0');
+    assert.equal(lease.metadata?.annotations?.[LEASE_ANNOTATION_LEADER_UID], pod.uid);
+
+    // Every log line carries election, namespace, pod and leader.
+    const line = elector.logLines().find((l) => l.msg === 'this pod is the leader');
+    assert.ok(line);
+    assert.equal(line['election'], ELECTION);
+    assert.equal(line['namespace'], e.namespace);
+    assert.equal(line['pod'], 'app-0');
+    assert.equal(line['leader'], 'host-app-0');
+  });
+
+  test('10 candidates racing: exactly one Lease, one leader, all agree', async (t) => {
+    const e = await election('el-race');
+    const pods = await Promise.all(Array.from({ length: 10 }, (_, i) => e.pod(`app-${i}`)));
+    const t0 = performance.now();
+    const electors = await Promise.all(pods.map((p) => e.start(p)));
+    const name = await allAgree(electors, 60_000);
+    t.diagnostic(`10 electors spawned to all agreeing: ${(performance.now() - t0).toFixed(0)} ms`);
+    const leases = await e.leases();
+    assert.equal(leases.length, 1);
+    const winner = electors.find((x) => x.hostname === name);
+    assert.ok(winner);
+    assert.equal(ownerUid(leases[0]), winner.pod.uid);
+    let won = 0;
+    for (const x of electors) won += (await x.metric('elector_campaigns_total{result="won"}')) ?? 0;
+    assert.equal(won, 1, 'exactly one campaign won');
+  });
+
+  test('elector restarted in the leader pod: SIGTERM exits 0 fast, the Lease stays, still leader after', async (t) => {
+    const e = await election('el-restart');
+    const [a, b] = await Promise.all([e.pod('app-a'), e.pod('app-b')]);
+    const ea = await e.start(a);
+    await ea.waitFor((r) => r.is_leader, 30_000, 'a leads');
+    const eb = await e.start(b);
+    await eb.waitFor((r) => r.name === 'app-a', 30_000, 'b follows a');
+    const leaseBefore = await e.lease();
+
+    const exit = await ea.stop('SIGTERM');
+    t.diagnostic(`SIGTERM to exit: ${exit.ms.toFixed(0)} ms`);
+    assert.equal(exit.code, 0);
+    assert.ok(exit.ms < 2000, `exit took ${exit.ms} ms`);
+    assert.ok(ea.logLines().some((l) => l.msg === 'shutting down (the lease stays)'));
+    const leaseAfter = await e.lease();
+    assert.equal(leaseAfter?.metadata?.uid, leaseBefore?.metadata?.uid, 'the Lease was not deleted');
+    assert.equal((await eb.get()).body.name, 'app-a', 'the follower still names a');
+
+    const ea2 = await e.start(a);
+    await ea2.waitFor((r) => r.is_leader, 30_000, 'a leads again');
+    assert.equal((await e.lease())?.metadata?.uid, leaseBefore?.metadata?.uid, 'same Lease: no new campaign');
+    assert.equal(await ea2.metric('elector_campaigns_total{result="won"}'), 0);
+  });
+});
+
+describe('failover', () => {
+  test('leader pod deleted: a new leader once the garbage collector removes the Lease', async (t) => {
+    const e = await election('el-failover');
+    const pods = await Promise.all(['app-0', 'app-1', 'app-2'].map((n) => e.pod(n)));
+    const electors = [];
+    for (const p of pods) electors.push(await e.start(p));
+    const first = await allAgree(electors);
+    const old = electors.find((x) => x.hostname === first)!;
+    const rest = electors.filter((x) => x !== old);
+
+    const t0 = performance.now();
+    await deletePod(e.kc, old.pod);
+    // The old elector stays up (its pod's containers would be killed; here we check it
+    // never claims again): its pod is gone, so it must not campaign.
+    let second = '';
+    await eventually('every remaining candidate to answer one new leader', async () => {
+      const answers = await Promise.all(rest.map((x) => x.get()));
+      const names = new Set(answers.map((a) => a.body.name));
+      second = answers[0]!.body.name;
+      return names.size === 1 && second !== '' && second !== first && answers.some((a) => a.body.is_leader);
+    });
+    const failoverMs = performance.now() - t0;
+    t.diagnostic(
+      `failover (leader pod deletion to every candidate answering the new leader): ${failoverMs.toFixed(0)} ms`,
+    );
+    const oldView = await old.get();
+    assert.equal(oldView.body.is_leader, false, 'the deleted pod claims nothing');
+    assert.equal(ownerUid(await e.lease()), rest.find((x) => x.hostname === second)!.pod.uid);
+  });
+
+  for (const phase of ['Succeeded', 'Failed'] as const) {
+    test(`owner pod ${phase}: its Lease is reclaimed`, async () => {
+      const e = await election(`el-${phase.toLowerCase()}`);
+      const [a, b] = await Promise.all([e.pod('job-a'), e.pod('job-b')]);
+      const ea = await e.start(a);
+      await ea.waitFor((r) => r.is_leader, 30_000, 'a leads');
+      const oldLease = await e.lease();
+      // The kubelet stops the containers before it reports a final phase.
+      await ea.kill();
+      let eb;
+      if (phase === 'Succeeded') {
+        // A completed CronJob run: the next run starts and must not be blocked.
+        await setPodPhase(e.kc, a, phase);
+        eb = await e.start(b);
+      } else {
+        // An evicted leader while a follower runs: found by the periodic owner check.
+        eb = await e.start(b, { args: ['--owner-check-interval=1s'] });
+        await eb.waitFor((r) => r.name === 'job-a', 30_000, 'b follows a');
+        await setPodPhase(e.kc, a, phase);
+      }
+      await eb.waitFor((r) => r.is_leader, 30_000, 'b leads');
+      const lease = await e.lease();
+      assert.notEqual(lease?.metadata?.uid, oldLease?.metadata?.uid);
+      assert.equal(ownerUid(lease), b.uid);
+      const reclaim = eb.logLines().find((l) => l.msg === 'lease reclaimed');
+      assert.ok(reclaim, 'b reclaimed the Lease');
+      assert.equal(reclaim['reason'], 'owner-finished');
+    });
+  }
+
+  test('a Lease orphaned by --cascade=orphan is reclaimed once its pod is gone', async () => {
+    const e = await election('el-orphan');
+    const [a, b] = await Promise.all([e.pod('app-a'), e.pod('app-b')]);
+    const ea = await e.start(a);
+    await ea.waitFor((r) => r.is_leader, 30_000, 'a leads');
+    await ea.kill();
+    await e.kc
+      .makeApiClient(CoreV1Api)
+      .deleteNamespacedPod({ name: 'app-a', namespace: e.namespace, propagationPolicy: 'Orphan' });
+    await eventually('the orphaned Lease to lose its ownerReference', async () => {
+      const l = await e.lease();
+      return l !== undefined && (l.metadata?.ownerReferences ?? []).length === 0;
+    });
+    const eb = await e.start(b);
+    await eb.waitFor((r) => r.is_leader, 30_000, 'b leads');
+    assert.equal(ownerUid(await e.lease()), b.uid);
+    assert.equal(eb.logLines().find((l) => l.msg === 'lease reclaimed')?.['reason'], 'owner-missing');
+  });
+});
+
+describe('other writers of the Lease', () => {
+  test("a NAIS elector's Lease is followed by hostname; the owner's uid decides", async () => {
+    const e = await election('el-nais');
+    const [nais, ours] = await Promise.all([e.pod('nais-0'), e.pod('ours-0')]);
+    await e.createLease(naisLease(nais, 'nais-0'));
+    const eo = await e.start(ours);
+    const r = await eo.waitFor(
+      (x) => x.state === 'follower' && x.name !== '',
+      30_000,
+      'follower of the NAIS leader',
+    );
+    assert.equal(r.name, 'nais-0');
+    assert.equal(r.is_leader, false);
+    assert.equal(await eo.readyz(), 200);
+    // Our Lease is what a NAIS elector understands: holderIdentity is the leader's hostname.
+    await deletePod(e.kc, nais);
+    await eo.waitFor((x) => x.is_leader, 30_000, 'ours leads after the NAIS pod is gone');
+    assert.equal((await e.lease())?.spec?.holderIdentity, 'ours-0');
+  });
+
+  test('a foreign client-go Lease of the same name: unknown, clear log, no write; recovers when it goes', async () => {
+    const e = await election('el-foreign');
+    const pod = await e.pod('app-0');
+    const foreign = await e.createLease({
+      metadata: { name: ELECTION },
+      spec: {
+        holderIdentity: 'some-controller-7f9',
+        leaseDurationSeconds: 15,
+        acquireTime: new V1MicroTime(Date.now()),
+        renewTime: new V1MicroTime(Date.now()),
+        leaseTransitions: 3,
+      },
+    });
+    const el = await e.start(pod);
+    await eventually('the foreign lease to be logged', () =>
+      el.logLines().some((l) => l.level === 'error' && /not an election lease/.test(String(l.msg))),
+    );
+    await sleep(1000);
+    const { status, body } = await el.get();
+    assert.equal(status, 503);
+    assert.deepEqual(body, { name: '', last_update: '', is_leader: false, state: 'unknown', leader_pod: '' });
+    assert.equal(await el.readyz(), 503);
+    assert.ok(el.running);
+    assert.equal(
+      (await e.lease())?.metadata?.resourceVersion,
+      foreign.metadata?.resourceVersion,
+      'untouched',
+    );
+    await e.deleteLease();
+    await el.waitFor((x) => x.is_leader, 30_000, 'leads once the foreign Lease is gone');
+  });
+});
+
+describe('RBAC', () => {
+  test('the elector needs nothing beyond common/rbac.ts, and that Role grants nothing more', async () => {
+    const e = await election('el-rbac');
+    const pod = await e.pod('app-0');
+    const el = await e.start(pod);
+    await el.waitFor((x) => x.is_leader, 30_000, 'leadership with the Role alone');
+    const role = await e.kc.makeApiClient(RbacAuthorizationV1Api).readNamespacedRole({
+      name: `lifelease-elector-${ELECTION}`,
+      namespace: e.namespace,
+    });
+    assert.deepEqual(
+      JSON.parse(JSON.stringify(role.rules)),
+      JSON.parse(JSON.stringify(electorRules(ELECTION))),
+    );
+
+    // As the elector's service account: what it may and may not do.
+    const sa = new KubeConfig();
+    sa.loadFromFile(e.kubeconfigPath);
+    const review = sa.makeApiClient(AuthorizationV1Api);
+    const can = async (verb: string, resource: string, name?: string, group = 'coordination.k8s.io') => {
+      const r = await review.createSelfSubjectAccessReview({
+        body: {
+          spec: {
+            resourceAttributes: { namespace: e.namespace, verb, group, resource, ...(name ? { name } : {}) },
+          },
+        },
+      });
+      return r.status?.allowed === true;
+    };
+    assert.equal(await can('create', 'leases'), true);
+    for (const verb of ['get', 'list', 'watch', 'delete'])
+      assert.equal(await can(verb, 'leases', ELECTION), true, verb);
+    assert.equal(await can('get', 'pods', 'x', ''), true);
+    for (const verb of ['update', 'patch']) assert.equal(await can(verb, 'leases', ELECTION), false, verb);
+    assert.equal(await can('get', 'leases', 'another-election'), false);
+    assert.equal(await can('list', 'leases'), false, 'list of all leases');
+    assert.equal(await can('list', 'pods', undefined, ''), false);
+    assert.equal(await can('watch', 'pods', undefined, ''), false);
+    assert.equal(await can('get', 'secrets', 'x', ''), false);
+  });
+
+  test('without the Role: no crash, unknown, a log line that says what to fix', async () => {
+    const e = await election('el-norbac');
+    const core = e.kc.makeApiClient(CoreV1Api);
+    await core.createNamespacedServiceAccount({
+      namespace: e.namespace,
+      body: { metadata: { name: 'bare' } },
+    });
+    const kubeconfigPath = await cluster.serviceAccountKubeconfig(e.namespace, 'bare');
+    const pod = await e.pod('app-0');
+    const el = await e.start(pod, { kubeconfigPath });
+    await eventually('the refusal to be logged', () =>
+      el.logLines().some((l) => l.level === 'error' && l['code'] === 403 && /rbac/.test(String(l.msg))),
+    );
+    assert.equal((await el.get()).status, 503);
+    assert.equal(await el.readyz(), 503);
+    const health = await fetch(`${el.probeUrl}/healthz`);
+    assert.equal(health.status, 200);
+    assert.ok(el.running);
+    assert.equal(await e.lease(), undefined);
+  });
+});
+
+describe('SSE on shutdown', () => {
+  test('SIGTERM ends open SSE streams and exits 0', async () => {
+    const e = await election('el-sse-stop');
+    const pod = await e.pod('app-0');
+    const el = await e.start(pod);
+    await el.waitFor((x) => x.is_leader, 30_000, 'leadership');
+    const res = await fetch(`${el.apiUrl}/sse`);
+    assert.equal(res.status, 200);
+    const reader = res.body!.getReader();
+    const chunk = (await reader.read()).value as Uint8Array | undefined;
+    const first = new TextDecoder().decode(chunk);
+    assert.match(first, /^retry: \d+\nid: \d+\ndata: \{.*"is_leader":true.*\}\n\n$/);
+    const ended = (async () => {
+      for (;;) {
+        const { done } = await reader.read();
+        if (done) return true;
+      }
+    })();
+    const exit = await el.stop('SIGTERM');
+    assert.equal(exit.code, 0);
+    assert.equal(await ended, true);
+  });
+});

@@ -1,0 +1,317 @@
+/**
+ * The election API and probe server: routes through `inject()`, SSE on real loopback
+ * sockets (events, ids, heartbeats, disconnects, slow clients, shutdown).
+ */
+import assert from 'node:assert/strict';
+import { request, type IncomingMessage } from 'node:http';
+import { connect } from 'node:net';
+import { after, describe, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { pino } from 'pino';
+import { Registry } from 'prom-client';
+import { LeaderBoard, type Verdict } from '../../../elector/leader.ts';
+import { createMetrics } from '../../../elector/observe.ts';
+import { buildElectionApi, buildProbeApi, listenAll, type SseOptions } from '../../../elector/server.ts';
+
+const log = pino({ level: 'silent' });
+const leader = (name: string, uid = `uid-${name}`): Verdict => ({
+  state: 'follower',
+  name,
+  pod: name,
+  uid,
+  reason: 'follower',
+});
+
+describe('GET / and routing', () => {
+  test('503 with the full shape before the first result, then 200', async () => {
+    const board = new LeaderBoard();
+    const app = buildElectionApi({ board, logger: log });
+    const before = await app.inject({ method: 'GET', url: '/' });
+    assert.equal(before.statusCode, 503);
+    assert.deepEqual(before.json(), {
+      name: '',
+      last_update: '',
+      is_leader: false,
+      state: 'unknown',
+      leader_pod: '',
+    });
+    board.publish(leader('app-1'), Date.parse('2024-01-01T00:00:00Z'));
+    const res = await app.inject({ method: 'GET', url: '/' });
+    assert.equal(res.statusCode, 200);
+    assert.equal(res.headers['content-type'], 'application/json; charset=utf-8');
+    assert.equal(res.headers['cache-control'], 'no-store');
+    assert.deepEqual(res.json(), {
+      name: 'app-1',
+      last_update: '2024-01-01T00:00:00.000Z',
+      is_leader: false,
+      state: 'follower',
+      leader_pod: 'app-1',
+    });
+    await app.close();
+  });
+
+  test('HEAD works, other methods are 405 with Allow, unknown paths 404', async () => {
+    const app = buildElectionApi({ board: new LeaderBoard(), logger: log });
+    assert.equal((await app.inject({ method: 'HEAD', url: '/' })).statusCode, 503);
+    for (const [method, url] of [
+      ['POST', '/'],
+      ['PUT', '/'],
+      ['DELETE', '/sse'],
+      ['PATCH', '/?x=1'],
+    ] as const) {
+      const res = await app.inject({ method, url });
+      assert.equal(res.statusCode, 405, `${method} ${url}`);
+      assert.equal(res.headers['allow'], 'GET, HEAD');
+    }
+    assert.equal((await app.inject({ method: 'GET', url: '/leader' })).statusCode, 404);
+    assert.equal((await app.inject({ method: 'POST', url: '/nope' })).statusCode, 404);
+    await app.close();
+  });
+});
+
+describe('probes', () => {
+  test('/healthz follows alive(), /readyz the known and confirmed state, /metrics prom text', async () => {
+    const board = new LeaderBoard();
+    let alive = true;
+    const metrics = createMetrics({
+      confirmationAgeSeconds: () => 1.5,
+      sseClients: () => board.subscriberCount,
+    });
+    const app = buildProbeApi({ board, logger: log, alive: () => alive, registry: metrics.registry });
+    assert.equal((await app.inject({ url: '/healthz' })).statusCode, 200);
+    alive = false;
+    assert.equal((await app.inject({ url: '/healthz' })).statusCode, 500);
+    const notReady = await app.inject({ url: '/readyz' });
+    assert.equal(notReady.statusCode, 503);
+    assert.equal(notReady.json<{ reason: string }>().reason, 'starting');
+    board.publish(leader('x'), 0);
+    assert.equal((await app.inject({ url: '/readyz' })).statusCode, 200);
+    board.publish({ state: 'unknown', name: '', pod: '', uid: '', reason: 'unconfirmed' }, 1);
+    assert.equal((await app.inject({ url: '/readyz' })).statusCode, 503);
+    const text = (await app.inject({ url: '/metrics' })).body;
+    for (const name of [
+      'elector_is_leader 0',
+      'elector_confirmation_age_seconds 1.5',
+      'elector_sse_clients 0',
+      'elector_campaigns_total{result="won"} 0',
+      'process_resident_memory_bytes',
+    ]) {
+      assert.ok(text.includes(name), `missing ${name}`);
+    }
+    await app.close();
+  });
+
+  test('no /metrics on the probe server when a metrics address is set', async () => {
+    const app = buildProbeApi({
+      board: new LeaderBoard(),
+      logger: log,
+      alive: () => true,
+      registry: undefined,
+    });
+    assert.equal((await app.inject({ url: '/metrics' })).statusCode, 404);
+    await app.close();
+    void Registry;
+  });
+});
+
+/** An SSE client on a real socket that collects events and comments. */
+function sseClient(url: string) {
+  const events: { id: string; data: unknown; retry?: string }[] = [];
+  const comments: string[] = [];
+  let buffer = '';
+  let response: IncomingMessage | undefined;
+  let ended = false;
+  const req = request(`${url}/sse`, { agent: false });
+  const ready = new Promise<IncomingMessage>((resolve, reject) => {
+    req.on('response', (res) => {
+      response = res;
+      res.setEncoding('utf8');
+      res.on('data', (chunk: string) => {
+        buffer += chunk;
+        let i: number;
+        while ((i = buffer.indexOf('\n\n')) !== -1) {
+          const block = buffer.slice(0, i);
+          buffer = buffer.slice(i + 2);
+          const fields: Record<string, string> = {};
+          for (const line of block.split('\n')) {
+            if (line.startsWith(':')) comments.push(line);
+            else {
+              const c = line.indexOf(': ');
+              fields[line.slice(0, c)] = line.slice(c + 2);
+            }
+          }
+          if (fields['data'] !== undefined) {
+            events.push({
+              id: fields['id'] ?? '',
+              data: JSON.parse(fields['data']),
+              ...(fields['retry'] ? { retry: fields['retry'] } : {}),
+            });
+          }
+        }
+      });
+      res.on('end', () => (ended = true));
+      res.on('close', () => (ended = true));
+      resolve(res);
+    });
+    req.on('error', reject);
+  });
+  req.end();
+  return {
+    events,
+    comments,
+    ready,
+    get ended() {
+      return ended;
+    },
+    get headers() {
+      return response?.headers;
+    },
+    close: () => req.destroy(),
+  };
+}
+
+async function until(what: string, fn: () => boolean, timeoutMs = 3000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!fn()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(10);
+  }
+}
+
+describe('SSE', () => {
+  const started: { close(): Promise<unknown> }[] = [];
+  after(async () => {
+    await Promise.all(started.map((s) => s.close()));
+  });
+
+  async function serve(board: LeaderBoard, sse: Partial<SseOptions> = {}, onSseDropped?: () => void) {
+    const [bound] = await listenAll(
+      () => buildElectionApi({ board, logger: log, sse, ...(onSseDropped ? { onSseDropped } : {}) }),
+      [{ host: '127.0.0.1', port: 0 }],
+      log,
+    );
+    assert.ok(bound);
+    started.push(bound.app);
+    return { app: bound.app, url: `http://127.0.0.1:${bound.address.port}` };
+  }
+
+  test('an event on connect (with retry and id), one per change, none for a resync; proxy headers', async () => {
+    const board = new LeaderBoard();
+    board.publish(leader('a'), 1000);
+    const { url } = await serve(board, { retryMs: 1234 });
+    const c = sseClient(url);
+    await c.ready;
+    assert.equal(c.headers?.['content-type'], 'text/event-stream; charset=utf-8');
+    assert.equal(c.headers?.['x-accel-buffering'], 'no');
+    assert.equal(c.headers?.['cache-control'], 'no-cache, no-transform');
+    await until('first event', () => c.events.length === 1);
+    assert.equal(c.events[0]!.retry, '1234');
+    assert.equal(c.events[0]!.id, '1');
+    assert.deepEqual(c.events[0]!.data, board.snapshot().result);
+    board.publish(leader('a'), 2000); // same leader: no event
+    board.publish(leader('b'), 3000);
+    await until('second event', () => c.events.length === 2);
+    await sleep(50);
+    assert.equal(c.events.length, 2);
+    assert.equal(c.events[1]!.id, '2');
+    assert.equal((c.events[1]!.data as { name: string }).name, 'b');
+    c.close();
+  });
+
+  test('heartbeat comments; a disconnected client is forgotten at once', async () => {
+    const board = new LeaderBoard();
+    const { url } = await serve(board, { heartbeatMs: 30 });
+    const c = sseClient(url);
+    await c.ready;
+    await until('heartbeats', () => c.comments.length >= 2);
+    assert.equal(board.subscriberCount, 1);
+    c.close();
+    await until('unsubscribe', () => board.subscriberCount === 0, 1000);
+  });
+
+  test('a client that stops reading is dropped; the others get every event on time', async () => {
+    const board = new LeaderBoard();
+    let dropped = 0;
+    const { url } = await serve(
+      board,
+      { maxBufferedBytes: 64 * 1024, heartbeatMs: 50, slowClientMs: 200 },
+      () => dropped++,
+    );
+    const port = Number(new URL(url).port);
+    // A raw client that sends a request and never reads a byte.
+    const slow = connect(port, '127.0.0.1');
+    slow.write('GET /sse HTTP/1.1\r\nHost: x\r\n\r\n');
+    slow.pause();
+    const fast = sseClient(url);
+    await fast.ready;
+    await until('both subscribed', () => board.subscriberCount === 2);
+    // Push a lot, a few events per tick: many MB in total, far beyond socket buffers. A
+    // reading client keeps up; the one that does not read falls behind without bound.
+    const pad = 'x'.repeat(2000);
+    const t0 = Date.now();
+    let slowest = 0;
+    for (let i = 0; i < 5000; i++) {
+      const p0 = performance.now();
+      board.publish(leader(`leader-${i}-${pad}`), t0 + i);
+      slowest = Math.max(slowest, performance.now() - p0);
+      if (i % 10 === 0) await new Promise<void>((resolve) => setImmediate(resolve));
+    }
+    assert.ok(slowest < 50, `one publish took ${slowest} ms: it waited for a client`);
+    await until(
+      'fast client got the last event',
+      () => fast.events.some((e) => (e.data as { name: string }).name.startsWith('leader-4999-')),
+      10_000,
+    );
+    await until('slow client dropped', () => dropped === 1 && board.subscriberCount === 1, 5000);
+    assert.ok(!fast.ended, 'the reading client stays connected');
+    slow.destroy();
+    fast.close();
+  });
+
+  test('closing the server ends open streams promptly', async () => {
+    const board = new LeaderBoard();
+    const { app, url } = await serve(board);
+    const c = sseClient(url);
+    await c.ready;
+    await until('subscribed', () => board.subscriberCount === 1);
+    const t0 = Date.now();
+    await app.close();
+    assert.ok(Date.now() - t0 < 1000, `close took ${Date.now() - t0} ms`);
+    await until('stream ended', () => c.ended);
+    assert.equal(board.subscriberCount, 0);
+  });
+});
+
+describe('listenAll', () => {
+  test('the loopback pair shares one port picked by the system', async () => {
+    const board = new LeaderBoard();
+    board.publish(leader('a'), 0);
+    const bound = await listenAll(
+      () => buildElectionApi({ board, logger: log }),
+      [
+        { host: '127.0.0.1', port: 0 },
+        { host: '::1', port: 0 },
+      ],
+      log,
+    );
+    try {
+      assert.ok(bound.length >= 1);
+      const ports = new Set(bound.map((b) => b.address.port));
+      assert.equal(ports.size, 1);
+      for (const b of bound) {
+        const host = b.address.host.includes(':') ? `[${b.address.host}]` : b.address.host;
+        const status = await new Promise<number>((resolve, reject) => {
+          request(`http://${host}:${b.address.port}/`, { agent: false }, (res) => {
+            res.resume();
+            resolve(res.statusCode ?? 0);
+          })
+            .on('error', reject)
+            .end();
+        });
+        assert.equal(status, 200, b.address.host);
+      }
+    } finally {
+      await Promise.all(bound.map((b) => b.app.close()));
+    }
+  });
+});
