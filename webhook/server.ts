@@ -1,0 +1,153 @@
+/**
+ * The HTTP layer, and the only one: a fastify app factory (`buildServer`) serving
+ * `POST /mutate`, `/healthz`, `/readyz` and `/metrics`, over HTTPS when given a certificate
+ * (always, in production), over plain HTTP for `app.inject()` tests and the optional
+ * metrics listener. It translates HTTP to `admission.ts` and back; all decisions live there.
+ *
+ * Malformed input never crashes it and always gets a clear JSON error: 415 for another
+ * content type, 413 above the body limit, 400 for broken JSON or something that is not an
+ * AdmissionReview. Anything that is an AdmissionReview gets an AdmissionReview back (200),
+ * refusals included, with the request's uid.
+ */
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from 'fastify';
+import type { SecureContextOptions } from 'node:tls';
+import { handleAdmission, parseReview, podDisplayName, type Outcome } from './admission.ts';
+import type { InjectionConfig } from './inject.ts';
+import type { WebhookMetrics } from './metrics.ts';
+
+export interface Readiness {
+  ready: boolean;
+  /** Why not, for the `/readyz` body and logs. */
+  reason?: string;
+}
+
+export interface ServerOptions {
+  logger: FastifyBaseLogger;
+  injection: InjectionConfig;
+  metrics: WebhookMetrics;
+  /** Largest accepted body, in bytes. */
+  maxRequestBytes: number;
+  /** Serve HTTPS with these options; plain HTTP when omitted. */
+  tls?: SecureContextOptions;
+  readiness: () => Readiness;
+  /** Serve `/mutate` (false for the plain metrics listener). Default true. */
+  admission?: boolean;
+}
+
+type ErrorWithCode = Error & { code?: string; statusCode?: number };
+
+const REJECTIONS: Record<
+  string,
+  { status: number; reason: string; message: (err: ErrorWithCode, limit: number) => string }
+> = {
+  FST_ERR_CTP_INVALID_MEDIA_TYPE: {
+    status: 415,
+    reason: 'unsupported-media-type',
+    message: () => 'send the AdmissionReview as JSON with Content-Type: application/json',
+  },
+  FST_ERR_CTP_BODY_TOO_LARGE: {
+    status: 413,
+    reason: 'too-large',
+    message: (_e, limit) => `the request body is larger than ${limit} bytes (--max-request-bytes)`,
+  },
+  FST_ERR_CTP_INVALID_CONTENT_LENGTH: {
+    status: 400,
+    reason: 'invalid-json',
+    message: () => 'the request body does not match its Content-Length',
+  },
+  FST_ERR_CTP_EMPTY_JSON_BODY: {
+    status: 400,
+    reason: 'invalid-json',
+    message: () => 'the request body is empty; send an AdmissionReview',
+  },
+  FST_ERR_CTP_INVALID_JSON_BODY: {
+    status: 400,
+    reason: 'invalid-json',
+    message: (e) => `the request body is not valid JSON (${e.message})`,
+  },
+};
+
+/** Builds the app; the caller listens and closes. */
+export function buildServer(options: ServerOptions): FastifyInstance {
+  const { metrics } = options;
+  const app = Fastify({
+    loggerInstance: options.logger,
+    disableRequestLogging: true,
+    bodyLimit: options.maxRequestBytes,
+    // The API server's webhook timeout is at most 30 s; nothing legitimate takes longer.
+    requestTimeout: 30_000,
+    return503OnClosing: true,
+    ...(options.tls ? { https: { ...options.tls } } : {}),
+  });
+
+  // AdmissionReviews are JSON; fastify would also parse text/plain, which must be a 415 here.
+  app.removeContentTypeParser('text/plain');
+
+  const outcomes = new WeakMap<FastifyRequest, Outcome | 'rejected'>();
+
+  app.setErrorHandler((err: ErrorWithCode, request, reply) => {
+    const known = err.code ? REJECTIONS[err.code] : undefined;
+    if (known) {
+      metrics.rejectedRequests.inc({ reason: known.reason });
+      outcomes.set(request, 'rejected');
+      return reply.code(known.status).send({ message: known.message(err, options.maxRequestBytes) });
+    }
+    const status = err.statusCode && err.statusCode >= 400 && err.statusCode < 500 ? err.statusCode : 500;
+    if (status === 500) request.log.error({ err }, 'request failed');
+    return reply.code(status).send({ message: status === 500 ? 'internal error' : err.message });
+  });
+  app.setNotFoundHandler((request, reply) =>
+    reply
+      .code(404)
+      .send({ message: `no route ${request.method} ${request.url}; the webhook serves POST /mutate` }),
+  );
+
+  app.get('/healthz', () => ({ status: 'ok' }));
+  app.get('/readyz', (_request, reply) => {
+    const r = options.readiness();
+    return reply
+      .code(r.ready ? 200 : 503)
+      .send(r.ready ? { status: 'ok' } : { status: 'not ready', reason: r.reason });
+  });
+  app.get('/metrics', async (_request, reply) =>
+    reply.header('content-type', metrics.registry.contentType).send(await metrics.registry.metrics()),
+  );
+
+  if (options.admission ?? true) {
+    app.addHook('onResponse', (request, reply, done) => {
+      if (request.routeOptions.url === '/mutate' && request.method === 'POST') {
+        metrics.duration.observe({ outcome: outcomes.get(request) ?? 'rejected' }, reply.elapsedTime / 1000);
+      }
+      done();
+    });
+
+    app.post('/mutate', (request, reply) => {
+      const parsed = parseReview(request.body);
+      if (!parsed.ok) {
+        metrics.rejectedRequests.inc({ reason: 'invalid-review' });
+        outcomes.set(request, 'rejected');
+        return reply.code(400).send({ message: parsed.message });
+      }
+      const result = handleAdmission(parsed.request, options.injection);
+      outcomes.set(request, result.outcome);
+      metrics.reviews.inc({ outcome: result.outcome, reason: result.reason });
+      const fields = {
+        uid: parsed.request.uid,
+        namespace: parsed.request.namespace,
+        pod: podDisplayName(parsed.request),
+        outcome: result.outcome,
+        reason: result.reason,
+        ...(result.election ? { election: result.election } : {}),
+        ...(parsed.request.dryRun ? { dryRun: true } : {}),
+      };
+      if (result.outcome === 'errored')
+        request.log.warn({ ...fields, message: result.message }, 'review errored');
+      else if (result.outcome === 'denied')
+        request.log.info({ ...fields, message: result.message }, 'pod refused');
+      else if (result.outcome === 'patched') request.log.info(fields, 'elector injected');
+      else request.log.debug(fields, 'pod allowed');
+      return reply.send(result.review);
+    });
+  }
+  return app;
+}
