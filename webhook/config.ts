@@ -43,6 +43,8 @@ export interface WebhookConfig {
   electorImage: string | undefined;
   /** The elector container's `command`; empty means the image's entrypoint. */
   electorCommand: string[];
+  /** Words before the elector's flags in `args` (the image's entrypoint dispatches on them). */
+  electorSubcommand: string[];
   electorMode: ElectorMode;
   /** Cluster-wide default ports; pods may override them with annotations. */
   electionPort: number;
@@ -72,6 +74,7 @@ export type OptionKey =
   | 'metricsAddress'
   | 'electorImage'
   | 'electorCommand'
+  | 'electorSubcommand'
   | 'electorMode'
   | 'electionPort'
   | 'probePort'
@@ -160,9 +163,18 @@ export const OPTIONS: readonly OptionSpec[] = [
     key: 'electorCommand',
     flag: '--elector-command',
     env: 'WEBHOOK_ELECTOR_COMMAND',
+    default: '',
+    defaultText: "(the image's entrypoint)",
+    description:
+      "The elector container's `command`, words separated by spaces; empty keeps the image's entrypoint.",
+  },
+  {
+    key: 'electorSubcommand',
+    flag: '--elector-subcommand',
+    env: 'WEBHOOK_ELECTOR_SUBCOMMAND',
     default: 'elector',
     description:
-      "The elector container's `command`, words separated by spaces; `-` leaves it unset (the image's entrypoint).",
+      "Words put before the elector's flags in its `args` (our image's entrypoint runs `cli.js elector ...`); `-` for none.",
   },
   {
     key: 'electorMode',
@@ -452,8 +464,12 @@ export function parseConfig(input: ParseInput): ParseResult {
 
   const imageText = raw('electorImage');
   if (/\s/.test(imageText)) problems.push(`${nameOf('electorImage')}: "${imageText}" contains whitespace`);
-  const commandText = raw('electorCommand');
-  const electorCommand = commandText === '-' || commandText === '' ? [] : commandText.split(/\s+/);
+  const words = (key: OptionKey): string[] => {
+    const text = raw(key);
+    return text === '-' || text === '' ? [] : text.split(/\s+/);
+  };
+  const electorCommand = words('electorCommand');
+  const electorSubcommand = words('electorSubcommand');
 
   const modeText = raw('electorMode');
   if (!MODES.includes(modeText as ElectorMode)) {
@@ -509,6 +525,7 @@ export function parseConfig(input: ParseInput): ParseResult {
       metrics,
       electorImage: imageText === '' ? undefined : imageText,
       electorCommand,
+      electorSubcommand,
       electorMode: modeText as ElectorMode,
       electionPort,
       probePort,

@@ -38,8 +38,10 @@ import type { ElectorMode, ElectorResources } from './config.ts';
 /** What the transformation needs from the configuration. */
 export interface InjectionConfig {
   image: string;
-  /** The container's `command`; empty leaves it unset. */
+  /** The container's `command`; empty leaves it unset (the image's entrypoint). */
   command: string[];
+  /** Words before the elector's flags in `args` (e.g. `elector` for our image's entrypoint). */
+  argsPrefix: string[];
   mode: ElectorMode;
   electionPort: number;
   probePort: number;
@@ -417,6 +419,7 @@ export function electorContainer(
     image: config.image,
     ...(config.command.length > 0 ? { command: [...config.command] } : {}),
     args: [
+      ...config.argsPrefix,
       `--election=${plan.election.name}`,
       `--election-namespace=${plan.namespace}`,
       `--http=127.0.0.1:${plan.electionPort}`,

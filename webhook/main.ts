@@ -61,6 +61,7 @@ async function main(): Promise<void> {
   const injection: InjectionConfig = {
     image,
     command: config.electorCommand,
+    argsPrefix: config.electorSubcommand,
     mode: config.electorMode,
     electionPort: config.electionPort,
     probePort: config.probePort,

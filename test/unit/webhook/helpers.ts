@@ -7,7 +7,8 @@ import { applyPatch, type Operation } from '../../../webhook/patch.ts';
 
 export const TEST_CONFIG: InjectionConfig = {
   image: 'registry.example/lifelease:0.1.0',
-  command: ['elector'],
+  command: [],
+  argsPrefix: ['elector'],
   mode: 'native-sidecar',
   electionPort: 4040,
   probePort: 4041,

@@ -425,8 +425,16 @@ describe('transformation', () => {
     assert.deepEqual(elector?.resources, { requests: { cpu: '10m' } });
   });
 
-  test('command: empty leaves the image entrypoint', () => {
-    const elector = injected(pod(), { ...TEST_CONFIG, command: [] }).pod.spec?.initContainers?.[0];
+  test('command: empty keeps the image entrypoint; the subcommand leads the args', () => {
+    const elector = injected(pod()).pod.spec?.initContainers?.[0];
     assert.equal(elector?.command, undefined);
+    assert.equal(elector?.args?.[0], 'elector');
+    const custom = injected(pod(), {
+      ...TEST_CONFIG,
+      command: ['node', '/app/dist/elector.js'],
+      argsPrefix: [],
+    }).pod.spec?.initContainers?.[0];
+    assert.deepEqual(custom?.command, ['node', '/app/dist/elector.js']);
+    assert.match(custom?.args?.[0] ?? '', /^--election=/);
   });
 });
