@@ -39,6 +39,7 @@ export default tseslint.config(
       'webhook/admission.ts',
       'webhook/patch.ts',
       'webhook/config.ts',
+      'webhook/certs.ts',
     ],
     rules: {
       'no-restricted-imports': [
