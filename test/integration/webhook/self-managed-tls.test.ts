@@ -124,7 +124,7 @@ describe('self-managed TLS', () => {
       await replicas[1]!.syncUntilSettled();
       await replicas[0]!.syncUntilSettled();
       const promoted = await secret();
-      const newCa = Buffer.from(staged.data!['next-ca.crt']!, 'base64').toString();
+      const newCa = Buffer.from(staged.data!['next-ca.crt'], 'base64').toString();
       assert.equal(caOf(promoted).trim(), newCa.trim());
       assert.ok(new X509Certificate(served[0]!.at(-1)!).checkIssued(new X509Certificate(newCa)));
       assert.equal(served[0]!.at(-1), served[1]!.at(-1));
