@@ -52,6 +52,8 @@ export interface WebhookConfig {
   electorResources: ElectorResources;
   /** Run the RBAC reconciler (grants each electing pod's ServiceAccount the elector's Role). */
   reconcileRbac: boolean;
+  /** Reconcile RBAC in this namespace only; undefined means all namespaces. */
+  rbacNamespace: string | undefined;
   /** Path of a kubeconfig file; undefined means in-cluster config or `$KUBECONFIG`. */
   kubeconfig: string | undefined;
   /** Largest accepted request body, in bytes. */
@@ -83,6 +85,7 @@ export type OptionKey =
   | 'electorCpuLimit'
   | 'electorMemoryLimit'
   | 'reconcileRbac'
+  | 'rbacNamespace'
   | 'kubeconfig'
   | 'maxRequestBytes'
   | 'shutdownDelay'
@@ -236,6 +239,14 @@ export const OPTIONS: readonly OptionSpec[] = [
     boolean: true,
     description:
       "Grant each electing pod's ServiceAccount the elector's Role (a RoleBinding per election), and remove it once the election has no pods.",
+  },
+  {
+    key: 'rbacNamespace',
+    flag: '--rbac-namespace',
+    env: 'WEBHOOK_RBAC_NAMESPACE',
+    default: '',
+    defaultText: '(all namespaces)',
+    description: 'Restrict the RBAC reconciler to one namespace (then it needs its rights there only).',
   },
   {
     key: 'kubeconfig',
@@ -490,6 +501,10 @@ export function parseConfig(input: ParseInput): ParseResult {
   };
 
   const reconcileRbac = bool('reconcileRbac');
+  const rbacNamespace = raw('rbacNamespace');
+  if (rbacNamespace !== '' && !/^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/.test(rbacNamespace)) {
+    problems.push(`${nameOf('rbacNamespace')}: "${rbacNamespace}" is not a namespace name`);
+  }
   const kubeconfig = raw('kubeconfig');
   const bytesText = raw('maxRequestBytes');
   const maxRequestBytes = parseBytes(bytesText);
@@ -531,6 +546,7 @@ export function parseConfig(input: ParseInput): ParseResult {
       probePort,
       electorResources,
       reconcileRbac,
+      rbacNamespace: rbacNamespace === '' ? undefined : rbacNamespace,
       kubeconfig: kubeconfig === '' ? undefined : kubeconfig,
       maxRequestBytes,
       shutdownDelayMs,

@@ -116,7 +116,12 @@ async function main(): Promise<void> {
   // 5. The RBAC reconciler, beside the admission path (never blocking it).
   const reconciler =
     config.reconcileRbac && kc
-      ? new RbacReconciler({ kubeConfig: kc, logger: log.child({ component: 'rbac' }), metrics })
+      ? new RbacReconciler({
+          kubeConfig: kc,
+          logger: log.child({ component: 'rbac' }),
+          metrics,
+          ...(config.rbacNamespace ? { namespace: config.rbacNamespace } : {}),
+        })
       : undefined;
 
   closeWithGrace({ delay: config.shutdownDelayMs + 15_000, logger: log }, async ({ signal, err }) => {

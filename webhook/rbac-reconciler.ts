@@ -96,6 +96,8 @@ export interface RbacReconcilerOptions {
   kubeConfig: KubeConfig;
   logger: Logger;
   metrics: WebhookMetrics;
+  /** Watch one namespace only (tests); default all namespaces. */
+  namespace?: string;
   /** Full resync interval; default 10 minutes. */
   resyncMs?: number;
   /** First retry delay after an error (doubling up to `maxBackoffMs`); default 500 ms. */
@@ -117,6 +119,7 @@ export class RbacReconciler {
   readonly #backoffMs: number;
   readonly #maxBackoffMs: number;
   readonly #informer;
+  readonly #namespace: string | undefined;
   readonly #queue = new Set<string>();
   readonly #attempts = new Map<string, number>();
   readonly #timers = new Set<NodeJS.Timeout>();
@@ -134,10 +137,14 @@ export class RbacReconciler {
     this.#resyncMs = options.resyncMs ?? 10 * 60_000;
     this.#backoffMs = options.backoffMs ?? 500;
     this.#maxBackoffMs = options.maxBackoffMs ?? 5 * 60_000;
+    const ns = (this.#namespace = options.namespace);
     this.#informer = makeInformer<V1Pod>(
       options.kubeConfig,
-      '/api/v1/pods',
-      () => this.#core.listPodForAllNamespaces({ labelSelector: LABEL_ELECTION }),
+      ns ? `/api/v1/namespaces/${ns}/pods` : '/api/v1/pods',
+      () =>
+        ns
+          ? this.#core.listNamespacedPod({ namespace: ns, labelSelector: LABEL_ELECTION })
+          : this.#core.listPodForAllNamespaces({ labelSelector: LABEL_ELECTION }),
       LABEL_ELECTION,
     );
     const onPod = (pod: V1Pod) => {
@@ -219,9 +226,10 @@ export class RbacReconciler {
   async resync(): Promise<void> {
     for (const key of desiredGrants(this.#informer.list()).keys()) this.enqueue(key);
     try {
-      const roles = await this.#rbac.listRoleForAllNamespaces({
-        labelSelector: `${RBAC_LABEL_MANAGED_BY}=${PROJECT}`,
-      });
+      const labelSelector = `${RBAC_LABEL_MANAGED_BY}=${PROJECT}`;
+      const roles = this.#namespace
+        ? await this.#rbac.listNamespacedRole({ namespace: this.#namespace, labelSelector })
+        : await this.#rbac.listRoleForAllNamespaces({ labelSelector });
       for (const role of roles.items) {
         const ns = role.metadata?.namespace;
         const election = role.metadata?.labels?.[`${DOMAIN}/election`];

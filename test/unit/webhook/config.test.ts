@@ -39,6 +39,7 @@ describe('webhook config', () => {
       probePort: 4041,
       electorResources: { cpuRequest: '10m', memoryRequest: '64Mi', cpuLimit: '250m', memoryLimit: '128Mi' },
       reconcileRbac: true,
+      rbacNamespace: undefined,
       kubeconfig: undefined,
       maxRequestBytes: 7 * 1024 * 1024,
       shutdownDelayMs: 5000,

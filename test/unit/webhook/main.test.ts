@@ -71,7 +71,7 @@ describe('webhook process', () => {
       const res = await post(wh.url, wh.caPem, createReview(pod));
       assert.equal(res.status, 200);
       assert.equal((res.json as { response: { allowed: boolean } }).response.allowed, true);
-      assert.ok(wh.logs.some((l) => l['msg'] === 'elector injected' && l['election'] === 'a'));
+      await wh.waitForLog('elector injected', 5000, (l) => l['election'] === 'a');
 
       const next = await createServingCertificate(['127.0.0.1']);
       await writeFile(wh.keyFile, next.serving.keyPem);
@@ -83,7 +83,7 @@ describe('webhook process', () => {
     } finally {
       assert.equal(await wh.stop(), 0);
     }
-    assert.ok(wh.logs.some((l) => l['msg'] === 'webhook stopped'));
+    await wh.waitForLog('webhook stopped', 1000);
   });
 
   test('--shutdown-delay: not ready, still serving, then exit 0', async () => {

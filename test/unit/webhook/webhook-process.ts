@@ -26,8 +26,12 @@ export interface WebhookProcess {
   exited: Promise<number | string>;
   /** SIGTERM, then SIGKILL after `graceMs`; resolves with the exit code. */
   stop(graceMs?: number): Promise<number | string>;
-  /** Waits for a log line matching `msg`. */
-  waitForLog(msg: string, timeoutMs?: number): Promise<Record<string, unknown>>;
+  /** Waits for a log line with this `msg` (and, when given, matching `where`). */
+  waitForLog(
+    msg: string,
+    timeoutMs?: number,
+    where?: (line: Record<string, unknown>) => boolean,
+  ): Promise<Record<string, unknown>>;
 }
 
 export interface StartWebhookOptions {
@@ -62,7 +66,8 @@ export async function startWebhookProcess(options: StartWebhookOptions = {}): Pr
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const logs: Record<string, unknown>[] = [];
-  const waiters: { msg: string; resolve: (l: Record<string, unknown>) => void }[] = [];
+  type Match = (l: Record<string, unknown>) => boolean;
+  const waiters: { match: Match; resolve: (l: Record<string, unknown>) => void }[] = [];
   let stderr = '';
   let buffer = '';
   child.stdout.setEncoding('utf8');
@@ -76,7 +81,7 @@ export async function startWebhookProcess(options: StartWebhookOptions = {}): Pr
         const entry = JSON.parse(line) as Record<string, unknown>;
         logs.push(entry);
         for (const w of [...waiters]) {
-          if (entry['msg'] === w.msg) {
+          if (w.match(entry)) {
             waiters.splice(waiters.indexOf(w), 1);
             w.resolve(entry);
           }
@@ -89,11 +94,12 @@ export async function startWebhookProcess(options: StartWebhookOptions = {}): Pr
   child.stderr.setEncoding('utf8');
   child.stderr.on('data', (c: string) => (stderr += c));
   const exited = new Promise<number | string>((resolve) =>
-    child.on('exit', (code, signal) => resolve(code ?? signal ?? -1)),
+    child.on('close', (code, signal) => resolve(code ?? signal ?? -1)),
   );
 
-  const waitForLog = (msg: string, timeoutMs = options.timeoutMs ?? 20_000) => {
-    const found = logs.find((l) => l['msg'] === msg);
+  const waitForLog = (msg: string, timeoutMs = options.timeoutMs ?? 20_000, where: Match = () => true) => {
+    const match: Match = (l) => l['msg'] === msg && where(l);
+    const found = logs.find(match);
     if (found) return Promise.resolve(found);
     return new Promise<Record<string, unknown>>((resolve, reject) => {
       const timer = setTimeout(
@@ -106,7 +112,7 @@ export async function startWebhookProcess(options: StartWebhookOptions = {}): Pr
         timeoutMs,
       );
       const w = {
-        msg,
+        match,
         resolve: (l: Record<string, unknown>) => {
           clearTimeout(timer);
           resolve(l);

@@ -1,0 +1,152 @@
+/**
+ * Registering a running webhook with the real API server, the way the shipped manifests do
+ * (two webhooks: label `objectSelector`, and a CEL `matchCondition` for the annotation;
+ * `failurePolicy: Fail`), but through `clientConfig.url` and scoped by a namespace label to
+ * the test's own namespaces, since a MutatingWebhookConfiguration is cluster-wide.
+ */
+import {
+  AdmissionregistrationV1Api,
+  CoreV1Api,
+  type KubeConfig,
+  type V1MutatingWebhook,
+  type V1Pod,
+} from '@kubernetes/client-node';
+import assert from 'node:assert/strict';
+import { setTimeout as sleep } from 'node:timers/promises';
+
+export async function eventually<T>(
+  what: string,
+  fn: () => Promise<T | undefined>,
+  timeoutMs = 30_000,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let lastError: unknown;
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v !== undefined) return v;
+    } catch (err) {
+      lastError = err;
+    }
+    if (Date.now() > deadline) {
+      assert.fail(
+        `timed out after ${timeoutMs} ms waiting for ${what}${lastError instanceof Error ? ` (last error: ${lastError.message})` : ''}`,
+      );
+    }
+    await sleep(100);
+  }
+}
+
+export const apiStatus = (err: unknown): number | undefined => (err as { code?: number }).code;
+
+/** The message in an ApiException's Status body. */
+export function apiMessage(err: unknown): string {
+  const body = (err as { body?: unknown }).body;
+  if (typeof body === 'string') {
+    try {
+      const message = (JSON.parse(body) as { message?: unknown }).message;
+      return typeof message === 'string' ? message : body;
+    } catch {
+      return body;
+    }
+  }
+  return String(err);
+}
+
+export interface Registration {
+  name: string;
+  /** Label every namespace the webhook should see must carry (`<selectorKey>=<name>`). */
+  selectorKey: string;
+  delete(): Promise<void>;
+}
+
+/** Creates the MutatingWebhookConfiguration `name`, reaching namespaces labelled `lifelease-test=<name>`. */
+export async function registerWebhook(
+  kc: KubeConfig,
+  options: { name: string; url: string; caPem: string; timeoutSeconds?: number },
+): Promise<Registration> {
+  const api = kc.makeApiClient(AdmissionregistrationV1Api);
+  const selectorKey = 'lifelease-test';
+  const common = (name: string): V1MutatingWebhook => ({
+    name,
+    admissionReviewVersions: ['v1'],
+    clientConfig: { url: `${options.url}/mutate`, caBundle: Buffer.from(options.caPem).toString('base64') },
+    rules: [
+      {
+        operations: ['CREATE'],
+        apiGroups: [''],
+        apiVersions: ['v1'],
+        resources: ['pods'],
+        scope: 'Namespaced',
+      },
+    ],
+    namespaceSelector: { matchLabels: { [selectorKey]: options.name } },
+    failurePolicy: 'Fail',
+    sideEffects: 'None',
+    reinvocationPolicy: 'IfNeeded',
+    timeoutSeconds: options.timeoutSeconds ?? 5,
+    matchPolicy: 'Equivalent',
+  });
+  await api.createMutatingWebhookConfiguration({
+    body: {
+      metadata: { name: options.name },
+      webhooks: [
+        {
+          ...common('label.inject.lifelease.dev'),
+          objectSelector: { matchExpressions: [{ key: 'leaderElection', operator: 'Exists' }] },
+        },
+        {
+          ...common('annotation.inject.lifelease.dev'),
+          objectSelector: { matchExpressions: [{ key: 'leaderElection', operator: 'DoesNotExist' }] },
+          matchConditions: [
+            {
+              name: 'opted-in-by-annotation',
+              expression:
+                "has(object.metadata.annotations) && 'leaderElection' in object.metadata.annotations",
+            },
+          ],
+        },
+      ],
+    },
+  });
+  return {
+    name: options.name,
+    selectorKey,
+    async delete() {
+      try {
+        await api.deleteMutatingWebhookConfiguration({ name: options.name });
+      } catch (err) {
+        if (apiStatus(err) !== 404) throw err;
+      }
+    },
+  };
+}
+
+export function electorOf(pod: V1Pod) {
+  return [...(pod.spec?.initContainers ?? []), ...(pod.spec?.containers ?? [])].find(
+    (c) => c.name === 'elector',
+  );
+}
+
+/**
+ * Waits until the configuration takes effect (the API server picks it up asynchronously): a
+ * dry-run CREATE of an opted-in marker pod comes back with an elector.
+ */
+export async function waitUntilActive(kc: KubeConfig, namespace: string, timeoutMs = 30_000): Promise<void> {
+  const core = kc.makeApiClient(CoreV1Api);
+  await eventually(
+    'the webhook configuration to take effect',
+    async () => {
+      const pod = await core.createNamespacedPod({
+        namespace,
+        dryRun: 'All',
+        body: {
+          metadata: { generateName: 'marker-', labels: { leaderElection: 'true', app: 'marker' } },
+          spec: { containers: [{ name: 'c', image: 'registry.example/marker:1' }] },
+        },
+      });
+      return electorOf(pod) ? true : undefined;
+    },
+    timeoutMs,
+  );
+}
