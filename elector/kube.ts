@@ -3,23 +3,16 @@
  * for one Lease in one namespace, with exactly the permissions of common/rbac.ts (leases
  * create; get/list/watch/delete by name; pods get).
  *
- * Requests go through @kubernetes/client-node's generated API, each with a deadline. The
- * watch is a small raw request built from the same KubeConfig: the library's `Watch` cannot
- * be aborted before the server answers, so a request to a partitioned server would hang
- * beyond our control; here the caller's signal ends it at any moment.
+ * Credentials come from @kubernetes/client-node's `KubeConfig` (in-cluster token with
+ * rotation, KUBECONFIG, client certificates, exec plugins, proxies). The five requests
+ * themselves are plain HTTP on the options it produces (`applyToHTTPSOptions`), for two
+ * reasons: the generated API classes and their model serializer are most of the library,
+ * and leaving them out of the bundle takes a third off the sidecar's memory (the README's
+ * figures); and one request path with an AbortSignal and a deadline covers everything,
+ * including the watch (the library's `Watch` cannot be aborted before the server answers,
+ * so a request to a partitioned server would hang beyond our control).
  */
-import {
-  ApiException,
-  CoordinationV1Api,
-  CoreV1Api,
-  KubeConfig,
-  Observable,
-  V1MicroTime,
-  type ConfigurationOptions,
-  type ObservableMiddleware,
-  type V1Lease,
-  type V1Pod,
-} from '@kubernetes/client-node';
+import { KubeConfig, type V1Lease, type V1LeaseList, type V1Pod } from '@kubernetes/client-node';
 import { request as httpRequest, type IncomingMessage, type RequestOptions } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { createInterface } from 'node:readline';
@@ -48,11 +41,11 @@ export interface KubeStoreOptions {
   kubeConfig: KubeConfig;
   namespace: string;
   election: string;
-  /** Deadline of every non-watch request; default 10 s. */
+  /** Deadline of every request, and of a watch until the server answers; default 10 s. */
   requestTimeoutMs?: number;
 }
 
-/** The parts of a Lease the election reads, from the API object. */
+/** The parts of a Lease the election reads, from the API object (JSON). */
 export function leaseRecord(lease: V1Lease): LeaseRecord {
   const meta = lease.metadata ?? {};
   const renew = lease.spec?.renewTime as unknown;
@@ -62,14 +55,7 @@ export function leaseRecord(lease: V1Lease): LeaseRecord {
     resourceVersion: meta.resourceVersion ?? '',
     holderIdentity: lease.spec?.holderIdentity ?? undefined,
     leaseDurationSeconds: lease.spec?.leaseDurationSeconds ?? undefined,
-    renewTime:
-      renew === undefined || renew === null
-        ? undefined
-        : typeof renew === 'string'
-          ? renew
-          : renew instanceof Date
-            ? renew.toISOString()
-            : 'set',
+    renewTime: renew === undefined || renew === null ? undefined : typeof renew === 'string' ? renew : 'set',
     owners: (meta.ownerReferences ?? []).map((o) => ({
       apiVersion: o.apiVersion,
       kind: o.kind,
@@ -82,16 +68,22 @@ export function leaseRecord(lease: V1Lease): LeaseRecord {
 }
 
 function podRecord(pod: V1Pod): PodRecord {
+  const deletion = pod.metadata?.deletionTimestamp as unknown;
   return {
     name: pod.metadata?.name ?? '',
     uid: pod.metadata?.uid ?? '',
     phase: pod.status?.phase,
-    terminating: pod.metadata?.deletionTimestamp !== undefined && pod.metadata.deletionTimestamp !== null,
+    terminating: deletion !== undefined && deletion !== null,
   };
 }
 
-/** The API object a campaign creates. */
-export function leaseObject(draft: LeaseDraft): V1Lease {
+/** MicroTime: RFC 3339 with exactly six fractional digits, as the API server requires. */
+export function microTime(ms: number): string {
+  return new Date(ms).toISOString().replace(/Z$/, '000Z');
+}
+
+/** The API object a campaign creates (as JSON). */
+export function leaseObject(draft: LeaseDraft): Record<string, unknown> {
   return {
     apiVersion: 'coordination.k8s.io/v1',
     kind: 'Lease',
@@ -102,11 +94,7 @@ export function leaseObject(draft: LeaseDraft): V1Lease {
       annotations: draft.annotations,
       ownerReferences: [draft.owner],
     },
-    spec: {
-      holderIdentity: draft.holderIdentity,
-      // MicroTime: the API server wants six fractional digits, which V1MicroTime writes.
-      acquireTime: new V1MicroTime(draft.acquireTimeMs),
-    },
+    spec: { holderIdentity: draft.holderIdentity, acquireTime: microTime(draft.acquireTimeMs) },
   };
 }
 
@@ -116,102 +104,155 @@ interface StatusBody {
   code?: number;
 }
 
-function parseStatus(body: unknown): StatusBody {
-  if (typeof body === 'string') {
-    try {
-      return JSON.parse(body) as StatusBody;
-    } catch {
-      return { message: body.slice(0, 200) };
-    }
+function parseStatus(body: string): StatusBody {
+  try {
+    const parsed = JSON.parse(body) as unknown;
+    return parsed !== null && typeof parsed === 'object' ? parsed : {};
+  } catch {
+    return { message: body.slice(0, 200) };
   }
-  return body !== null && typeof body === 'object' ? body : {};
 }
 
-/** Maps anything a request throws to an ApiError: by HTTP status, or code 0 without one. */
+/** Maps anything a request throws to an ApiError: code 0 when there was no HTTP answer. */
 export function toApiError(err: unknown, what: string): ApiError {
   if (err instanceof ApiError) return err;
-  if (err instanceof ApiException) {
-    const status = parseStatus(err.body);
-    return new ApiError(
-      `${what}: ${err.code} ${status.message ?? status.reason ?? 'error'}`,
-      err.code,
-      status.reason ?? '',
-    );
-  }
-  const e = err as { name?: string; message?: string; code?: string; type?: string };
-  if (e?.name === 'AbortError' || e?.type === 'aborted')
-    return new ApiError(`${what}: aborted or timed out`, 0, 'Timeout');
+  const e = err as { name?: string; message?: string; code?: string };
+  if (e?.name === 'AbortError') return new ApiError(`${what}: aborted or timed out`, 0, 'Timeout');
   const detail = e?.code ? `${e.code} ${e.message ?? ''}`.trim() : (e?.message ?? String(err));
   return new ApiError(`${what}: ${detail}`, 0, '');
 }
 
-/** Per-request options that attach an AbortSignal (the generated client has no other way). */
-function withSignal(signal: AbortSignal): ConfigurationOptions {
-  const middleware: ObservableMiddleware = {
-    pre: (ctx) => {
-      ctx.setSignal(signal);
-      return new Observable(Promise.resolve(ctx));
-    },
-    post: (res) => new Observable(Promise.resolve(res)),
-  };
-  return { middleware: [middleware], middlewareMergeStrategy: 'append' };
+interface Exchange {
+  method: 'GET' | 'POST' | 'DELETE';
+  path: string;
+  query?: Record<string, string>;
+  body?: unknown;
+  signal: AbortSignal;
+  /** What the request does, for error messages. */
+  what: string;
+}
+
+/** Where a request goes and with which credentials. */
+async function requestOptions(
+  kc: KubeConfig,
+  ex: Pick<Exchange, 'method' | 'path' | 'query'>,
+): Promise<{ url: URL; options: RequestOptions & { headers: Record<string, string> } }> {
+  const server = kc.getCurrentCluster()?.server;
+  if (!server) throw new ApiError('the kubeconfig has no current cluster', 0);
+  const url = new URL(`${server.replace(/\/$/, '')}${ex.path}`);
+  for (const [k, v] of Object.entries(ex.query ?? {})) url.searchParams.set(k, v);
+  const options: RequestOptions & { headers: Record<string, string> } = { method: ex.method, headers: {} };
+  await kc.applyToHTTPSOptions(options);
+  options.headers['Accept'] = 'application/json';
+  return { url, options };
+}
+
+/** One request with a JSON answer: resolves with the body on 2xx, rejects with an ApiError otherwise. */
+async function exchange<T>(kc: KubeConfig, ex: Exchange, timeoutMs: number): Promise<T> {
+  const { url, options } = await requestOptions(kc, ex);
+  const payload = ex.body === undefined ? undefined : JSON.stringify(ex.body);
+  if (payload !== undefined) {
+    options.headers['Content-Type'] = 'application/json';
+    // Node sends a DELETE body neither chunked nor sized unless told its length.
+    options.headers['Content-Length'] = String(Buffer.byteLength(payload));
+  }
+  const signal = AbortSignal.any([ex.signal, AbortSignal.timeout(timeoutMs)]);
+  return new Promise<T>((resolve, reject) => {
+    const send = url.protocol === 'https:' ? httpsRequest : httpRequest;
+    const req = send(url, { ...options, signal }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (chunk: string) => (text += chunk));
+      res.on('error', (err) => reject(toApiError(err, ex.what)));
+      res.on('end', () => {
+        const code = res.statusCode ?? 0;
+        if (code >= 200 && code < 300) {
+          try {
+            resolve(JSON.parse(text) as T);
+          } catch (err) {
+            reject(toApiError(err, ex.what));
+          }
+          return;
+        }
+        const status = parseStatus(text);
+        reject(
+          new ApiError(
+            `${ex.what}: ${code} ${status.message ?? status.reason ?? ''}`.trim(),
+            code,
+            status.reason ?? '',
+          ),
+        );
+      });
+    });
+    req.on('error', (err) => reject(toApiError(err, ex.what)));
+    req.end(payload);
+  });
 }
 
 export function createKubeStore(options: KubeStoreOptions): ElectionStore {
   const { kubeConfig: kc, namespace, election } = options;
   const timeoutMs = options.requestTimeoutMs ?? 10_000;
-  const leases = kc.makeApiClient(CoordinationV1Api);
-  const pods = kc.makeApiClient(CoreV1Api);
+  const leases = `/apis/coordination.k8s.io/v1/namespaces/${encodeURIComponent(namespace)}/leases`;
   const fieldSelector = `metadata.name=${election}`;
-  const deadline = (signal: AbortSignal) =>
-    withSignal(AbortSignal.any([signal, AbortSignal.timeout(timeoutMs)]));
 
   return {
     async list(signal) {
-      try {
-        const list = await leases.listNamespacedLease({ namespace, fieldSelector }, deadline(signal));
-        const item = list.items.find((l) => l.metadata?.name === election);
-        return {
-          lease: item ? leaseRecord(item) : null,
-          resourceVersion: list.metadata?.resourceVersion ?? '',
-        };
-      } catch (err) {
-        throw toApiError(err, 'list leases');
-      }
+      const list = await exchange<V1LeaseList>(
+        kc,
+        { method: 'GET', path: leases, query: { fieldSelector }, signal, what: 'list leases' },
+        timeoutMs,
+      );
+      const item = (list.items ?? []).find((l) => l.metadata?.name === election);
+      return {
+        lease: item ? leaseRecord(item) : null,
+        resourceVersion: list.metadata?.resourceVersion ?? '',
+      };
     },
 
     async create(draft, signal) {
-      try {
-        return leaseRecord(
-          await leases.createNamespacedLease({ namespace, body: leaseObject(draft) }, deadline(signal)),
-        );
-      } catch (err) {
-        throw toApiError(err, 'create lease');
-      }
+      const lease = await exchange<V1Lease>(
+        kc,
+        { method: 'POST', path: leases, body: leaseObject(draft), signal, what: 'create lease' },
+        timeoutMs,
+      );
+      return leaseRecord(lease);
     },
 
     async getPod(name, signal) {
       try {
-        return podRecord(await pods.readNamespacedPod({ name, namespace }, deadline(signal)));
+        const pod = await exchange<V1Pod>(
+          kc,
+          {
+            method: 'GET',
+            path: `/api/v1/namespaces/${encodeURIComponent(namespace)}/pods/${encodeURIComponent(name)}`,
+            signal,
+            what: `get pod ${name}`,
+          },
+          timeoutMs,
+        );
+        return podRecord(pod);
       } catch (err) {
-        if (err instanceof ApiException && err.code === 404) return null;
-        throw toApiError(err, `get pod ${name}`);
+        if (err instanceof ApiError && err.code === 404) return null;
+        throw err;
       }
     },
 
     async deleteLease(preconditions, signal) {
-      try {
-        await leases.deleteNamespacedLease(
-          { name: election, namespace, body: { preconditions, propagationPolicy: 'Background' } },
-          deadline(signal),
-        );
-      } catch (err) {
-        throw toApiError(err, 'delete lease');
-      }
+      await exchange<unknown>(
+        kc,
+        {
+          method: 'DELETE',
+          path: `${leases}/${encodeURIComponent(election)}`,
+          body: { kind: 'DeleteOptions', apiVersion: 'v1', preconditions, propagationPolicy: 'Background' },
+          signal,
+          what: 'delete lease',
+        },
+        timeoutMs,
+      );
     },
 
     watch(request) {
-      return watchLeases(kc, namespace, fieldSelector, request, timeoutMs);
+      return watchLeases(kc, leases, fieldSelector, request, timeoutMs);
     },
   };
 }
@@ -230,25 +271,22 @@ interface RawWatchEvent {
 /** One watch request on the Lease; see {@link ElectionStore.watch}. */
 async function watchLeases(
   kc: KubeConfig,
-  namespace: string,
+  leases: string,
   fieldSelector: string,
   req: Parameters<ElectionStore['watch']>[0],
   connectTimeoutMs: number,
 ): Promise<void> {
-  const server = kc.getCurrentCluster()?.server;
-  if (!server) throw new ApiError('watch: the kubeconfig has no current cluster', 0);
-  const url = new URL(
-    `${server.replace(/\/$/, '')}/apis/coordination.k8s.io/v1/namespaces/${namespace}/leases`,
-  );
-  url.searchParams.set('watch', 'true');
-  url.searchParams.set('fieldSelector', fieldSelector);
-  url.searchParams.set('resourceVersion', req.resourceVersion);
-  url.searchParams.set('allowWatchBookmarks', 'true');
-  url.searchParams.set('timeoutSeconds', String(req.timeoutSeconds));
-
-  const opts: RequestOptions & { headers: Record<string, string> } = { method: 'GET', headers: {} };
-  await kc.applyToHTTPSOptions(opts);
-  opts.headers['Accept'] = 'application/json';
+  const { url, options } = await requestOptions(kc, {
+    method: 'GET',
+    path: leases,
+    query: {
+      watch: 'true',
+      fieldSelector,
+      resourceVersion: req.resourceVersion,
+      allowWatchBookmarks: 'true',
+      timeoutSeconds: String(req.timeoutSeconds),
+    },
+  });
   if (req.signal.aborted) return;
 
   return new Promise<void>((resolve, reject) => {
@@ -267,7 +305,7 @@ async function watchLeases(
       else resolve();
     };
     const send = url.protocol === 'https:' ? httpsRequest : httpRequest;
-    const clientRequest = send(url, opts, (res: IncomingMessage) => {
+    const clientRequest = send(url, options, (res: IncomingMessage) => {
       clearTimeout(connectTimer);
       if (res.statusCode !== 200) {
         let body = '';

@@ -282,7 +282,7 @@ export async function startElector(options: StartElectorOptions): Promise<Electo
     ...options.env,
   };
   const args = [
-    path.join(REPO_ROOT, options.entry ?? 'elector/main.ts'),
+    path.resolve(REPO_ROOT, options.entry ?? 'elector/main.ts'),
     `--election=${options.election}`,
     '--http=127.0.0.1:0',
     '--probe-address=127.0.0.1:0',
