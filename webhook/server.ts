@@ -9,7 +9,12 @@
  * AdmissionReview. Anything that is an AdmissionReview gets an AdmissionReview back (200),
  * refusals included, with the request's uid.
  */
-import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from 'fastify';
+import Fastify, {
+  LogController,
+  type FastifyBaseLogger,
+  type FastifyInstance,
+  type FastifyRequest,
+} from 'fastify';
 import type { SecureContextOptions } from 'node:tls';
 import { handleAdmission, parseReview, podDisplayName, type Outcome } from './admission.ts';
 import type { InjectionConfig } from './inject.ts';
@@ -72,7 +77,8 @@ export function buildServer(options: ServerOptions): FastifyInstance {
   const { metrics } = options;
   const app = Fastify({
     loggerInstance: options.logger,
-    disableRequestLogging: true,
+    // One log line per review, written by the route with its outcome; no per-request noise.
+    logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: options.maxRequestBytes,
     // The API server's webhook timeout is at most 30 s; nothing legitimate takes longer.
     requestTimeout: 30_000,
