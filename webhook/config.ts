@@ -388,6 +388,22 @@ export function usage(): string {
 }
 
 /**
+ * The README's configuration table (flag, environment variable, default, meaning), generated
+ * from {@link OPTIONS} so the two cannot drift: the README embeds this text verbatim.
+ */
+export function optionsTable(): string {
+  const cell = (s: string) => s.replace(/\|/g, '\\|');
+  return [
+    '| flag | environment | default | meaning |',
+    '| --- | --- | --- | --- |',
+    ...OPTIONS.map((o) => {
+      const def = o.defaultText ?? (o.default === '' ? '(empty)' : `\`${o.default}\``);
+      return `| \`${o.flag}\` | \`${o.env}\` | ${cell(def)} | ${cell(o.description)} |`;
+    }),
+  ].join('\n');
+}
+
+/**
  * Parses flags and environment into a complete configuration, or every problem found.
  * Pure: the caller passes argv and env.
  */

@@ -301,12 +301,25 @@ describe('injection through the API server', () => {
       body: appPod('after-stop', { app: 'plain' }),
     });
     assert.equal(electorOf(plain), undefined);
+    // Explicitly opted out, by label or annotation: never sent to the webhook either.
+    await core.createNamespacedPod({
+      namespace: ns,
+      body: appPod('out-after-stop', { app: 'o', leaderElection: 'FALSE' }),
+    });
+    await core.createNamespacedPod({
+      namespace: ns,
+      body: {
+        ...appPod('out-ann-after-stop', { app: 'o' }),
+        metadata: { name: 'out-ann-after-stop', annotations: { leaderElection: 'false' } },
+      },
+    });
     const annotatedOnlyOther = appPod('other-annotation', { app: 'other' });
     annotatedOnlyOther.metadata!.annotations = { 'example.com/unrelated': 'x' };
     await core.createNamespacedPod({ namespace: ns, body: annotatedOnlyOther });
 
     for (const pod of [
       appPod('opted-after-stop', { app: 'x', leaderElection: 'true' }),
+      appPod('invalid-after-stop', { app: 'x', leaderElection: 'yes' }),
       {
         ...appPod('annotated-after-stop', { app: 'x' }),
         metadata: { name: 'annotated-after-stop', annotations: { leaderElection: 'true' } },

@@ -94,6 +94,14 @@ export async function registerWebhook(
         {
           ...common('label.inject.lifelease.dev'),
           objectSelector: { matchExpressions: [{ key: 'leaderElection', operator: 'Exists' }] },
+          // An explicit opt-out never waits on the webhook either (any other value, even an
+          // invalid one, is sent so that it can be refused with a message).
+          matchConditions: [
+            {
+              name: 'not-opted-out',
+              expression: "object.metadata.labels['leaderElection'].lowerAscii() != 'false'",
+            },
+          ],
         },
         {
           ...common('annotation.inject.lifelease.dev'),
@@ -102,7 +110,7 @@ export async function registerWebhook(
             {
               name: 'opted-in-by-annotation',
               expression:
-                "has(object.metadata.annotations) && 'leaderElection' in object.metadata.annotations",
+                "has(object.metadata.annotations) && 'leaderElection' in object.metadata.annotations && object.metadata.annotations['leaderElection'].lowerAscii() != 'false'",
             },
           ],
         },

@@ -1,7 +1,14 @@
 /** The webhook's configuration parser: flags, env, defaults, and every problem at once. */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { OPTIONS, parseBytes, parseConfig, usage, type WebhookConfig } from '../../../webhook/config.ts';
+import {
+  OPTIONS,
+  optionsTable,
+  parseBytes,
+  parseConfig,
+  usage,
+  type WebhookConfig,
+} from '../../../webhook/config.ts';
 
 const BASE_ARGS = [
   '--tls-cert-file=/tls/tls.crt',
@@ -156,6 +163,14 @@ describe('webhook config', () => {
       assert.ok(o.description.length > 10);
     }
     assert.equal(new Set(OPTIONS.map((o) => o.env)).size, OPTIONS.length);
+  });
+
+  test('the README table has one row per option, with its default', () => {
+    const rows = optionsTable().split('\n').slice(2);
+    assert.equal(rows.length, OPTIONS.length);
+    assert.match(optionsTable(), /\| `--elector-mode` \| `WEBHOOK_ELECTOR_MODE` \| `native-sidecar` \|/);
+    assert.match(optionsTable(), /\| `--tls-cert-file` \| `WEBHOOK_TLS_CERT_FILE` \| \(required\) \|/);
+    for (const row of rows) assert.equal(row.split(' | ').length, 4, row);
   });
 
   test('parseBytes', () => {
