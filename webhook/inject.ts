@@ -25,7 +25,6 @@ import {
   ANNOTATION_PROBE_PORT,
   appEnv,
   CONTAINER_NAME,
-  DOMAIN,
   ENV_POD_NAME,
   ENV_POD_NAMESPACE,
   ENV_POD_UID,
@@ -657,6 +656,3 @@ export function inject(original: V1Pod, plan: InjectionPlan, config: InjectionCo
 
   return { pod, warnings };
 }
-
-/** Label and annotation keys we own, for documentation and tests. */
-export const OWNED_KEY_PREFIX = `${DOMAIN}/`;
