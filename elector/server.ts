@@ -76,6 +76,10 @@ export function buildElectionApi(options: ElectionApiOptions): FastifyInstance {
   });
 
   app.get('/sse', (request, reply) => {
+    if (request.method === 'HEAD') {
+      // A HEAD request gets the stream's headers, not a stream that never ends.
+      return reply.code(200).header('content-type', 'text/event-stream; charset=utf-8').send();
+    }
     reply.hijack();
     const res = reply.raw;
     res.writeHead(200, {

@@ -53,6 +53,9 @@ describe('GET / and routing', () => {
   test('HEAD works, other methods are 405 with Allow, unknown paths 404', async () => {
     const app = buildElectionApi({ board: new LeaderBoard(), logger: log });
     assert.equal((await app.inject({ method: 'HEAD', url: '/' })).statusCode, 503);
+    const head = await app.inject({ method: 'HEAD', url: '/sse' });
+    assert.equal(head.statusCode, 200);
+    assert.equal(head.headers['content-type'], 'text/event-stream; charset=utf-8');
     for (const [method, url] of [
       ['POST', '/'],
       ['PUT', '/'],
