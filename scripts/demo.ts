@@ -36,7 +36,7 @@ const t0 = performance.now();
 const secs = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
 
 let step = 0;
-const STEPS = 8;
+const STEPS = 9;
 function heading(text: string): void {
   step++;
   console.log(`\n${bold(`[${step}/${STEPS}]`)} ${bold(text)} ${dim(`(t+${secs(performance.now() - t0)})`)}`);

@@ -32,8 +32,11 @@ export interface ElectorResources {
 }
 
 export interface WebhookConfig {
+  /** Empty in self-managed mode. */
   tlsCertFile: string;
   tlsPrivateKeyFile: string;
+  /** The webhook makes and rotates its own CA and certificate (see self-managed-tls.ts). */
+  selfManagedTls: SelfManagedTlsConfig | undefined;
   /** How often the certificate files are re-read (a change is applied to new connections). */
   tlsReloadIntervalMs: number;
   listen: ListenAddress;
@@ -68,7 +71,26 @@ export interface WebhookConfig {
   containerName: string;
 }
 
+/** Settings of self-managed TLS (`--self-managed-tls`). */
+export interface SelfManagedTlsConfig {
+  /** The Secret, in the webhook's own namespace, holding the CA and serving certificate. */
+  secretName: string;
+  /** The MutatingWebhookConfiguration whose caBundle is kept in step. */
+  webhookConfigurationName: string;
+  /** The webhook's Service; the certificate covers `<service>.<namespace>.svc` (and `.cluster.local`). */
+  serviceName: string;
+  namespace: string;
+  servingValidityMs: number;
+  caValidityMs: number;
+}
+
 export type OptionKey =
+  | 'selfManagedTls'
+  | 'tlsSecretName'
+  | 'webhookConfigurationName'
+  | 'serviceName'
+  | 'tlsCertValidity'
+  | 'tlsCaValidity'
   | 'tlsCertFile'
   | 'tlsPrivateKeyFile'
   | 'tlsReloadInterval'
@@ -116,11 +138,57 @@ export const DEFAULT_MAX_REQUEST_BYTES = 7 * 1024 * 1024;
 /** The webhook's settings; the single source of defaults (the README table is tested against it). */
 export const OPTIONS: readonly OptionSpec[] = [
   {
+    key: 'selfManagedTls',
+    flag: '--self-managed-tls',
+    env: 'WEBHOOK_SELF_MANAGED_TLS',
+    default: 'false',
+    boolean: true,
+    description:
+      "Make and rotate the CA and serving certificate in a Secret, and keep the MutatingWebhookConfiguration's caBundle in step (no cert-manager needed). Needs `POD_NAMESPACE`. Instead of the TLS file flags.",
+  },
+  {
+    key: 'tlsSecretName',
+    flag: '--tls-secret-name',
+    env: 'WEBHOOK_TLS_SECRET_NAME',
+    default: 'lifelease-webhook-tls',
+    description: 'Self-managed TLS: the Secret (in the webhook namespace) that holds the CA and certificate.',
+  },
+  {
+    key: 'webhookConfigurationName',
+    flag: '--webhook-configuration-name',
+    env: 'WEBHOOK_CONFIGURATION_NAME',
+    default: 'lifelease',
+    description: 'Self-managed TLS: the MutatingWebhookConfiguration whose caBundle is kept in step.',
+  },
+  {
+    key: 'serviceName',
+    flag: '--service-name',
+    env: 'WEBHOOK_SERVICE_NAME',
+    default: 'lifelease-webhook',
+    description:
+      'Self-managed TLS: the Service in front of the webhook; the certificate names `<service>.<namespace>.svc`.',
+  },
+  {
+    key: 'tlsCertValidity',
+    flag: '--tls-cert-validity',
+    env: 'WEBHOOK_TLS_CERT_VALIDITY',
+    default: '8760h',
+    description: 'Self-managed TLS: serving certificate validity (renewed with a third left). 1m to 10y.',
+  },
+  {
+    key: 'tlsCaValidity',
+    flag: '--tls-ca-validity',
+    env: 'WEBHOOK_TLS_CA_VALIDITY',
+    default: '87600h',
+    description:
+      'Self-managed TLS: CA validity (rotated in two phases with a third left; the old CA stays trusted until it expires).',
+  },
+  {
     key: 'tlsCertFile',
     flag: '--tls-cert-file',
     env: 'WEBHOOK_TLS_CERT_FILE',
     default: '',
-    defaultText: '(required)',
+    defaultText: '(required unless `--self-managed-tls`)',
     description:
       'PEM serving certificate (with intermediates). Re-read periodically; a changed pair is used for new connections without a restart.',
   },
@@ -129,7 +197,7 @@ export const OPTIONS: readonly OptionSpec[] = [
     flag: '--tls-private-key-file',
     env: 'WEBHOOK_TLS_PRIVATE_KEY_FILE',
     default: '',
-    defaultText: '(required)',
+    defaultText: '(required unless `--self-managed-tls`)',
     description: 'PEM private key of the serving certificate.',
   },
   {
@@ -374,7 +442,7 @@ function readFlags(
 /** Usage text, generated from {@link OPTIONS}. */
 export function usage(): string {
   const lines = [
-    'Usage: webhook --tls-cert-file=<file> --tls-private-key-file=<file> [flags]',
+    'Usage: webhook (--tls-cert-file=<file> --tls-private-key-file=<file> | --self-managed-tls) [flags]',
     '',
     'Mutating admission webhook that injects the lifelease elector into pods with leaderElection: "true".',
     '',
@@ -480,8 +548,43 @@ export function parseConfig(input: ParseInput): ParseResult {
     return false;
   };
 
-  const tlsCertFile = required('tlsCertFile');
-  const tlsPrivateKeyFile = required('tlsPrivateKeyFile');
+  const selfManaged = bool('selfManagedTls');
+  const tlsCertFile = selfManaged ? raw('tlsCertFile') : required('tlsCertFile');
+  const tlsPrivateKeyFile = selfManaged ? raw('tlsPrivateKeyFile') : required('tlsPrivateKeyFile');
+  let selfManagedTls: SelfManagedTlsConfig | undefined;
+  if (selfManaged) {
+    if (tlsCertFile !== '' || tlsPrivateKeyFile !== '') {
+      problems.push(
+        `${nameOf('selfManagedTls')} makes its own certificate: drop ${nameOf('tlsCertFile')} and ${nameOf('tlsPrivateKeyFile')}, or the self-managed flag`,
+      );
+    }
+    const namespace = input.env[ENV_POD_NAMESPACE] ?? '';
+    if (namespace === '') {
+      problems.push(
+        `${nameOf('selfManagedTls')} needs ${ENV_POD_NAMESPACE} (downward API metadata.namespace)`,
+      );
+    }
+    const servingValidityMs = duration('tlsCertValidity', 60_000, 87_600 * 3_600_000);
+    const caValidityMs = duration('tlsCaValidity', 60_000, 87_600 * 3_600_000 * 10);
+    if (caValidityMs !== 0 && servingValidityMs > caValidityMs) {
+      problems.push(`${nameOf('tlsCaValidity')} must be at least ${nameOf('tlsCertValidity')}`);
+    }
+    const names: [OptionKey, string][] = (
+      ['tlsSecretName', 'webhookConfigurationName', 'serviceName'] as const
+    ).map((k) => [k, raw(k)]);
+    for (const [k, v] of names) {
+      if (!/^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/.test(v))
+        problems.push(`${nameOf(k)}: "${v}" is not a valid name`);
+    }
+    selfManagedTls = {
+      secretName: raw('tlsSecretName'),
+      webhookConfigurationName: raw('webhookConfigurationName'),
+      serviceName: raw('serviceName'),
+      namespace,
+      servingValidityMs,
+      caValidityMs,
+    };
+  }
   const tlsReloadIntervalMs = duration('tlsReloadInterval', 100, 3_600_000);
   const listen = address('listenAddress', false);
   const metrics = address('metricsAddress', true);
@@ -550,6 +653,7 @@ export function parseConfig(input: ParseInput): ParseResult {
     kind: 'ok',
     config: {
       tlsCertFile,
+      selfManagedTls,
       tlsPrivateKeyFile,
       tlsReloadIntervalMs,
       listen,

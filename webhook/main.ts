@@ -18,7 +18,9 @@ import { loadKubeConfig, ownImage } from './kube.ts';
 import { createMetrics } from './metrics.ts';
 import { RbacReconciler } from './rbac-reconciler.ts';
 import { buildServer } from './server.ts';
+import { SelfManagedTls } from './self-managed-tls.ts';
 import { CertificateReloader, secureContextOptions } from './tls.ts';
+import { X509Certificate } from 'node:crypto';
 
 const parsed = parseConfig({ argv: process.argv.slice(2), env: process.env });
 if (parsed.kind === 'help') {
@@ -41,11 +43,20 @@ const log = pino({
 async function main(): Promise<void> {
   const metrics = createMetrics();
   let shuttingDown = false;
-  const readiness = () => (shuttingDown ? { ready: false, reason: 'shutting down' } : { ready: true });
+  let selfTls: SelfManagedTls | undefined;
+  const readiness = () => {
+    if (shuttingDown) return { ready: false, reason: 'shutting down' };
+    if (selfTls && !selfTls.ready)
+      return { ready: false, reason: 'the caBundle does not trust our certificate yet' };
+    return { ready: true };
+  };
 
-  // 1. Kubernetes client: for the RBAC reconciler and the own-image lookup only.
+  // 1. Kubernetes client: for the RBAC reconciler, the own-image lookup and self-managed TLS;
+  //    never on the admission path.
   let kc: KubeConfig | undefined;
-  if (config.reconcileRbac || config.electorImage === undefined) kc = loadKubeConfig(config.kubeconfig);
+  if (config.reconcileRbac || config.electorImage === undefined || config.selfManagedTls) {
+    kc = loadKubeConfig(config.kubeconfig);
+  }
 
   // 2. The image to inject: configured, or our own.
   let image = config.electorImage;
@@ -69,29 +80,59 @@ async function main(): Promise<void> {
     version: pkg.version,
   };
 
-  // 3. TLS, reloaded from disk.
-  const reloader = await CertificateReloader.load({
-    certFile: config.tlsCertFile,
-    keyFile: config.tlsPrivateKeyFile,
-    intervalMs: config.tlsReloadIntervalMs,
-    onResult: (r) => {
-      if (r.kind === 'reloaded') {
-        metrics.certificateReloads.inc({ result: 'reloaded' });
-        metrics.certificateExpiry.set(r.pair.notAfter.getTime() / 1000);
-        log.info(
-          { notAfter: r.pair.notAfter, fingerprint: r.pair.fingerprint },
-          'serving certificate reloaded',
-        );
-      } else if (r.kind === 'failed') {
-        metrics.certificateReloads.inc({ result: 'failed' });
-        log.warn(
-          { err: r.error },
-          'serving certificate changed but cannot be used yet; keeping the current one',
-        );
-      }
-    },
-  });
-  metrics.certificateExpiry.set(reloader.current.notAfter.getTime() / 1000);
+  // 3. TLS: self-managed (a Secret we keep, the caBundle kept in step), or files reloaded from disk.
+  let serving: { cert: string; key: string } | undefined;
+  let onSelfManagedCertificate: (pair: { cert: string; key: string }) => void = (pair) => {
+    serving = pair;
+  };
+  if (config.selfManagedTls && kc) {
+    const t = config.selfManagedTls;
+    const svc = `${t.serviceName}.${t.namespace}.svc`;
+    selfTls = new SelfManagedTls({
+      kubeConfig: kc,
+      namespace: t.namespace,
+      secretName: t.secretName,
+      webhookConfigurationName: t.webhookConfigurationName,
+      policy: {
+        caValidityMs: t.caValidityMs,
+        servingValidityMs: t.servingValidityMs,
+        renewFraction: 1 / 3,
+        caPropagationMs: Math.min(5 * 60_000, t.servingValidityMs / 10),
+        dnsNames: [svc, `${svc}.cluster.local`],
+      },
+      checkIntervalMs: Math.min(60_000, Math.max(1000, t.servingValidityMs / 30)),
+      log: log.child({ component: 'tls' }),
+      onCertificate: (pair) => onSelfManagedCertificate(pair),
+    });
+    await selfTls.start();
+  }
+  const reloader = selfTls
+    ? undefined
+    : await CertificateReloader.load({
+        certFile: config.tlsCertFile,
+        keyFile: config.tlsPrivateKeyFile,
+        intervalMs: config.tlsReloadIntervalMs,
+        onResult: (r) => {
+          if (r.kind === 'reloaded') {
+            metrics.certificateReloads.inc({ result: 'reloaded' });
+            metrics.certificateExpiry.set(r.pair.notAfter.getTime() / 1000);
+            log.info(
+              { notAfter: r.pair.notAfter, fingerprint: r.pair.fingerprint },
+              'serving certificate reloaded',
+            );
+          } else if (r.kind === 'failed') {
+            metrics.certificateReloads.inc({ result: 'failed' });
+            log.warn(
+              { err: r.error },
+              'serving certificate changed but cannot be used yet; keeping the current one',
+            );
+          }
+        },
+      });
+  const initial = serving ?? reloader?.current;
+  if (!initial) throw new Error('no serving certificate');
+  const expiry = (cert: string) => new Date(new X509Certificate(cert).validTo);
+  metrics.certificateExpiry.set(expiry(initial.cert).getTime() / 1000);
 
   // 4. Servers.
   const app = buildServer({
@@ -99,7 +140,7 @@ async function main(): Promise<void> {
     injection,
     metrics,
     maxRequestBytes: config.maxRequestBytes,
-    tls: secureContextOptions(reloader.current),
+    tls: secureContextOptions(initial),
     readiness,
   });
   const probeApp = config.metrics
@@ -131,7 +172,8 @@ async function main(): Promise<void> {
       log.info({ signal, delayMs: config.shutdownDelayMs }, 'draining: not ready, still serving');
       await sleep(config.shutdownDelayMs);
     }
-    reloader.stop();
+    reloader?.stop();
+    selfTls?.stop();
     await reconciler?.stop();
     await probeApp?.close();
     await app.close();
@@ -139,7 +181,14 @@ async function main(): Promise<void> {
   });
 
   await app.listen({ host: config.listen.host, port: config.listen.port });
-  reloader.start(app.server as unknown as TlsServer);
+  reloader?.start(app.server as unknown as TlsServer);
+  // Rotated self-managed certificates go to new connections; open ones carry on.
+  onSelfManagedCertificate = (pair) => {
+    (app.server as unknown as TlsServer).setSecureContext(secureContextOptions(pair));
+    metrics.certificateReloads.inc({ result: 'reloaded' });
+    metrics.certificateExpiry.set(expiry(pair.cert).getTime() / 1000);
+    log.info({ notAfter: expiry(pair.cert) }, 'serving certificate rotated');
+  };
   const address = app.server.address() as AddressInfo;
   if (probeApp && config.metrics)
     await probeApp.listen({ host: config.metrics.host, port: config.metrics.port });
@@ -152,7 +201,8 @@ async function main(): Promise<void> {
       image,
       mode: injection.mode,
       rbac: reconciler !== undefined,
-      certificateNotAfter: reloader.current.notAfter,
+      certificateNotAfter: expiry(initial.cert),
+      tls: selfTls ? 'self-managed' : 'files',
     },
     'webhook listening',
   );

@@ -24,8 +24,11 @@ export interface PodInitConfig {
   apiPort: number;
   /** Unix socket on the host that forwards to the API server. */
   apiSocket: string;
-  /** Pod ports made reachable from the host: each `port` inside at `socket` outside. */
-  expose: { port: number; socket: string }[];
+  /**
+   * A unix socket through which the host reaches any port on the pod's loopback: the host
+   * writes `<port>\n`, then the connection is piped to 127.0.0.1:<port> inside the pod.
+   */
+  loopbackSocket: string;
   serviceAccount?: { token: string; caCrt: string; namespace: string };
   /** Files to place under /var/run (Secret volumes): absolute path -> content (base64). */
   files?: Record<string, string>;
@@ -83,17 +86,34 @@ await new Promise<void>((resolve, reject) => {
   srv.listen(config.apiPort, '127.0.0.1', () => resolve());
 });
 
-// 4. Pod ports, reachable from the host.
-for (const { port, socket } of config.expose) {
-  await new Promise<void>((resolve, reject) => {
-    const srv = createServer((outer) => {
-      const inner = connect(port, '127.0.0.1');
-      pipe(outer, inner);
-    });
-    srv.once('error', reject);
-    srv.listen(socket, () => resolve());
+// 4. The pod's loopback, reachable from the host: `<port>\n`, then the connection.
+await new Promise<void>((resolve, reject) => {
+  const srv = createServer((outer) => {
+    let head = Buffer.alloc(0);
+    const onData = (chunk: Buffer) => {
+      head = Buffer.concat([head, chunk]);
+      const nl = head.indexOf(10);
+      if (nl === -1) {
+        if (head.length > 16) outer.destroy();
+        return;
+      }
+      outer.off('data', onData);
+      outer.pause();
+      const port = Number(head.subarray(0, nl).toString());
+      const rest = head.subarray(nl + 1);
+      const inner = connect(port, '127.0.0.1', () => {
+        if (rest.length > 0) inner.write(rest);
+        pipe(outer, inner);
+        outer.resume();
+      });
+      inner.on('error', () => outer.destroy());
+    };
+    outer.on('data', onData);
+    outer.on('error', () => outer.destroy());
   });
-}
+  srv.once('error', reject);
+  srv.listen(config.loopbackSocket, () => resolve());
+});
 
 // 5. The pod network (a veth the host end attaches), before the container starts.
 if (config.namespaceReadyFile && config.networkReadyFile) {

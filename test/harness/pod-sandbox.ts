@@ -329,16 +329,11 @@ export class PodSandbox {
       ),
       ...(container.args ?? []).map((a) => expand(a, env)),
     ];
-    const ports = new Set<number>((container.ports ?? []).map((p) => p.containerPort));
-    for (const probe of [container.startupProbe, container.readinessProbe, container.livenessProbe]) {
-      const port = probe?.httpGet?.port;
-      if (typeof port === 'number') ports.add(port);
-    }
     const config: PodInitConfig = {
       hostname,
       apiPort,
       apiSocket,
-      expose: [...ports].map((port) => ({ port, socket: path.join(dir, `port-${port}.sock`) })),
+      loopbackSocket: path.join(dir, 'loopback.sock'),
       ...(serviceAccount ? { serviceAccount } : {}),
       ...(Object.keys(files).length > 0 ? { files } : {}),
       command,
@@ -415,16 +410,17 @@ export class PodSandbox {
     }
   }
 
-  private socketFor(port: number): string {
-    const socket = path.join(this.dir, `port-${port}.sock`);
-    if (!existsSync(socket)) throw new Error(`port ${port} of ${this.hostname} is not exposed`);
+  /** A TCP connection to `port` on the pod's own loopback. */
+  connect(port: number): Socket {
+    const socket = connect(path.join(this.dir, 'loopback.sock'));
+    socket.write(`${port}\n`);
     return socket;
   }
 
   /** An HTTP request to the pod's own loopback (what the app in the pod would see). */
   raw(port: number, pathname: string, init: { method?: string; headers?: Record<string, string> } = {}) {
     return request({
-      socketPath: this.socketFor(port),
+      createConnection: () => this.connect(port),
       path: pathname,
       method: init.method ?? 'GET',
       headers: { host: `localhost:${port}`, ...init.headers },

@@ -35,6 +35,7 @@ describe('webhook config', () => {
     assert.deepEqual(c, {
       tlsCertFile: '/tls/tls.crt',
       tlsPrivateKeyFile: '/tls/tls.key',
+      selfManagedTls: undefined,
       tlsReloadIntervalMs: 10_000,
       listen: { host: '0.0.0.0', port: 8443 },
       metrics: undefined,
@@ -55,6 +56,43 @@ describe('webhook config', () => {
       podNamespace: undefined,
       containerName: 'webhook',
     } satisfies WebhookConfig);
+  });
+
+  test('self-managed TLS replaces the file flags and takes its namespace from POD_NAMESPACE', () => {
+    const c = ok(['--self-managed-tls', '--elector-image=img:1', '--tls-cert-validity=2h'], {
+      POD_NAMESPACE: 'lifelease-system',
+    });
+    assert.deepEqual(c.selfManagedTls, {
+      secretName: 'lifelease-webhook-tls',
+      webhookConfigurationName: 'lifelease',
+      serviceName: 'lifelease-webhook',
+      namespace: 'lifelease-system',
+      servingValidityMs: 2 * 3_600_000,
+      caValidityMs: 87_600 * 3_600_000,
+    });
+    assert.equal(c.tlsCertFile, '');
+  });
+
+  test('self-managed TLS: every problem at once', () => {
+    const found = problems([
+      '--self-managed-tls=true',
+      '--tls-cert-file=/a',
+      '--tls-cert-validity=10y',
+      '--tls-ca-validity=1h',
+      '--tls-secret-name=Not_Valid',
+    ]);
+    assert.ok(found.some((p) => p.includes('drop --tls-cert-file')));
+    assert.ok(found.some((p) => p.includes('needs POD_NAMESPACE')));
+    assert.ok(found.some((p) => p.includes('--tls-cert-validity') && p.includes('not a duration')));
+    assert.ok(found.some((p) => p.includes('"Not_Valid" is not a valid name')));
+  });
+
+  test('without self-managed TLS, the file flags are required', () => {
+    const found = problems(['--elector-image=img:1']);
+    assert.ok(found.some((p) => p.startsWith('--tls-cert-file (WEBHOOK_TLS_CERT_FILE) is required')));
+    assert.ok(
+      found.some((p) => p.startsWith('--tls-private-key-file (WEBHOOK_TLS_PRIVATE_KEY_FILE) is required')),
+    );
   });
 
   test('env names every setting, and flags win over env', () => {
@@ -169,7 +207,10 @@ describe('webhook config', () => {
     const rows = optionsTable().split('\n').slice(2);
     assert.equal(rows.length, OPTIONS.length);
     assert.match(optionsTable(), /\| `--elector-mode` \| `WEBHOOK_ELECTOR_MODE` \| `native-sidecar` \|/);
-    assert.match(optionsTable(), /\| `--tls-cert-file` \| `WEBHOOK_TLS_CERT_FILE` \| \(required\) \|/);
+    assert.match(
+      optionsTable(),
+      /\| `--tls-cert-file` \| `WEBHOOK_TLS_CERT_FILE` \| \(required unless `--self-managed-tls`\) \|/,
+    );
     for (const row of rows) assert.equal(row.split(' | ').length, 4, row);
   });
 
