@@ -94,7 +94,7 @@ export const OPTIONS: readonly OptionSpec[] = [
     flag: '--election-namespace',
     env: 'ELECTOR_ELECTION_NAMESPACE',
     default: '',
-    defaultText: `$${ENV_POD_NAMESPACE}`,
+    defaultText: `the pod's namespace (\`${ENV_POD_NAMESPACE}\`)`,
     description: "Namespace of the Lease; must be the pod's own namespace.",
   },
   {
@@ -253,6 +253,15 @@ function readFlags(
     values.set(spec.key, value);
   }
   return { values, help };
+}
+
+/** The README's configuration table (Markdown), generated from {@link OPTIONS}; a test keeps the README in step. */
+export function optionsTable(): string {
+  const rows = OPTIONS.map((o) => {
+    const def = o.defaultText ?? (o.default === '' ? '' : `\`${o.default}\``);
+    return `| \`${o.flag}\` | \`${o.env}\` | ${def} | ${o.description} |`;
+  });
+  return ['| flag | environment | default | meaning |', '|---|---|---|---|', ...rows].join('\n');
 }
 
 /** Usage text, generated from {@link OPTIONS}. */

@@ -232,44 +232,45 @@ describe('SSE', () => {
     await until('unsubscribe', () => board.subscriberCount === 0, 1000);
   });
 
-  test('a client that stops reading is dropped; the others get every event on time', async () => {
-    const board = new LeaderBoard();
-    let dropped = 0;
-    const { url } = await serve(
-      board,
-      { maxBufferedBytes: 64 * 1024, heartbeatMs: 50, slowClientMs: 200 },
-      () => dropped++,
-    );
-    const port = Number(new URL(url).port);
-    // A raw client that sends a request and never reads a byte.
-    const slow = connect(port, '127.0.0.1');
-    slow.write('GET /sse HTTP/1.1\r\nHost: x\r\n\r\n');
-    slow.pause();
-    const fast = sseClient(url);
-    await fast.ready;
-    await until('both subscribed', () => board.subscriberCount === 2);
-    // Push a lot, a few events per tick: many MB in total, far beyond socket buffers. A
-    // reading client keeps up; the one that does not read falls behind without bound.
-    const pad = 'x'.repeat(2000);
-    const t0 = Date.now();
-    let slowest = 0;
-    for (let i = 0; i < 5000; i++) {
-      const p0 = performance.now();
-      board.publish(leader(`leader-${i}-${pad}`), t0 + i);
-      slowest = Math.max(slowest, performance.now() - p0);
-      if (i % 10 === 0) await new Promise<void>((resolve) => setImmediate(resolve));
-    }
-    assert.ok(slowest < 50, `one publish took ${slowest} ms: it waited for a client`);
-    await until(
-      'fast client got the last event',
-      () => fast.events.some((e) => (e.data as { name: string }).name.startsWith('leader-4999-')),
-      10_000,
-    );
-    await until('slow client dropped', () => dropped === 1 && board.subscriberCount === 1, 5000);
-    assert.ok(!fast.ended, 'the reading client stays connected');
-    slow.destroy();
-    fast.close();
-  });
+  for (const [why, limits] of [
+    ['its unsent bytes pass the cap', { maxBufferedBytes: 64 * 1024, slowClientMs: 3_600_000 }],
+    ['its socket stays congested too long', { maxBufferedBytes: 1 << 30, slowClientMs: 200 }],
+  ] as const) {
+    test(`a client that stops reading is dropped (${why}); the others get every event on time`, async () => {
+      const board = new LeaderBoard();
+      let dropped = 0;
+      const { url } = await serve(board, { ...limits, heartbeatMs: 50 }, () => dropped++);
+      const port = Number(new URL(url).port);
+      // A raw client that sends a request and never reads a byte.
+      const slow = connect(port, '127.0.0.1');
+      slow.write('GET /sse HTTP/1.1\r\nHost: x\r\n\r\n');
+      slow.pause();
+      const fast = sseClient(url);
+      await fast.ready;
+      await until('both subscribed', () => board.subscriberCount === 2);
+      // Push a lot, a few events per tick: many MB in total, far beyond socket buffers. A
+      // reading client keeps up; the one that does not read falls behind without bound.
+      const pad = 'x'.repeat(2000);
+      const t0 = Date.now();
+      let slowest = 0;
+      for (let i = 0; i < 5000; i++) {
+        const p0 = performance.now();
+        board.publish(leader(`leader-${i}-${pad}`), t0 + i);
+        slowest = Math.max(slowest, performance.now() - p0);
+        if (i % 10 === 0) await new Promise<void>((resolve) => setImmediate(resolve));
+      }
+      assert.ok(slowest < 50, `one publish took ${slowest} ms: it waited for a client`);
+      await until(
+        'fast client got the last event',
+        () => fast.events.some((e) => (e.data as { name: string }).name.startsWith('leader-4999-')),
+        10_000,
+      );
+      await until('slow client dropped', () => dropped === 1 && board.subscriberCount === 1, 5000);
+      assert.ok(!fast.ended, 'the reading client stays connected');
+      slow.destroy();
+      fast.close();
+    });
+  }
 
   test('closing the server ends open streams promptly', async () => {
     const board = new LeaderBoard();
