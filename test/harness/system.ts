@@ -54,6 +54,8 @@ export async function installWebhook(
     log?: (msg: string) => void;
     onEvent?: (e: KubeletEvent) => void;
     timeoutMs?: number;
+    /** Runs after the objects are applied and before the webhook pods start (e.g. to stand in for cert-manager). */
+    afterApply?: (objects: KubernetesObject[]) => Promise<void>;
   } = {},
 ): Promise<InstalledWebhook> {
   const log = options.log ?? (() => {});
@@ -61,6 +63,7 @@ export async function installWebhook(
   const objects = await renderManifests(options.overlay ?? '.');
   log(`applying ${objects.length} objects from manifests/${options.overlay ?? ''}`);
   await applyManifests(cluster.kubeConfig, objects);
+  await options.afterApply?.(objects);
 
   const core = cluster.kubeConfig.makeApiClient(CoreV1Api);
   const apps = cluster.kubeConfig.makeApiClient(AppsV1Api);
