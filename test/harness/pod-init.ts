@@ -12,7 +12,7 @@
  *
  * Usage: node pod-init.ts <config.json>   (only pod-sandbox.ts starts it)
  */
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, realpathSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -125,11 +125,26 @@ if (config.namespaceReadyFile && config.networkReadyFile) {
   }
 }
 
-// 6. The container.
+// 6. The container. SIGUSR2 restarts it inside the same pod (as a kubelet restarts a
+//    crashed container: same network, same hostname); otherwise its exit ends the pod.
 const [cmd, ...args] = config.command;
-const child = spawn(cmd!, args, { stdio: 'inherit', env: config.env });
-for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.on(sig, () => child.kill(sig));
-writeFileSync(config.readyFile, String(child.pid));
-child.on('exit', (code, signal) => {
-  process.exit(code ?? (signal ? 128 + (signal === 'SIGKILL' ? 9 : 15) : 1));
+let restarting = false;
+function startContainer(): ChildProcess {
+  const child = spawn(cmd!, args, { stdio: 'inherit', env: config.env });
+  child.on('exit', (code, signal) => {
+    if (restarting) {
+      restarting = false;
+      current = startContainer();
+      return;
+    }
+    process.exit(code ?? (signal ? 128 + (signal === 'SIGKILL' ? 9 : 15) : 1));
+  });
+  return child;
+}
+let current = startContainer();
+for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.on(sig, () => current.kill(sig));
+process.on('SIGUSR2', () => {
+  restarting = true;
+  current.kill('SIGTERM');
 });
+writeFileSync(config.readyFile, String(current.pid));

@@ -483,6 +483,16 @@ export class PodSandbox {
     this.process.signal(sig);
   }
 
+  /** Restarts the container in the same pod (same network and hostname), as a kubelet would. */
+  restartContainer(): void {
+    this.process.signal('SIGUSR2');
+  }
+
+  /** The pid of the pod's first process: `nsenter -t <pid> -n -u` runs a command inside the pod. */
+  get pid(): number {
+    return this.process.pid!;
+  }
+
   /** Stops the container (SIGTERM, then SIGKILL after `graceMs`) and removes the sandbox. */
   async stop(graceMs = 5000): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
     await this.process.stop(graceMs);
