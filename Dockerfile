@@ -30,5 +30,5 @@ COPY --from=build /src/dist/ /app/dist/
 ENV NODE_ENV=production
 USER 65532:65532
 EXPOSE 8443 4040 4041
-ENTRYPOINT ["/nodejs/bin/node", "--enable-source-maps", "/app/dist/cli.js"]
+ENTRYPOINT ["/nodejs/bin/node", "/app/dist/cli.js"]
 CMD ["--help"]

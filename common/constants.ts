@@ -25,6 +25,14 @@ export const ENV_ELECTOR_PATH = 'ELECTOR_PATH';
 export const ENV_ELECTOR_GET_URL = 'ELECTOR_GET_URL';
 export const ENV_ELECTOR_SSE_URL = 'ELECTOR_SSE_URL';
 
+/**
+ * Node.js options for the injected elector. A 1 MiB young generation keeps its idle RSS near
+ * 90 MiB instead of ~110 MiB (measured: test/integration/elector/measure.test.ts), well inside
+ * its memory limit; `--no-deprecation` silences a dependency's punycode warning on stderr.
+ * V8 reads these only at start, so they go in the env, not in the code.
+ */
+export const ELECTOR_NODE_OPTIONS = '--max-semi-space-size=1 --no-deprecation';
+
 /** Downward-API env the elector reads its identity from. */
 export const ENV_POD_NAME = 'POD_NAME';
 export const ENV_POD_NAMESPACE = 'POD_NAMESPACE';

@@ -90,6 +90,7 @@ async function main(): Promise<void> {
 
   let alive = true;
   const metrics = createMetrics({
+    labels: { election: config.election },
     confirmationAgeSeconds: () => {
       const ms = election.confirmationAgeMs();
       return ms === undefined ? undefined : ms / 1000;

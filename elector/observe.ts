@@ -27,11 +27,17 @@ export interface MetricSources {
   confirmationAgeSeconds: () => number | undefined;
   /** Open SSE streams. */
   sseClients: () => number;
+  /**
+   * Labels on every series, e.g. `{ election }`, so that alerts can group the pods of one
+   * election ("no pod of election X leads") without guessing it from pod names.
+   */
+  labels?: Record<string, string>;
 }
 
 /** A fresh registry with the elector's metrics and Node's process metrics. */
 export function createMetrics(sources: MetricSources): ElectorMetrics {
   const registry = new Registry();
+  if (sources.labels) registry.setDefaultLabels(sources.labels);
   collectDefaultMetrics({ register: registry });
   const registers = [registry];
   const states = ['leader', 'follower', 'unknown'] as const;

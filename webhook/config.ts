@@ -282,7 +282,7 @@ export const OPTIONS: readonly OptionSpec[] = [
     key: 'electorMemoryRequest',
     flag: '--elector-memory-request',
     env: 'WEBHOOK_ELECTOR_MEMORY_REQUEST',
-    default: '64Mi',
+    default: '96Mi',
     description: "The elector's memory request (empty: none).",
   },
   {

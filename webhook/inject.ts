@@ -28,6 +28,7 @@ import {
   ENV_POD_NAME,
   ENV_POD_NAMESPACE,
   ENV_POD_UID,
+  ELECTOR_NODE_OPTIONS,
   LABEL_ELECTION,
   OPT_IN_KEY,
   PROJECT,
@@ -428,6 +429,7 @@ export function electorContainer(
       fieldEnv(ENV_POD_NAME, 'metadata.name'),
       fieldEnv(ENV_POD_NAMESPACE, 'metadata.namespace'),
       fieldEnv(ENV_POD_UID, 'metadata.uid'),
+      { name: 'NODE_OPTIONS', value: ELECTOR_NODE_OPTIONS },
     ],
     ports: [{ name: 'elector-probe', containerPort: plan.probePort, protocol: 'TCP' }],
     resources: {

@@ -202,13 +202,25 @@ export class ElectorProcess {
     return (await httpGet(`${this.#probeUrl}/metrics`)).body;
   }
 
-  /** One metric's value (first sample whose line starts with `name`, e.g. `elector_is_leader`). */
-  async metric(name: string): Promise<number | undefined> {
-    const text = await this.metrics();
-    for (const line of text.split('\n')) {
-      if (line.startsWith(name) && (line[name.length] === ' ' || line[name.length] === '{')) {
-        return Number(line.slice(line.lastIndexOf(' ') + 1));
-      }
+  /**
+   * One sample's value: `name` or `name{label="value",...}`, matching the first series with
+   * that name whose labels include the given ones (other labels, e.g. `election`, may be there).
+   */
+  async metric(query: string): Promise<number | undefined> {
+    const parse = (text: string) => {
+      const m = /^([a-zA-Z_:][\w:]*)(?:\{(.*)\})?$/.exec(text);
+      const labels = new Map(
+        [...(m?.[2] ?? '').matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)].map((l) => [l[1]!, l[2]!]),
+      );
+      return { name: m?.[1] ?? text, labels };
+    };
+    const want = parse(query);
+    for (const line of (await this.metrics()).split('\n')) {
+      if (line.startsWith('#') || line.trim() === '') continue;
+      const sep = line.lastIndexOf(' ');
+      const got = parse(line.slice(0, sep));
+      if (got.name !== want.name) continue;
+      if ([...want.labels].every(([k, v]) => got.labels.get(k) === v)) return Number(line.slice(sep + 1));
     }
     return undefined;
   }

@@ -21,7 +21,7 @@ export const REPO_ROOT = path.resolve(import.meta.dirname, '../..');
 export function lifeleaseEntrypoint(image: string, command: string[] | undefined): string[] {
   if (!/(^|\/)lifelease(:|@|$)/.test(image)) throw new Error(`no stand-in entrypoint for image ${image}`);
   if (command) throw new Error(`container command ${JSON.stringify(command)} is not expected for our image`);
-  return [process.execPath, '--enable-source-maps', path.join(REPO_ROOT, 'dist/cli.js')];
+  return [process.execPath, path.join(REPO_ROOT, 'dist/cli.js')];
 }
 
 export type KubeletEvent =

@@ -79,6 +79,7 @@ describe('probes', () => {
     const metrics = createMetrics({
       confirmationAgeSeconds: () => 1.5,
       sseClients: () => board.subscriberCount,
+      labels: { election: 'reports' },
     });
     const app = buildProbeApi({ board, logger: log, alive: () => alive, registry: metrics.registry });
     assert.equal((await app.inject({ url: '/healthz' })).statusCode, 200);
@@ -93,10 +94,10 @@ describe('probes', () => {
     assert.equal((await app.inject({ url: '/readyz' })).statusCode, 503);
     const text = (await app.inject({ url: '/metrics' })).body;
     for (const name of [
-      'elector_is_leader 0',
-      'elector_confirmation_age_seconds 1.5',
-      'elector_sse_clients 0',
-      'elector_campaigns_total{result="won"} 0',
+      'elector_is_leader{election="reports"} 0',
+      'elector_confirmation_age_seconds{election="reports"} 1.5',
+      'elector_sse_clients{election="reports"} 0',
+      'elector_campaigns_total{result="won",election="reports"} 0',
       'process_resident_memory_bytes',
     ]) {
       assert.ok(text.includes(name), `missing ${name}`);
