@@ -1,141 +1,219 @@
 /**
- * The webhook's cost, three ways, for a typical pod (a Deployment's pod with one container,
- * the `deployment-pod` golden input):
- *   1. the pure handler (review -> response with patch), in process;
- *   2. the `webhook` process over HTTPS with keep-alive connections: latency per review
- *      and throughput, at 1 and 8 concurrent connections;
- *   3. pod CREATE through kube-apiserver: without the webhook, and opted in with it.
+ * The webhook's cost per AdmissionReview, for a small, a typical (3 containers, probes,
+ * env) and a large (~100 KB) pod, opted in (patched) and not (allowed untouched):
+ *   1. the pure handler in process (JSON parse + review + patch + JSON encode);
+ *   2. the `webhook` process over HTTPS keep-alive under autocannon: reviews per second and
+ *      p50/p99/p99.9 latency, against the ceiling of this stack, a trivial fastify HTTPS
+ *      route (bench/ceiling-server.ts) parsing the same body and returning a fixed review,
+ *      run on the same machine in the same run. Ratios are within one run.
+ * Latencies are every response's own time as autocannon measures it (hrtime, not its
+ * 1 ms-resolution histogram). The webhook logs at its default level (info: one line per
+ * patched review), as deployed.
  *
- *   npx node bench/webhook.ts [seconds per HTTPS run = 5] [pods per API run = 200]
+ *   node bench/webhook.ts [seconds per HTTPS run = 5] [connections = 8]
  */
-import { CoreV1Api, type V1Pod } from '@kubernetes/client-node';
-import { readFileSync } from 'node:fs';
-import { Agent, request } from 'node:https';
+import autocannon from 'autocannon';
+import { spawn } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { createInterface } from 'node:readline';
+import { createServingCertificate } from '../common/pki.ts';
 import { handleAdmission, parseReview } from '../webhook/admission.ts';
-import { startCluster } from '../test/harness/cluster.ts';
 import { createReview, TEST_CONFIG } from '../test/unit/webhook/helpers.ts';
 import { startWebhookProcess } from '../test/unit/webhook/webhook-process.ts';
-import { registerWebhook, waitUntilActive } from '../test/integration/webhook/helpers.ts';
+import { cpuSeconds, fmt, printTable, stats, writeReport, type Stats } from './lib.ts';
+import { benchPod, POD_SIZES, type PodSize } from './pods.ts';
 
 const seconds = Number(process.argv[2] ?? 5);
-const podsPerRun = Number(process.argv[3] ?? 200);
-const input = JSON.parse(
-  readFileSync(
-    path.resolve(import.meta.dirname, '../test/fixtures/golden/deployment-pod.input.json'),
-    'utf8',
-  ),
-) as { pod: V1Pod };
+const connections = Number(process.argv[3] ?? 8);
 
-function quantiles(ms: number[]): string {
-  const s = [...ms].sort((a, b) => a - b);
-  const q = (p: number) => s[Math.min(s.length - 1, Math.floor(p * s.length))]!;
-  return `p50 ${q(0.5).toFixed(3)} ms, p99 ${q(0.99).toFixed(3)} ms, max ${q(1).toFixed(3)} ms (n=${s.length})`;
-}
+const bodies = new Map<string, string>();
+for (const size of POD_SIZES)
+  for (const opted of [true, false])
+    bodies.set(`${size}/${opted}`, JSON.stringify(createReview(benchPod(size, opted), 'shop')));
+const bodyOf = (size: PodSize, opted: boolean) => bodies.get(`${size}/${opted}`)!;
 
-// 1. The pure handler.
-{
-  const body = JSON.stringify(createReview(input.pod));
-  const times: number[] = [];
-  for (let i = 0; i < 25_000; i++) {
-    const t0 = performance.now();
-    const parsed = parseReview(JSON.parse(body));
-    if (!parsed.ok) throw new Error(parsed.message);
-    const r = handleAdmission(parsed.request, TEST_CONFIG);
-    JSON.stringify(r.review);
-    if (i >= 5_000) times.push(performance.now() - t0);
-  }
-  console.log(`handler (JSON parse + review + patch + JSON encode): ${quantiles(times)}`);
-}
-
-// 2. Over HTTPS, keep-alive.
-{
-  const webhook = await startWebhookProcess({ args: ['--reconcile-rbac=false', '--log-level=info'] });
-  const payload = JSON.stringify(createReview(input.pod));
-  const post = (agent: Agent) =>
-    new Promise<void>((resolve, reject) => {
-      const req = request(
-        `${webhook.url}/mutate`,
-        {
-          method: 'POST',
-          agent,
-          headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) },
-        },
-        (res) => {
-          res.resume();
-          res.on('end', () =>
-            res.statusCode === 200 ? resolve() : reject(new Error(`HTTP ${res.statusCode}`)),
-          );
-        },
-      );
-      req.on('error', reject);
-      req.end(payload);
-    });
-  for (const concurrency of [1, 8]) {
-    const agent = new Agent({ keepAlive: true, maxSockets: concurrency, ca: webhook.caPem });
-    const warmupEnd = performance.now() + 1000;
-    const end = warmupEnd + seconds * 1000;
+// 1. The pure handler: bounded in count and in time.
+const handler: Record<string, { bytes: number; outcome: string; us: Stats }> = {};
+for (const size of POD_SIZES) {
+  for (const opted of [true, false]) {
+    const body = bodyOf(size, opted);
     const times: number[] = [];
-    await Promise.all(
-      Array.from({ length: concurrency }, async () => {
-        while (performance.now() < end) {
-          const t0 = performance.now();
-          await post(agent);
-          if (t0 >= warmupEnd) times.push(performance.now() - t0);
-        }
-      }),
-    );
-    agent.destroy();
-    console.log(
-      `HTTPS keep-alive, ${concurrency} connection(s): ${quantiles(times)}, ${(times.length / seconds).toFixed(0)} reviews/s`,
-    );
+    let outcome = '';
+    const iterations = size === 'large' ? 3_000 : 20_000;
+    const until = performance.now() + 10_000;
+    for (let i = 0; i < iterations && performance.now() < until; i++) {
+      const t0 = performance.now();
+      const parsed = parseReview(JSON.parse(body));
+      if (!parsed.ok) throw new Error(parsed.message);
+      const r = handleAdmission(parsed.request, TEST_CONFIG);
+      JSON.stringify(r.review);
+      outcome = r.outcome;
+      if (i >= iterations / 5) times.push((performance.now() - t0) * 1000);
+    }
+    handler[`${size}/${opted ? 'opted-in' : 'not-opted'}`] = {
+      bytes: body.length,
+      outcome,
+      us: stats(times),
+    };
   }
-  await webhook.stop();
+}
+printTable(
+  'Webhook handler in process (JSON parse + review + patch + JSON encode), microseconds',
+  ['pod', 'review bytes', 'outcome', 'p50 µs', 'p99 µs', 'p99.9 µs', 'n'],
+  Object.entries(handler).map(([k, v]) => [
+    k,
+    v.bytes,
+    v.outcome,
+    fmt(v.us.p50),
+    fmt(v.us.p99),
+    fmt(v.us.p999),
+    v.us.n,
+  ]),
+);
+
+// 2. Over HTTPS keep-alive, the webhook process against the ceiling.
+interface LoadResult {
+  rps: number;
+  ms: Stats;
+  errors: number;
+  non2xx: number;
+  /** CPU cores the server process used during the run (1.0 = one core busy). */
+  serverCores: number;
+  /** CPU cores the load generator (this process) used. */
+  loadCores: number;
 }
 
-// 3. Pod CREATE through the API server.
-{
-  const cluster = await startCluster();
-  const webhook = await startWebhookProcess({ args: ['--reconcile-rbac=false', '--log-level=info'] });
-  try {
-    const reg = await registerWebhook(cluster.kubeConfig, {
-      name: 'lifelease-bench',
-      url: webhook.url,
-      caPem: webhook.caPem,
-    });
-    const plainNs = await cluster.createNamespace('bench-plain');
-    const hookNs = await cluster.createNamespace('bench-webhook', { 'lifelease-test': reg.name });
-    await waitUntilActive(cluster.kubeConfig, hookNs);
-    const core = cluster.kubeConfig.makeApiClient(CoreV1Api);
-    const pod = (i: number, opted: boolean): V1Pod => ({
-      metadata: {
-        name: `p-${opted ? 'o' : 'n'}-${i}`,
-        labels: opted ? { app: 'bench', leaderElection: 'true' } : { app: 'bench' },
+async function load(
+  url: string,
+  body: string,
+  ca: string,
+  serverPid: number,
+  durationS: number,
+  record: boolean,
+): Promise<LoadResult> {
+  const latencies: number[] = [];
+  const cpu0 = cpuSeconds(serverPid);
+  const self0 = process.cpuUsage();
+  const t0 = performance.now();
+  const result = await new Promise<autocannon.Result>((resolve, reject) => {
+    const instance = autocannon(
+      {
+        url: `${url}/mutate`,
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body,
+        connections,
+        duration: durationS,
+        timeout: 10,
+        tlsOptions: { ca },
       },
-      spec: { containers: [{ name: 'app', image: 'registry.example/app:1' }] },
-    });
-    const run = async (namespace: string, opted: boolean) => {
-      for (let i = 0; i < 20; i++)
-        await core.createNamespacedPod({ namespace, body: pod(1_000_000 + i, opted) });
-      const times: number[] = [];
-      for (let i = 0; i < podsPerRun; i++) {
-        const t0 = performance.now();
-        await core.createNamespacedPod({ namespace, body: pod(i, opted) });
-        times.push(performance.now() - t0);
-      }
-      return times;
-    };
-    // Interleave to spread drift over both.
-    const without = await run(plainNs, false);
-    const withHook = await run(hookNs, true);
-    const without2 = await run(plainNs, true);
-    console.log(
-      `pod CREATE without the webhook (namespace not selected): ${quantiles([...without, ...without2])}`,
+      (err: unknown, res: autocannon.Result) =>
+        err ? reject(err instanceof Error ? err : new Error(JSON.stringify(err))) : resolve(res),
     );
-    console.log(`pod CREATE opted in, through the webhook:                ${quantiles(withHook)}`);
-    await reg.delete();
-  } finally {
-    await webhook.stop();
-    await cluster.stop();
+    if (record) instance.on('response', (_client, _status, _bytes, ms) => latencies.push(ms));
+  });
+  const elapsed = (performance.now() - t0) / 1000;
+  const self = process.cpuUsage(self0);
+  return {
+    rps: latencies.length / elapsed,
+    ms: stats(latencies),
+    errors: result.errors,
+    non2xx: result.non2xx,
+    serverCores: (cpuSeconds(serverPid) - cpu0) / elapsed,
+    loadCores: (self.user + self.system) / 1e6 / elapsed,
+  };
+}
+
+const dir = await mkdtemp(path.join(tmpdir(), 'lifelease-bench-ceiling-'));
+const { ca, serving } = await createServingCertificate(['127.0.0.1', 'localhost']);
+await writeFile(path.join(dir, 'tls.crt'), serving.certPem);
+await writeFile(path.join(dir, 'tls.key'), serving.keyPem, { mode: 0o600 });
+const ceilingChild = spawn(
+  process.execPath,
+  [path.join(import.meta.dirname, 'ceiling-server.ts'), path.join(dir, 'tls.crt'), path.join(dir, 'tls.key')],
+  { stdio: ['ignore', 'pipe', 'inherit'] },
+);
+const webhook = await startWebhookProcess({ args: ['--reconcile-rbac=false'] });
+const https: Record<string, { target: string; pod: string } & LoadResult> = {};
+try {
+  const ceilingPort = await new Promise<number>((resolve, reject) => {
+    const lines = createInterface({ input: ceilingChild.stdout });
+    lines.once('line', (l) => resolve((JSON.parse(l) as { port: number }).port));
+    ceilingChild.once('exit', (code) => reject(new Error(`ceiling server exited (${code})`)));
+  });
+  const ceiling = { url: `https://127.0.0.1:${ceilingPort}`, ca: ca.certPem, pid: ceilingChild.pid! };
+  const hook = { url: webhook.url, ca: webhook.caPem, pid: webhook.child.pid! };
+
+  for (const size of POD_SIZES) {
+    // Interleaved per size, each warmed up first, so drift spreads over all three.
+    const runs: [string, typeof hook, boolean][] = [
+      ['ceiling (trivial route)', ceiling, true],
+      ['webhook, opted in', hook, true],
+      ['webhook, not opted in', hook, false],
+    ];
+    for (const [target, t, opted] of runs) {
+      const body = bodyOf(size, opted);
+      await load(t.url, body, t.ca, t.pid, 1, false);
+      const r = await load(t.url, body, t.ca, t.pid, seconds, true);
+      if (r.errors > 0 || r.non2xx > 0)
+        throw new Error(`${target} ${size}: ${r.errors} errors, ${r.non2xx} non-2xx responses`);
+      https[`${size}/${target}`] = { target, pod: size, ...r };
+    }
+  }
+} finally {
+  ceilingChild.kill('SIGTERM');
+  await webhook.stop();
+  await rm(dir, { recursive: true, force: true });
+}
+
+const ratios: Record<
+  string,
+  { opted: { rps: number; p50: number }; notOpted: { rps: number; p50: number } }
+> = {};
+const rows: (string | number)[][] = [];
+for (const size of POD_SIZES) {
+  const c = https[`${size}/ceiling (trivial route)`]!;
+  const o = https[`${size}/webhook, opted in`]!;
+  const n = https[`${size}/webhook, not opted in`]!;
+  ratios[size] = {
+    opted: { rps: o.rps / c.rps, p50: o.ms.p50 / c.ms.p50 },
+    notOpted: { rps: n.rps / c.rps, p50: n.ms.p50 / c.ms.p50 },
+  };
+  for (const r of [c, o, n]) {
+    rows.push([
+      size,
+      r.target,
+      fmt(r.rps, 0),
+      r === c ? '1.00' : fmt(r.rps / c.rps, 2),
+      fmt(r.ms.p50, 2),
+      fmt(r.ms.p99, 2),
+      fmt(r.ms.p999, 2),
+      fmt(r.serverCores, 2),
+      fmt(r.loadCores, 2),
+    ]);
   }
 }
+printTable(
+  `HTTPS keep-alive, ${connections} connections, ${seconds} s per run (autocannon in this process)`,
+  [
+    'pod',
+    'target',
+    'reviews/s',
+    'x ceiling',
+    'p50 ms',
+    'p99 ms',
+    'p99.9 ms',
+    'server cores',
+    'loadgen cores',
+  ],
+  rows,
+);
+
+writeReport('webhook', {
+  command: `node bench/webhook.ts ${seconds} ${connections}`,
+  reviewBytes: Object.fromEntries([...bodies].map(([k, v]) => [k, v.length])),
+  handlerMicroseconds: handler,
+  https: { connections, seconds, runs: https, ratiosToCeiling: ratios },
+});

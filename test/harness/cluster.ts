@@ -49,6 +49,8 @@ export interface StartClusterOptions {
   log?: (message: string) => void;
   /** How long start-up may take before it fails; default 120 s. */
   timeoutMs?: number;
+  /** Extra kube-apiserver flags (e.g. an audit policy for the benchmarks). */
+  apiServerArgs?: string[];
 }
 
 export interface Cluster extends ClusterClient {
@@ -254,6 +256,7 @@ export async function startCluster(options: StartClusterOptions = {}): Promise<C
       // kube-proxy to route a ClusterIP; the webhook is then called exactly as in a cluster.
       '--enable-aggregator-routing=true',
       '--profiling=false',
+      ...(options.apiServerArgs ?? []),
     ];
     const tls = { ca: ca.certPem, cert: admin.certPem, key: admin.keyPem };
     let apiServer = new ManagedProcess({
