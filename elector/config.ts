@@ -13,15 +13,23 @@ import {
   ENV_POD_NAMESPACE,
   ENV_POD_UID,
 } from '../common/constants.ts';
+import {
+  optionsTable as renderTable,
+  parseAddress,
+  parseDuration,
+  readFlags,
+  settingsReader,
+  usageLines,
+  type ListenAddress,
+  type OptionSpec as FlagSpec,
+  type ParseOutcome,
+} from '../common/flags.ts';
 
 export type LogFormat = 'json' | 'text';
 export type LogLevel = 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent';
 
-/** A TCP address to listen on; port 0 asks the system for a free port. */
-export interface ListenAddress {
-  host: string;
-  port: number;
-}
+export type { ListenAddress };
+export { parseAddress, parseDuration };
 
 /** Who this elector is: the Pod it runs in (downward API) and the hostname its app sees. */
 export interface PodIdentity {
@@ -55,16 +63,7 @@ export interface ElectorConfig {
 }
 
 /** One configurable setting: its flag, its env name, its default, what it means. */
-export interface OptionSpec {
-  key: OptionKey;
-  flag: string;
-  env: string;
-  /** Default as the user would write it; '' means "none" (see `defaultText`). */
-  default: string;
-  /** How the default reads in docs when it is not a literal value. */
-  defaultText?: string;
-  description: string;
-}
+export type OptionSpec = FlagSpec<OptionKey>;
 
 export type OptionKey =
   | 'election'
@@ -166,10 +165,7 @@ export const OPTIONS: readonly OptionSpec[] = [
   },
 ];
 
-export type ParseResult =
-  | { kind: 'ok'; config: ElectorConfig }
-  | { kind: 'help'; text: string }
-  | { kind: 'invalid'; problems: string[] };
+export type ParseResult = ParseOutcome<ElectorConfig>;
 
 export interface ParseInput {
   argv: readonly string[];
@@ -186,26 +182,6 @@ const LOOPBACK_HOSTS = new Set(['localhost', '127.0.0.1', '::1']);
 const ELECTION_NAME = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
 const NAMESPACE_NAME = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 
-/** Parses `500ms`, `2s`, `1.5m`, `1h` or a bare number of seconds; undefined when invalid. */
-export function parseDuration(text: string): number | undefined {
-  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(text.trim());
-  if (!m) return undefined;
-  const value = Number(m[1]);
-  const unit = m[2] ?? 's';
-  const factor = unit === 'ms' ? 1 : unit === 's' ? 1000 : unit === 'm' ? 60_000 : 3_600_000;
-  return Math.round(value * factor);
-}
-
-/** Parses `host:port`, `[v6]:port` or `:port` (all interfaces). */
-export function parseAddress(text: string): ListenAddress | string {
-  const m = /^(?:\[([^\]]+)\]|([^:[\]]*)):(\d{1,5})$/.exec(text.trim());
-  if (!m) return `"${text}" is not host:port (use [addr]:port for IPv6)`;
-  const port = Number(m[3]);
-  if (port > 65535) return `port ${port} in "${text}" is out of range`;
-  const host = m[1] ?? m[2] ?? '';
-  return { host: host === '' ? '0.0.0.0' : host, port };
-}
-
 /** The addresses the election API listens on: both loopbacks for any loopback name. */
 export function electionListenAddresses(address: ListenAddress): ListenAddress[] {
   if (LOOPBACK_HOSTS.has(address.host)) {
@@ -217,51 +193,9 @@ export function electionListenAddresses(address: ListenAddress): ListenAddress[]
   return [address];
 }
 
-/** Splits argv into flag values; collects unknown flags and missing values as problems. */
-function readFlags(
-  argv: readonly string[],
-  problems: string[],
-): { values: Map<OptionKey, string>; help: boolean } {
-  const byFlag = new Map(OPTIONS.map((o) => [o.flag, o]));
-  const values = new Map<OptionKey, string>();
-  let help = false;
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i] ?? '';
-    if (arg === '--help' || arg === '-h' || arg === '-help') {
-      help = true;
-      continue;
-    }
-    // Go's flag package (NAIS) also accepts a single dash: -election=x.
-    const normalized = arg.startsWith('--') ? arg : arg.startsWith('-') ? `-${arg}` : arg;
-    const eq = normalized.indexOf('=');
-    const name = eq === -1 ? normalized : normalized.slice(0, eq);
-    const spec = byFlag.get(name);
-    if (!spec) {
-      problems.push(arg.startsWith('-') ? `unknown flag ${name}` : `unexpected argument "${arg}"`);
-      continue;
-    }
-    let value: string | undefined;
-    if (eq !== -1) {
-      value = normalized.slice(eq + 1);
-    } else if (i + 1 < argv.length && !(argv[i + 1] ?? '').startsWith('-')) {
-      value = argv[++i];
-    }
-    if (value === undefined) {
-      problems.push(`flag ${name} needs a value`);
-      continue;
-    }
-    values.set(spec.key, value);
-  }
-  return { values, help };
-}
-
 /** The README's configuration table (Markdown), generated from {@link OPTIONS}; a test keeps the README in step. */
 export function optionsTable(): string {
-  const rows = OPTIONS.map((o) => {
-    const def = o.defaultText ?? (o.default === '' ? '' : `\`${o.default}\``);
-    return `| \`${o.flag}\` | \`${o.env}\` | ${def} | ${o.description} |`;
-  });
-  return ['| flag | environment | default | meaning |', '|---|---|---|---|', ...rows].join('\n');
+  return renderTable(OPTIONS);
 }
 
 /** Usage text, generated from {@link OPTIONS}. */
@@ -273,11 +207,8 @@ export function usage(): string {
     `Identity from ${ENV_POD_NAME}, ${ENV_POD_NAMESPACE}, ${ENV_POD_UID} (downward API) and HOSTNAME.`,
     '',
     'Flags (each also as an environment variable):',
+    ...usageLines(OPTIONS),
   ];
-  for (const o of OPTIONS) {
-    const def = o.defaultText ?? o.default;
-    lines.push(`  ${o.flag}=<value>  (${o.env}, default ${def})`, `      ${o.description}`);
-  }
   return lines.join('\n');
 }
 
@@ -287,22 +218,10 @@ export function usage(): string {
  */
 export function parseConfig(input: ParseInput): ParseResult {
   const problems: string[] = [];
-  const { values: flagValues, help } = readFlags(input.argv, problems);
+  // Go's flag package (NAIS) also accepts a single dash: -election=x.
+  const { values: flagValues, help } = readFlags(input.argv, OPTIONS, problems, { singleDash: true });
   if (help) return { kind: 'help', text: usage() };
-
-  const raw = (key: OptionKey): string => {
-    const spec = OPTIONS.find((o) => o.key === key);
-    if (!spec) throw new Error(`no option ${key}`);
-    const fromFlag = flagValues.get(key);
-    if (fromFlag !== undefined) return fromFlag.trim();
-    const fromEnv = input.env[spec.env];
-    if (fromEnv !== undefined && fromEnv.trim() !== '') return fromEnv.trim();
-    return spec.default;
-  };
-  const nameOf = (key: OptionKey): string => {
-    const spec = OPTIONS.find((o) => o.key === key);
-    return spec ? `${spec.flag} (${spec.env})` : key;
-  };
+  const { raw, nameOf } = settingsReader(OPTIONS, flagValues, input.env, { emptyEnvIsUnset: true });
   const duration = (key: OptionKey, minMs: number, maxMs: number): number => {
     const text = raw(key);
     const ms = parseDuration(text);

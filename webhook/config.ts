@@ -12,12 +12,20 @@ import {
   ENV_POD_NAME,
   ENV_POD_NAMESPACE,
 } from '../common/constants.ts';
+import {
+  optionsTable as renderTable,
+  parseAddress,
+  parseDuration,
+  readFlags,
+  settingsReader,
+  usageLines,
+  type ListenAddress,
+  type OptionSpec as FlagSpec,
+  type ParseOutcome,
+} from '../common/flags.ts';
 
-/** A TCP address to listen on; port 0 asks the system for a free port. */
-export interface ListenAddress {
-  host: string;
-  port: number;
-}
+export type { ListenAddress };
+export { parseAddress, parseDuration };
 
 /** How the elector is added: a native sidecar (init container with `restartPolicy: Always`) or a plain container. */
 export type ElectorMode = 'native-sidecar' | 'container';
@@ -114,19 +122,7 @@ export type OptionKey =
   | 'logLevel'
   | 'containerName';
 
-/** One configurable setting: its flag, its env name, its default, what it means. */
-export interface OptionSpec {
-  key: OptionKey;
-  flag: string;
-  env: string;
-  /** Default as the user would write it; '' means "none" (see `defaultText`). */
-  default: string;
-  /** How the default reads in docs when it is not a literal value. */
-  defaultText?: string;
-  /** A flag that may be given without a value (`--reconcile-rbac` means true). */
-  boolean?: boolean;
-  description: string;
-}
+export type OptionSpec = FlagSpec<OptionKey>;
 
 /**
  * Why 7 MiB: kube-apiserver accepts objects up to about 1.5 MiB and request bodies up to
@@ -357,10 +353,7 @@ export const OPTIONS: readonly OptionSpec[] = [
   },
 ];
 
-export type ParseResult =
-  | { kind: 'ok'; config: WebhookConfig }
-  | { kind: 'help'; text: string }
-  | { kind: 'invalid'; problems: string[] };
+export type ParseResult = ParseOutcome<WebhookConfig>;
 
 export interface ParseInput {
   argv: readonly string[];
@@ -372,71 +365,12 @@ const MODES: readonly ElectorMode[] = ['native-sidecar', 'container'];
 /** Kubernetes resource quantities (the forms people write; exponents are rare and refused). */
 const QUANTITY = /^(\d+(\.\d+)?|\.\d+)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$/;
 
-/** Parses `500ms`, `2s`, `1.5m`, `1h` or a bare number of seconds; undefined when invalid. */
-export function parseDuration(text: string): number | undefined {
-  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(text.trim());
-  if (!m) return undefined;
-  const value = Number(m[1]);
-  const unit = m[2] ?? 's';
-  const factor = unit === 'ms' ? 1 : unit === 's' ? 1000 : unit === 'm' ? 60_000 : 3_600_000;
-  return Math.round(value * factor);
-}
-
-/** Parses `host:port`, `[v6]:port` or `:port` (all interfaces). */
-export function parseAddress(text: string): ListenAddress | string {
-  const m = /^(?:\[([^\]]+)\]|([^:[\]]*)):(\d{1,5})$/.exec(text.trim());
-  if (!m) return `"${text}" is not host:port (use [addr]:port for IPv6, :port for all interfaces)`;
-  const port = Number(m[3]);
-  if (port > 65535) return `port ${port} in "${text}" is out of range`;
-  const host = m[1] ?? m[2] ?? '';
-  return { host: host === '' ? '0.0.0.0' : host, port };
-}
-
 /** Parses a byte size: `1048576`, `512Ki`, `7Mi`; undefined when invalid. */
 export function parseBytes(text: string): number | undefined {
   const m = /^(\d+)(Ki|Mi|Gi)?$/.exec(text.trim());
   if (!m) return undefined;
   const factor = m[2] === 'Ki' ? 1024 : m[2] === 'Mi' ? 1024 ** 2 : m[2] === 'Gi' ? 1024 ** 3 : 1;
   return Number(m[1]) * factor;
-}
-
-/** Splits argv into flag values; collects unknown flags and missing values as problems. */
-function readFlags(
-  argv: readonly string[],
-  problems: string[],
-): { values: Map<OptionKey, string>; help: boolean } {
-  const byFlag = new Map(OPTIONS.map((o) => [o.flag, o]));
-  const values = new Map<OptionKey, string>();
-  let help = false;
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i] ?? '';
-    if (arg === '--help' || arg === '-h' || arg === '-help') {
-      help = true;
-      continue;
-    }
-    // Kubernetes components (Go's pflag) accept --flag=value and --flag value.
-    const eq = arg.indexOf('=');
-    const name = eq === -1 ? arg : arg.slice(0, eq);
-    const spec = byFlag.get(name);
-    if (!spec) {
-      problems.push(arg.startsWith('-') ? `unknown flag ${name}` : `unexpected argument "${arg}"`);
-      continue;
-    }
-    let value: string | undefined;
-    if (eq !== -1) {
-      value = arg.slice(eq + 1);
-    } else if (spec.boolean) {
-      value = 'true';
-    } else if (i + 1 < argv.length && !(argv[i + 1] ?? '').startsWith('--')) {
-      value = argv[++i];
-    }
-    if (value === undefined) {
-      problems.push(`flag ${name} needs a value`);
-      continue;
-    }
-    values.set(spec.key, value);
-  }
-  return { values, help };
 }
 
 /** Usage text, generated from {@link OPTIONS}. */
@@ -447,11 +381,8 @@ export function usage(): string {
     'Mutating admission webhook that injects the lifelease elector into pods with leaderElection: "true".',
     '',
     'Flags (each also as an environment variable):',
+    ...usageLines(OPTIONS),
   ];
-  for (const o of OPTIONS) {
-    const def = o.defaultText ?? o.default;
-    lines.push(`  ${o.flag}=<value>  (${o.env}, default ${def})`, `      ${o.description}`);
-  }
   return lines.join('\n');
 }
 
@@ -460,15 +391,7 @@ export function usage(): string {
  * from {@link OPTIONS} so the two cannot drift: the README embeds this text verbatim.
  */
 export function optionsTable(): string {
-  const cell = (s: string) => s.replace(/\|/g, '\\|');
-  return [
-    '| flag | environment | default | meaning |',
-    '| --- | --- | --- | --- |',
-    ...OPTIONS.map((o) => {
-      const def = o.defaultText ?? (o.default === '' ? '(empty)' : `\`${o.default}\``);
-      return `| \`${o.flag}\` | \`${o.env}\` | ${cell(def)} | ${cell(o.description)} |`;
-    }),
-  ].join('\n');
+  return renderTable(OPTIONS);
 }
 
 /**
@@ -477,23 +400,9 @@ export function optionsTable(): string {
  */
 export function parseConfig(input: ParseInput): ParseResult {
   const problems: string[] = [];
-  const { values: flagValues, help } = readFlags(input.argv, problems);
+  const { values: flagValues, help } = readFlags(input.argv, OPTIONS, problems);
   if (help) return { kind: 'help', text: usage() };
-
-  const spec = (key: OptionKey): OptionSpec => {
-    const found = OPTIONS.find((o) => o.key === key);
-    if (!found) throw new Error(`no option ${key}`);
-    return found;
-  };
-  const raw = (key: OptionKey): string => {
-    const s = spec(key);
-    const fromFlag = flagValues.get(key);
-    if (fromFlag !== undefined) return fromFlag.trim();
-    const fromEnv = input.env[s.env];
-    if (fromEnv !== undefined) return fromEnv.trim();
-    return s.default;
-  };
-  const nameOf = (key: OptionKey): string => `${spec(key).flag} (${spec(key).env})`;
+  const { raw, nameOf } = settingsReader(OPTIONS, flagValues, input.env);
 
   const required = (key: OptionKey): string => {
     const v = raw(key);
