@@ -4,7 +4,6 @@
  */
 import { CoordinationV1Api, V1MicroTime, type KubeConfig, type V1Lease } from '@kubernetes/client-node';
 import assert from 'node:assert/strict';
-import { setTimeout as sleep } from 'node:timers/promises';
 import type { ClusterClient } from '../../harness/client.ts';
 import {
   createPod,
@@ -14,6 +13,8 @@ import {
   type PodRef,
   type StartElectorOptions,
 } from '../../harness/elector-process.ts';
+import { eventually } from '../../harness/wait.ts';
+export { eventually };
 
 export const ELECTION = 'app';
 
@@ -108,25 +109,6 @@ export function naisLease(pod: PodRef, hostname: string): V1Lease {
     },
     spec: { holderIdentity: hostname, acquireTime: new V1MicroTime(Date.now()) },
   };
-}
-
-/** Polls `fn` until it returns true. */
-export async function eventually(
-  what: string,
-  fn: () => Promise<boolean> | boolean,
-  timeoutMs = 30_000,
-): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  let last: Error | undefined;
-  while (Date.now() < deadline) {
-    try {
-      if (await fn()) return;
-    } catch (err) {
-      last = err as Error;
-    }
-    await sleep(50);
-  }
-  throw new Error(`timed out waiting for ${what}${last ? `: ${last.message}` : ''}`);
 }
 
 /** Every elector answers the same leader name (non-empty); returns it. */

@@ -16,22 +16,13 @@ import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { KUBE_VERSION } from '../../harness/binaries.ts';
 import { sharedCluster, type TestCluster } from '../../harness/shared.ts';
+import { eventually } from '../../harness/wait.ts';
 
 let cluster: TestCluster;
 before(async () => {
   cluster = await sharedCluster();
 });
 after(() => cluster.release());
-
-async function eventually<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 30_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) assert.fail(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(100);
-  }
-}
 
 const status = (err: unknown) => (err as { code?: number }).code;
 

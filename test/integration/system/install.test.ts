@@ -22,28 +22,12 @@ import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { createCertificateAuthority } from '../../../common/pki.ts';
 import { startCluster, type Cluster } from '../../harness/cluster.ts';
 import { Kubelet, REPO_ROOT } from '../../harness/kubelet.ts';
 import { applyManifests, pick, renderManifests } from '../../harness/manifests.ts';
 import { installWebhook, WEBHOOK_NAMESPACE, type InstalledWebhook } from '../../harness/system.ts';
-
-async function eventually<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 30_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v !== undefined) return v;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() > deadline)
-      assert.fail(`timed out waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`);
-    await sleep(100);
-  }
-}
+import { eventually } from '../../harness/wait.ts';
 
 before(() => {
   // The kubelet stand-in runs the image's entrypoint as dist/cli.js.

@@ -11,31 +11,8 @@ import {
   type V1MutatingWebhook,
   type V1Pod,
 } from '@kubernetes/client-node';
-import assert from 'node:assert/strict';
-import { setTimeout as sleep } from 'node:timers/promises';
-
-export async function eventually<T>(
-  what: string,
-  fn: () => Promise<T | undefined>,
-  timeoutMs = 30_000,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let lastError: unknown;
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v !== undefined) return v;
-    } catch (err) {
-      lastError = err;
-    }
-    if (Date.now() > deadline) {
-      assert.fail(
-        `timed out after ${timeoutMs} ms waiting for ${what}${lastError instanceof Error ? ` (last error: ${lastError.message})` : ''}`,
-      );
-    }
-    await sleep(100);
-  }
-}
+import { eventually } from '../../harness/wait.ts';
+export { eventually };
 
 export const apiStatus = (err: unknown): number | undefined => (err as { code?: number }).code;
 
