@@ -153,10 +153,15 @@ describe('RBAC reconciler', () => {
     await eventually('the RoleBinding removed', async () =>
       (await bindingSubjects()) === undefined ? true : undefined,
     );
-    await assert.rejects(
-      rbac.readNamespacedRole({ name: electorRoleName(ELECTION), namespace: ns }),
-      (e) => apiStatus(e) === 404,
-    );
+    // The binding goes first (so no subject ever holds a half-removed grant), then the Role.
+    await eventually('the Role removed', async () => {
+      try {
+        await rbac.readNamespacedRole({ name: electorRoleName(ELECTION), namespace: ns });
+        return undefined;
+      } catch (err) {
+        return apiStatus(err) === 404 ? true : undefined;
+      }
+    });
   });
 
   test('a grant left behind while the reconciler was down is removed at start', async () => {
