@@ -7,7 +7,7 @@
  * the cluster is ready. `down` stops the supervisor and removes `.cluster/`.
  */
 import { spawn } from 'node:child_process';
-import { closeSync, existsSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { startCluster } from '../test/harness/cluster.ts';
@@ -49,7 +49,6 @@ async function up(): Promise<void> {
     return;
   }
   await down(true);
-  const { mkdirSync } = await import('node:fs');
   mkdirSync(dir, { recursive: true });
   const out = openSync(logFile, 'a');
   const child = spawn(process.execPath, [path.join(root, 'scripts/cluster.ts'), 'serve'], {
