@@ -7,6 +7,7 @@
 import { readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { startCluster } from '../test/harness/cluster.ts';
+import { writeReport } from './lib.ts';
 
 const runs = Number(process.argv[2] ?? 5);
 const rssMiB = (pid: number) =>
@@ -43,3 +44,8 @@ console.log(
     .reduce((a, b) => a + b, 0)
     .toFixed(0)} MiB`,
 );
+writeReport('control-plane', {
+  command: `node bench/control-plane.ts ${runs}`,
+  startToReadySeconds: { min: q(0), median: q(0.5), max: q(1), runs },
+  idleRssMiB: rss,
+});

@@ -75,6 +75,12 @@ export function rssMiB(pid: number): number {
   return Number(m?.[1] ?? NaN) / 1024;
 }
 
+/** Proportional set size of `pid` in MiB: shared pages (the node binary) split among their users. */
+export function pssMiB(pid: number): number {
+  const m = /^Pss:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8'));
+  return Number(m?.[1] ?? NaN) / 1024;
+}
+
 /** CPU time (user + system) `pid` has used so far, in seconds. */
 export function cpuSeconds(pid: number): number {
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
