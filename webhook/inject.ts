@@ -506,9 +506,14 @@ function tokenMountFor(containers: V1Container[]): { mount: V1VolumeMount; ownVo
   return { mount: { name: TOKEN_VOLUME_NAME, mountPath: TOKEN_MOUNT_PATH, readOnly: true }, ownVolume: true };
 }
 
-/** A value quoted for a warning, cut to 40 characters so warnings stay short. */
-function clip(value: string): string {
-  return JSON.stringify(value.length > 40 ? `${value.slice(0, 39)}…` : value);
+/**
+ * A value quoted for a warning, cut to 40 characters so warnings stay short. Takes anything:
+ * mutating admission runs before validation, so a pod may come with a container without a
+ * name (or with a number for one), and the API server refuses it only after us.
+ */
+function clip(value: unknown): string {
+  const text = typeof value === 'string' ? value : String(JSON.stringify(value) ?? value);
+  return JSON.stringify(text.length > 40 ? `${text.slice(0, 39)}…` : text);
 }
 
 /** Stable JSON (sorted keys) for hashing. */

@@ -1,0 +1,42 @@
+/**
+ * Cases the fault suite's webhook fuzzer (test/chaos/fuzz.ts) found, kept as regression
+ * tests. Mutating admission runs before the API server validates the pod, so the webhook
+ * sees pods that will be refused later; it must answer them without an internal error.
+ */
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { handleAdmission, parseReview } from '../../../webhook/admission.ts';
+import { createReview, decodePatch, patchedPod, TEST_CONFIG } from './helpers.ts';
+
+function review(pod: unknown) {
+  const parsed = parseReview(JSON.parse(JSON.stringify(createReview(pod))));
+  assert.ok(parsed.ok);
+  return handleAdmission(parsed.request, TEST_CONFIG);
+}
+
+describe('fuzzer findings', () => {
+  test('a container without a name that keeps its own ELECTOR_GET_URL: injected with a warning, no internal error', () => {
+    const pod = {
+      apiVersion: 'v1',
+      kind: 'Pod',
+      metadata: { name: 'p', namespace: 'ns', labels: { app: 'poller', leaderElection: 'true' } },
+      spec: {
+        containers: [{ image: 'x', env: [{ name: 'ELECTOR_GET_URL', value: 'http://localhost:9999/' }] }],
+      },
+    };
+    const r = review(pod);
+    assert.equal(r.outcome, 'patched', r.message);
+    assert.ok(r.review.response.warnings?.some((w) => /keeps its own ELECTOR_GET_URL/.test(w)));
+    patchedPod(pod, r.review); // applies
+    assert.ok(decodePatch(r.review).length > 0);
+  });
+
+  test('a container whose name is not a string: no internal error', () => {
+    const pod = {
+      metadata: { name: 'p', namespace: 'ns', labels: { app: 'x', leaderElection: 'true' } },
+      spec: { containers: [{ name: 42, image: 'x', env: [{ name: 'ELECTOR_PATH', value: 'elsewhere:1' }] }] },
+    };
+    const r = review(pod);
+    assert.notEqual(r.reason, 'internal-error', r.message);
+  });
+});
