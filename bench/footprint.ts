@@ -6,8 +6,9 @@
  *     `node -e 0` takes on this machine (the floor);
  *   - idle RSS of a leader and a follower after 30 s, with V8's heap figures from the
  *     elector's own /metrics, beside an idle bare Node process with the same options;
- *   - RSS after 10,000 SSE connect/disconnect cycles (20 at a time) on a follower, and
- *     again after 30 s idle; open streams must be back to 0;
+ *   - RSS after 10,000 SSE connect/disconnect cycles (20 at a time) on a follower, again
+ *     after 30 s idle, and after a second 10,000 (a leak grows again, a high-water mark
+ *     does not); open streams must be back to 0;
  *   - RSS with 1,000 other pods in the namespace (the elector watches only its Lease).
  *
  *   node bench/footprint.ts [starts = 10] [SSE cycles = 10000] [pods = 1000]
@@ -143,21 +144,29 @@ try {
   };
 
   // SSE churn on the follower.
+  const churn = async () => {
+    let done = 0;
+    const until = Date.now() + 5 * 60_000;
+    await Promise.all(
+      Array.from({ length: 20 }, async () => {
+        while (done < sseCycles && Date.now() < until) {
+          done++;
+          await sseCycle(follower.apiUrl);
+        }
+      }),
+    );
+    return done;
+  };
   const sseStarted = performance.now();
-  let done = 0;
-  const until = Date.now() + 5 * 60_000;
-  await Promise.all(
-    Array.from({ length: 20 }, async () => {
-      while (done < sseCycles && Date.now() < until) {
-        done++;
-        await sseCycle(follower.apiUrl);
-      }
-    }),
-  );
+  const done = await churn();
   const sseSeconds = (performance.now() - sseStarted) / 1000;
   const afterSse: Mem = { rssMiB: rssMiB(follower.pid!), ...(await heapFigures(follower)) };
   await sleep(30_000);
   const afterSseIdle: Mem = { rssMiB: rssMiB(follower.pid!), ...(await heapFigures(follower)) };
+  // A second round tells a leak (grows again) from a high-water mark (reuses what it has).
+  const done2 = await churn();
+  await sleep(10_000);
+  const afterSecond: Mem = { rssMiB: rssMiB(follower.pid!), ...(await heapFigures(follower)) };
   const openStreams = await follower.metric('elector_sse_clients');
 
   // 1,000 other pods in the namespace.
@@ -212,6 +221,7 @@ try {
       row('idle 30 s', 'follower', idle.follower),
       row(`after ${done} SSE cycles`, 'follower', afterSse),
       row('  + 30 s idle', 'follower', afterSseIdle),
+      row(`  + ${done2} more cycles, 10 s idle`, 'follower', afterSecond),
       row(`${podCount} pods in namespace`, 'leader', with1000.leader),
       row(`${podCount} pods in namespace`, 'follower', with1000.follower),
     ],
@@ -224,7 +234,14 @@ try {
     nodeOptions: ELECTOR_NODE_OPTIONS,
     startToReadyMs: { bareNode: bs, firstCandidate: leaderReadyMs, follower: fs },
     idle,
-    sse: { cycles: done, seconds: sseSeconds, after: afterSse, afterIdle: afterSseIdle, openStreams },
+    sse: {
+      cycles: done,
+      seconds: sseSeconds,
+      after: afterSse,
+      afterIdle: afterSseIdle,
+      secondRound: { cycles: done2, after: afterSecond },
+      openStreams,
+    },
     pods: { count: podCount, before: before1000, after: with1000 },
   });
 } finally {
