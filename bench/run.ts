@@ -4,7 +4,7 @@
  * the commit, each script's command, figures, duration and the load average before and after.
  *
  *   npm run bench                      # all of them (about 25 minutes on 2 cores)
- *   npm run bench -- failover scale    # some of them
+ *   npm run bench -- failover scale    # some of them (replacing theirs in the day's report)
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -67,16 +67,30 @@ rmSync(reportDir, { recursive: true, force: true });
 
 const out = path.join(BENCH_DIR, 'results', `${started.toISOString().slice(0, 10)}.json`);
 mkdirSync(path.dirname(out), { recursive: true });
+const run = {
+  command: `npm run bench${wanted.length > 0 ? ` -- ${wanted.join(' ')}` : ''}`,
+  startedAt: started.toISOString(),
+  finishedAt: new Date().toISOString(),
+  commit: dirty ? `${commit} (with local changes)` : commit,
+};
+// A run of some benchmarks replaces theirs in the day's report and keeps the others.
+let previous: { runs?: unknown[]; results?: Record<string, unknown> } = {};
+if (wanted.length > 0) {
+  try {
+    previous = JSON.parse(readFileSync(out, 'utf8')) as typeof previous;
+  } catch {
+    // no report yet today
+  }
+}
+for (const r of Object.values(results))
+  Object.assign(r as object, { run: run.startedAt, commit: run.commit });
 writeFileSync(
   out,
   `${JSON.stringify(
     {
-      command: `npm run bench${wanted.length > 0 ? ` -- ${wanted.join(' ')}` : ''}`,
-      startedAt: started.toISOString(),
-      finishedAt: new Date().toISOString(),
-      commit: dirty ? `${commit} (with local changes)` : commit,
+      runs: [...(previous.runs ?? []), run],
       machine: machine(),
-      results,
+      results: { ...(previous.results ?? {}), ...results },
     },
     null,
     2,
