@@ -1,13 +1,13 @@
 /**
  * Scale: as many concurrent elections as this machine allows, in steps (default 50, 100,
- * 200 electors: elections of 2 candidates, so half lead and half follow). Electors run as
+ * 200, 300 electors: elections of 2 candidates, so half lead and half follow). Electors run as
  * injected (`dist/elector.js`, the injected NODE_OPTIONS), one ServiceAccount per election.
  * Before each step the memory it needs is checked against MemAvailable (keeping 2 GiB);
  * the run stops early, and says so, when it would not fit. Per step, after a settling pause,
  * over a fixed window: kube-apiserver and etcd CPU and RSS, the API request rate by verb
  * (from the API server's metrics), and the electors' CPU, RSS and PSS.
  *
- *   node bench/scale.ts [steps = 50,100,200] [window seconds = 60]
+ *   node bench/scale.ts [steps = 50,100,200,300] [window seconds = 60]
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ELECTOR_NODE_OPTIONS } from '../common/constants.ts';
@@ -33,7 +33,7 @@ import {
   writeReport,
 } from './lib.ts';
 
-const steps = (process.argv[2] ?? '50,100,200').split(',').map(Number);
+const steps = (process.argv[2] ?? '50,100,200,300').split(',').map(Number);
 const windowS = Number(process.argv[3] ?? 60);
 const PER_ELECTION = 2;
 const RESERVE_MIB = 2048;
