@@ -12,8 +12,18 @@
  * API server (`partitioned`): such a pod may go on claiming for at most `fencingBoundMs`
  * (plus `slackMs` for polling) after the cut, which is the documented self-fencing bound.
  *
+ * Elector-stated times: an answer may carry `since`, the moment the elector says that
+ * answer took effect (its `last_update`, which moves whenever the reported leader changes,
+ * so whenever a pod starts or stops claiming). Answers with the same `since` are one state
+ * of that elector, which held from `since` until the next state began. Such a claim runs
+ * from its `since` to the start of the pod's next state (or, when the pod went silent,
+ * to the first unanswered request): the true interval, not the sampled one, so sampling
+ * and transport latency neither hide an overlap nor invent one.
+ *
  * Liveness: gaps where no pod claims are measured, so each fault type's longest no-leader
- * time can be reported and bounded.
+ * time can be reported and bounded. Windows where no leader is the designed answer (a
+ * foreign Lease, a partitioned leader past its fencing bound, the API server down past it)
+ * can be named, and gaps are then also measured outside them.
  */
 
 export interface Observation {
@@ -22,8 +32,13 @@ export interface Observation {
   pod: string;
   hostname: string;
   /** The answer; undefined when the request failed (counts as "no claim"). */
-  answer?: { name?: string; is_leader?: boolean; state?: string };
+  answer?: { name?: string; is_leader?: boolean; state?: string; last_update?: string };
   via: 'poll' | 'sse';
+  /**
+   * Monotonic time at which the elector says this answer took effect (its `last_update`),
+   * when the answer has one. See the module comment.
+   */
+  since?: number;
 }
 
 export interface Partition {
@@ -53,6 +68,8 @@ export interface Verdict {
   /** Time ranges in [start, end] where no pod claimed. */
   gaps: { from: number; to: number }[];
   longestGapMs: number;
+  /** The longest part of any gap outside the designed no-leader windows. */
+  longestUndesignedGapMs: number;
 }
 
 export function claims(o: Observation): boolean {
@@ -60,7 +77,61 @@ export function claims(o: Observation): boolean {
   return o.answer.is_leader === true || (o.answer.name !== undefined && o.answer.name === o.hostname);
 }
 
-/** Each pod's maximal runs of consecutive claiming observations. */
+/** A stated state of a pod's elector: the answers that share one `since`. */
+interface State {
+  start: number;
+  lastSeen: number;
+  claims: boolean;
+}
+
+/** Claim intervals from stated answers: each claiming state until the pod's next state began. */
+function statedIntervals(pod: string, list: Observation[]): Interval[] {
+  const byStart = new Map<number, State>();
+  for (const o of list) {
+    if (!o.answer || o.since === undefined) continue;
+    const s = byStart.get(o.since);
+    if (s) {
+      s.lastSeen = Math.max(s.lastSeen, o.t);
+      // One state cannot both claim and not; if it ever did, count it as claiming.
+      s.claims ||= claims(o);
+    } else {
+      byStart.set(o.since, { start: o.since, lastSeen: o.t, claims: claims(o) });
+    }
+  }
+  const states = [...byStart.values()].sort((x, y) => x.start - y.start);
+  const unstated = list.filter((o) => !o.answer || o.since === undefined).map((o) => o.t);
+  const out: Interval[] = [];
+  for (const [i, s] of states.entries()) {
+    if (!s.claims) continue;
+    // It ends where the next stated state begins, or at the first answer without a
+    // stated time (an unanswered request) after it was last seen, whichever is first.
+    const next = states[i + 1]?.start ?? Infinity;
+    const silent = unstated.filter((t) => t > s.lastSeen).reduce((m, t) => Math.min(m, t), Infinity);
+    const end = Math.min(next, silent);
+    out.push({ pod, from: s.start, to: end === Infinity ? s.lastSeen : Math.max(s.start, end) });
+  }
+  return out;
+}
+
+/** Claim runs from sampled answers (no `since`): consecutive claims with no non-claim between. */
+function sampledIntervals(pod: string, list: Observation[]): Interval[] {
+  const out: Interval[] = [];
+  let open: Interval | undefined;
+  for (const o of list) {
+    if (o.answer && o.since !== undefined && claims(o)) continue; // judged by statedIntervals
+    if (claims(o)) {
+      if (open) open.to = o.t;
+      else open = { pod, from: o.t, to: o.t };
+    } else if (open) {
+      out.push(open);
+      open = undefined;
+    }
+  }
+  if (open) out.push(open);
+  return out;
+}
+
+/** Each pod's claim intervals, merged where they touch. */
 export function claimIntervals(history: Observation[]): Interval[] {
   const byPod = new Map<string, Observation[]>();
   for (const o of history) {
@@ -71,17 +142,16 @@ export function claimIntervals(history: Observation[]): Interval[] {
   const out: Interval[] = [];
   for (const [pod, list] of byPod) {
     list.sort((x, y) => x.t - y.t);
-    let open: Interval | undefined;
-    for (const o of list) {
-      if (claims(o)) {
-        if (open) open.to = o.t;
-        else open = { pod, from: o.t, to: o.t };
-      } else if (open) {
-        out.push(open);
-        open = undefined;
-      }
+    const all = [...statedIntervals(pod, list), ...sampledIntervals(pod, list)].sort(
+      (x, y) => x.from - y.from,
+    );
+    const merged: Interval[] = [];
+    for (const iv of all) {
+      const last = merged.at(-1);
+      if (last && iv.from <= last.to) last.to = Math.max(last.to, iv.to);
+      else merged.push({ ...iv });
     }
-    if (open) out.push(open);
+    out.push(...merged);
   }
   return out.sort((x, y) => x.from - y.from);
 }
@@ -94,6 +164,8 @@ export interface CheckOptions {
   slackMs?: number;
   /** The window over which gaps are measured; defaults to the history's span. */
   window?: { from: number; to: number };
+  /** Windows where no leader is the designed answer; gaps are also measured outside them. */
+  designed?: { from: number; to: number; reason: string }[];
 }
 
 /** Is `pod` allowed to be claiming at time `t` alongside another pod? */
@@ -133,5 +205,17 @@ export function check(history: Observation[], options: CheckOptions = {}): Verdi
   }
   if (cursor < end) gaps.push({ from: cursor, to: end });
   const longestGapMs = gaps.reduce((m, g) => Math.max(m, g.to - g.from), 0);
-  return { violations, intervals, gaps, longestGapMs };
+  let longestUndesignedGapMs = 0;
+  const designed = [...(options.designed ?? [])].sort((x, y) => x.from - y.from);
+  for (const g of gaps) {
+    // The parts of the gap not covered by a designed window.
+    let cursor = g.from;
+    for (const d of designed) {
+      if (d.to <= cursor || d.from >= g.to) continue;
+      if (d.from > cursor) longestUndesignedGapMs = Math.max(longestUndesignedGapMs, d.from - cursor);
+      cursor = Math.max(cursor, d.to);
+    }
+    if (cursor < g.to) longestUndesignedGapMs = Math.max(longestUndesignedGapMs, g.to - cursor);
+  }
+  return { violations, intervals, gaps, longestGapMs, longestUndesignedGapMs };
 }

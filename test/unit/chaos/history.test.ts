@@ -62,6 +62,74 @@ describe('history checker', () => {
     assert.equal(check(h).violations.length, 1);
   });
 
+  // Answers carrying the elector's own statement of when they took effect (`since`).
+  const stated = (t: number, pod: string, since: number, leads: boolean, leader = leads ? pod : 'x') =>
+    ({
+      t,
+      pod,
+      hostname: pod,
+      via: 'poll',
+      since,
+      answer: { name: leader, is_leader: leads, state: leads ? 'leader' : 'follower' },
+    }) as Observation;
+
+  test('stated times: a claim runs from its since to the start of the next state', () => {
+    // a leads from 10; the poll that says so arrives at 100; a stops at 150 (seen at 300).
+    const h = [stated(100, 'a', 10, true), stated(300, 'a', 150, false, 'b'), stated(320, 'b', 200, true)];
+    const v = check(h);
+    assert.deepEqual(
+      v.intervals.map((i) => [i.pod, i.from, i.to]),
+      [
+        ['a', 10, 150],
+        ['b', 200, 320],
+      ],
+    );
+    assert.deepEqual(v.violations, []);
+    assert.equal(v.longestGapMs, 50);
+  });
+
+  test('stated times: transport latency neither invents nor hides an overlap', () => {
+    // A slow poll of a arrives (t=400) after b already leads (since 200), but a's answer
+    // was produced before a stopped (its next state began at 150): no violation.
+    const late = [
+      stated(100, 'a', 10, true),
+      stated(160, 'a', 150, false, 'b'),
+      stated(400, 'a', 10, true),
+      stated(250, 'b', 200, true),
+    ];
+    assert.deepEqual(check(late).violations, []);
+    // a stopped claiming only at 260 (stated), b began at 200: a real overlap, even though
+    // every sample of a that claims arrived before b's first one.
+    const real = [stated(100, 'a', 10, true), stated(500, 'a', 260, false, 'b'), stated(300, 'b', 200, true)];
+    const v = check(real);
+    assert.equal(v.violations.length, 1);
+    assert.equal(v.violations[0]!.overlapMs, 60);
+  });
+
+  test('stated times: a claim ends at the first unanswered request after it was last seen', () => {
+    const h = [
+      stated(100, 'a', 10, true),
+      stated(150, 'a', 10, true),
+      obs(200, 'a'),
+      stated(900, 'a', 800, true),
+    ];
+    assert.deepEqual(
+      claimIntervals(h).map((i) => [i.from, i.to]),
+      [
+        [10, 200],
+        [800, 900],
+      ],
+    );
+  });
+
+  test('designed windows: gaps are also measured outside them', () => {
+    const h = [lead(0, 'a'), obs(100, 'a', { state: 'unknown' }), lead(1000, 'a'), lead(1100, 'a')];
+    const v = check(h, { designed: [{ from: 150, to: 900, reason: 'partitioned' }] });
+    assert.equal(v.longestGapMs, 1000);
+    assert.equal(v.longestUndesignedGapMs, 150);
+    assert.equal(check(h).longestUndesignedGapMs, 1000);
+  });
+
   test('property: histories where at most one pod ever claims at a time never violate', () => {
     fc.assert(
       fc.property(
