@@ -1,0 +1,51 @@
+/**
+ * A private build of the image's entrypoint (cli.js + elector.js) for the chaos runs, in a
+ * folder of their own: the shared dist/ may be rebuilt (removed, then written) by another
+ * command while a long run restarts electors. Same esbuild settings as scripts/build.ts.
+ */
+import { build } from 'esbuild';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { REPO_ROOT } from '../harness/kubelet.ts';
+
+export interface Bundle {
+  dir: string;
+  /** The image entrypoint on this host: `node <dir>/cli.js` for our image, like lifeleaseEntrypoint. */
+  entrypoint: (image: string, command: string[] | undefined) => string[];
+  remove(): void;
+}
+
+export async function buildBundle(): Promise<Bundle> {
+  const dir = mkdtempSync(path.join(tmpdir(), 'lifelease-chaos-dist-'));
+  const common = {
+    absWorkingDir: REPO_ROOT,
+    outdir: dir,
+    platform: 'node',
+    target: 'node24',
+    format: 'esm',
+    logLevel: 'warning',
+  } as const;
+  await build({
+    ...common,
+    entryPoints: { elector: 'elector/main.ts' },
+    bundle: true,
+    sourcemap: 'linked',
+    minifySyntax: true,
+    banner: {
+      js: "import { createRequire as __cr } from 'node:module'; const require = __cr(import.meta.url);",
+    },
+  });
+  await build({ ...common, entryPoints: { cli: 'common/cli.ts' }, bundle: false });
+  return {
+    dir,
+    entrypoint(image, command) {
+      if (!/(^|\/)lifelease(:|@|$)/.test(image)) throw new Error(`no stand-in entrypoint for image ${image}`);
+      if (command) throw new Error(`container command ${JSON.stringify(command)} is not expected`);
+      return [process.execPath, '--enable-source-maps', path.join(dir, 'cli.js')];
+    },
+    remove() {
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}

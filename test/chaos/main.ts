@@ -1,0 +1,129 @@
+/**
+ * `npm run chaos`: the long fault and abuse suite (the test command runs a short sample).
+ *
+ *   npm run chaos                          # everything, default counts (about 45 min on 2 cores)
+ *   npm run chaos -- --schedules=20        # fewer fault schedules
+ *   npm run chaos -- --seed=123 --schedules=1   # replay one schedule (printed on failure)
+ *   npm run chaos -- --only=elections|fuzz|abuse
+ *   npm run chaos -- --fuzz-cases=50000 --budget=30m
+ *
+ * Exit 0 when nothing failed; 1 otherwise. Failing schedules leave their histories and
+ * elector logs under the artifacts folder it prints.
+ */
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { runAbuse } from './abuse.ts';
+import { runWebhookFuzz } from './fuzz.ts';
+import { statsByType, statsTable } from './report.ts';
+import { ChaosEnv, DEFAULT_CHAOS, type ScheduleResult } from './runner.ts';
+import { describeSchedule, planSchedule } from './schedule.ts';
+import { Rng } from './rng.ts';
+
+const { values } = parseArgs({
+  options: {
+    schedules: { type: 'string', default: '250' },
+    seed: { type: 'string' },
+    budget: { type: 'string', default: '40m' },
+    'fuzz-cases': { type: 'string', default: '40000' },
+    only: { type: 'string' },
+    help: { type: 'boolean', default: false },
+  },
+});
+if (values.help) {
+  console.log(
+    'usage: npm run chaos -- [--schedules=N] [--seed=S] [--budget=40m] [--fuzz-cases=N] [--only=elections|fuzz|abuse]',
+  );
+  process.exit(0);
+}
+
+function duration(text: string): number {
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(text);
+  if (!m) throw new Error(`bad duration ${text}`);
+  const f = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2] ?? 's'] ?? 1000;
+  return Number(m[1]) * f;
+}
+
+const t0 = performance.now();
+const secs = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
+const log = (m: string) => console.log(`[${secs(performance.now() - t0)}] ${m}`);
+const only = values.only;
+const budgetMs = duration(values.budget);
+const count = Number(values.schedules);
+const baseSeed = values.seed !== undefined ? Number(values.seed) : Math.floor(Math.random() * 2 ** 32);
+let failed = false;
+
+async function elections(): Promise<void> {
+  const artifactsDir = mkdtempSync(path.join(tmpdir(), 'lifelease-chaos-'));
+  log(
+    `fault schedules: ${count}, base seed ${baseSeed}, budget ${values.budget}; artifacts in ${artifactsDir}`,
+  );
+  const env = await ChaosEnv.start({ ...DEFAULT_CHAOS, artifactsDir, log: () => {} });
+  const results: ScheduleResult[] = [];
+  // One schedule's seed is the base seed itself (so --seed=S --schedules=1 replays S);
+  // the rest derive from it.
+  const seeds = new Rng(baseSeed);
+  try {
+    for (let i = 0; i < count; i++) {
+      if (performance.now() - t0 > budgetMs) {
+        log(`time budget spent after ${i} schedules`);
+        break;
+      }
+      const seed = i === 0 ? baseSeed >>> 0 : seeds.fork();
+      const schedule = planSchedule(seed);
+      const result = await env.run(schedule);
+      results.push(result);
+      const faults = result.faults.map((f) => f.type).join(', ');
+      if (result.ok) {
+        log(
+          `schedule ${i + 1}/${count} seed ${seed}: ok (${schedule.pods} pods; ${faults}) ${secs(result.durationMs)}`,
+        );
+      } else {
+        failed = true;
+        log(`schedule ${i + 1}/${count} seed ${seed}: FAILED\n${describeSchedule(schedule)}`);
+        for (const p of result.problems) log(`  ${p}`);
+        log(`  replay: npm run chaos -- --only=elections --seed=${seed} --schedules=1`);
+        log(`  artifacts: ${result.artifacts}`);
+      }
+    }
+  } finally {
+    await env.stop();
+  }
+  const faults = results.flatMap((r) => r.faults);
+  const bad = results.filter((r) => !r.ok);
+  log(
+    `${results.length} schedules, ${faults.length} faults injected (${faults.filter((f) => f.fault.kind === 'storm').length} storms of two), ` +
+      `${results.reduce((s, r) => s + r.pods, 0)} pods, ${results.reduce((s, r) => s + r.observations, 0)} observations; ${bad.length} failed`,
+  );
+  console.log(`\nPer fault type (storms grouped):\n${statsTable(statsByType(results))}`);
+  console.log(
+    `\nPer fault type (storms split by their parts):\n${statsTable(statsByType(results, 'type'))}\n`,
+  );
+  if (bad.length === 0) rmSync(artifactsDir, { recursive: true, force: true });
+}
+
+async function fuzz(): Promise<void> {
+  const cases = Number(values['fuzz-cases']);
+  log(`webhook fuzzing: ${cases} cases`);
+  const r = await runWebhookFuzz({ cases, seed: baseSeed, log });
+  log(`webhook fuzzing: ${r.cases} cases run, ${r.failures.length} failures`);
+  for (const f of r.failures) log(`  ${f}`);
+  if (r.failures.length > 0) failed = true;
+}
+
+async function abuse(): Promise<void> {
+  const r = await runAbuse({ log, scale: 'full' });
+  for (const line of r.summary) log(line);
+  if (r.failures.length > 0) {
+    failed = true;
+    for (const f of r.failures) log(`  FAILED: ${f}`);
+  }
+}
+
+mkdirSync(tmpdir(), { recursive: true });
+if (!only || only === 'fuzz') await fuzz();
+if (!only || only === 'abuse') await abuse();
+if (!only || only === 'elections') await elections();
+log(failed ? 'FAILED' : 'all passed');
+process.exit(failed ? 1 : 0);

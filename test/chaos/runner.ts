@@ -1,0 +1,708 @@
+/**
+ * Runs fault schedules (schedule.ts) against the real product on a real control plane:
+ * a private cluster (these runs break it), the webhook installed from manifests/, and
+ * 3-10 candidate pods created through the API server (so the webhook injects them) and
+ * run by the chaos kubelet (kubelet.ts). Every elector's answers are recorded from inside
+ * its pod (recorder.ts) and judged by the history checker (history.ts):
+ *
+ * - safety: never two pods told they lead at once, except a partitioned pod within the
+ *   self-fencing bound (plus `slackMs`); a partitioned pod stops claiming once the bound
+ *   has passed; nobody claims while a foreign Lease holds the name;
+ * - liveness: after each fault heals, every candidate agrees on one leader, which says it
+ *   leads, within `agreeBoundMs` (no leader is the designed answer while a foreign Lease
+ *   holds the name, which the runner tells the checker);
+ * - gaps: the longest time no pod claimed, per fault, inside and outside the windows where
+ *   no leader is the designed answer.
+ */
+import { CoordinationV1Api, CoreV1Api, V1MicroTime, type V1Pod } from '@kubernetes/client-node';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { CONTAINER_NAME } from '../../common/constants.ts';
+import { startCluster, type Cluster } from '../harness/cluster.ts';
+import { installWebhook, type InstalledWebhook } from '../harness/system.ts';
+import { buildBundle, type Bundle } from './bundle.ts';
+import { check, type Interval, type Partition } from './history.ts';
+import { CHAOS_NODE, ChaosKubelet, type PodState } from './kubelet.ts';
+import { Recorder } from './recorder.ts';
+import { Rng } from './rng.ts';
+import {
+  describeSchedule,
+  faultType,
+  reportType,
+  type Fault,
+  type Schedule,
+  type Target,
+} from './schedule.ts';
+
+export const ELECTION = 'chaos';
+const ELECTION_PORT = 4040;
+
+export interface ChaosOptions {
+  /** The electors' self-fencing bound (`--fencing-timeout`). */
+  fencingMs: number;
+  /** `--owner-check-interval`. */
+  ownerCheckMs: number;
+  /** How soon after a fault heals every candidate must agree on one leader. */
+  agreeBoundMs: number;
+  /** Allowance on the fencing bound for timers and polling on a loaded machine. */
+  slackMs: number;
+  pollMs: number;
+  /**
+   * The self-fencing bound the checker allows a partitioned pod; default `fencingMs`. A
+   * smaller value proves the checker sees real overlaps (the sensitivity test).
+   */
+  checkerFencingMs?: number;
+  /** Where failing schedules leave their histories and elector logs. */
+  artifactsDir: string;
+  log: (msg: string) => void;
+}
+
+export const DEFAULT_CHAOS: Omit<ChaosOptions, 'artifactsDir' | 'log'> = {
+  fencingMs: 4000,
+  ownerCheckMs: 1000,
+  agreeBoundMs: 20_000,
+  slackMs: 1000,
+  pollMs: 50,
+};
+
+export interface FaultRecord {
+  type: string;
+  reportType: string;
+  fault: Fault;
+  injectedAt: number;
+  healedAt: number;
+  /** When every candidate agreed on one leader again; undefined if they did not in time. */
+  agreedAt: number | undefined;
+  /** Windows where no leader was the designed answer. */
+  designed: { from: number; to: number; reason: string }[];
+  notes: string[];
+  /** Filled in by the checker. */
+  longestGapMs?: number;
+  longestUndesignedGapMs?: number;
+}
+
+export interface ScheduleResult {
+  schedule: Schedule;
+  ok: boolean;
+  problems: string[];
+  faults: FaultRecord[];
+  observations: number;
+  pods: number;
+  durationMs: number;
+  artifacts: string | undefined;
+}
+
+type DesignedWindow = FaultRecord['designed'][number];
+
+const apiCode = (err: unknown): unknown => (err as { code?: unknown }).code;
+
+/** Retries an admin API call while the control plane is down (faults), up to `timeoutMs`. */
+export async function retryApi<T>(what: string, fn: () => Promise<T>, timeoutMs = 60_000): Promise<T> {
+  const deadline = performance.now() + timeoutMs;
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await fn();
+    } catch (err) {
+      const code = apiCode(err);
+      // No HTTP status (ECONNREFUSED, ECONNRESET: the code is then a string or absent), 5xx, 429.
+      const transient = typeof code !== 'number' || code === 0 || code >= 500 || code === 429;
+      if (!transient || performance.now() > deadline) {
+        throw new Error(`${what}: ${(err as Error).message}`, { cause: err });
+      }
+      await sleep(Math.min(1000, 50 * 2 ** attempt));
+    }
+  }
+}
+
+/** The control plane, the webhook and the elector bundle, shared by the schedules of a run. */
+export class ChaosEnv {
+  readonly cluster: Cluster;
+  readonly webhook: InstalledWebhook;
+  readonly bundle: Bundle;
+  readonly options: ChaosOptions;
+
+  private constructor(cluster: Cluster, webhook: InstalledWebhook, bundle: Bundle, options: ChaosOptions) {
+    this.cluster = cluster;
+    this.webhook = webhook;
+    this.bundle = bundle;
+    this.options = options;
+  }
+
+  static async start(options: ChaosOptions): Promise<ChaosEnv> {
+    const bundle = await buildBundle();
+    let cluster: Cluster | undefined;
+    try {
+      cluster = await startCluster();
+      // installWebhook runs the webhook pods from the shared dist/: build it once if missing.
+      const webhook = await installWebhook(cluster, { log: options.log });
+      return new ChaosEnv(cluster, webhook, bundle, options);
+    } catch (err) {
+      await cluster?.stop();
+      bundle.remove();
+      throw err;
+    }
+  }
+
+  async stop(): Promise<void> {
+    await this.webhook.stop().catch(() => undefined);
+    await this.cluster.stop();
+    this.bundle.remove();
+  }
+
+  /** Runs one schedule in a fresh namespace; never throws for what the electors do. */
+  async run(schedule: Schedule): Promise<ScheduleResult> {
+    const run = new ScheduleRun(this, schedule);
+    return run.execute();
+  }
+}
+
+class ScheduleRun {
+  readonly env: ChaosEnv;
+  readonly schedule: Schedule;
+  readonly o: ChaosOptions;
+  readonly rng: Rng;
+  readonly recorder: Recorder;
+  readonly core: CoreV1Api;
+  readonly leases: CoordinationV1Api;
+  readonly partitions: Partition[] = [];
+  readonly faults: FaultRecord[] = [];
+  readonly problems: string[] = [];
+  /** Windows where no pod may claim (a foreign Lease holds the name). */
+  readonly noClaims: { from: number; to: number; reason: string }[] = [];
+  /** Partitioned pods that must have fenced themselves: claim nothing in [from, to]. */
+  readonly mustBeFenced: { pod: string; from: number; to: number }[] = [];
+  readonly logDir: string;
+  readonly attachments = new Map<string, { detach(): Promise<void> }>();
+  namespace = '';
+  kubelet: ChaosKubelet | undefined;
+  #names = 0;
+
+  constructor(env: ChaosEnv, schedule: Schedule) {
+    this.env = env;
+    this.schedule = schedule;
+    this.o = env.options;
+    // Target picks (which follower) come from the seed too, after the plan's own draws.
+    this.rng = new Rng(schedule.seed ^ 0x5bd1e995);
+    this.recorder = new Recorder({ pollMs: this.o.pollMs });
+    this.core = env.cluster.kubeConfig.makeApiClient(CoreV1Api);
+    this.leases = env.cluster.kubeConfig.makeApiClient(CoordinationV1Api);
+    this.logDir = path.join(this.o.artifactsDir, `seed-${schedule.seed}`);
+  }
+
+  log(msg: string): void {
+    this.o.log(`[seed ${this.schedule.seed}] ${msg}`);
+  }
+
+  get k(): ChaosKubelet {
+    if (!this.kubelet) throw new Error('not started');
+    return this.kubelet;
+  }
+
+  async execute(): Promise<ScheduleResult> {
+    const started = performance.now();
+    mkdirSync(this.logDir, { recursive: true });
+    try {
+      await this.setUp();
+      for (const [i, step] of this.schedule.steps.entries()) {
+        await sleep(step.quietMs);
+        const record = await this.inject(step.fault);
+        this.faults.push(record);
+        const agreed = await this.agreement(record.healedAt, this.o.agreeBoundMs);
+        record.agreedAt = agreed?.at;
+        for (const d of record.designed) if (d.to === Infinity) d.to = agreed?.at ?? performance.now();
+        if (!agreed) {
+          this.problems.push(
+            `liveness: no agreed leader within ${this.o.agreeBoundMs} ms after fault ${i + 1} (${record.type}) healed: ${this.describeAnswers()}`,
+          );
+          break;
+        }
+        this.log(
+          `${record.type}: healed, ${agreed.leader} leads, all agree ${(agreed.at - record.healedAt).toFixed(0)} ms after the heal`,
+        );
+      }
+    } catch (err) {
+      this.problems.push(`runner: ${(err as Error).stack ?? String(err)}`);
+    } finally {
+      await this.tearDown();
+    }
+    this.judge();
+    const ok = this.problems.length === 0;
+    let artifacts: string | undefined;
+    if (ok) {
+      rmSync(this.logDir, { recursive: true, force: true });
+    } else {
+      artifacts = this.logDir;
+      writeFileSync(
+        path.join(this.logDir, 'report.json'),
+        JSON.stringify(
+          {
+            schedule: this.schedule,
+            problems: this.problems,
+            faults: this.faults,
+            partitions: this.partitions,
+            history: this.recorder.history,
+          },
+          (_k, v: unknown) => (v === Infinity ? 'Infinity' : v),
+          1,
+        ),
+      );
+      writeFileSync(path.join(this.logDir, 'schedule.txt'), `${describeSchedule(this.schedule)}\n`);
+    }
+    return {
+      schedule: this.schedule,
+      ok,
+      problems: this.problems,
+      faults: this.faults,
+      observations: this.recorder.history.length,
+      pods: this.kubelet?.pods.size ?? 0,
+      durationMs: performance.now() - started,
+      artifacts,
+    };
+  }
+
+  // --- set-up and tear-down ---------------------------------------------------------------
+
+  async setUp(): Promise<void> {
+    const cluster = this.env.cluster;
+    try {
+      this.namespace = await retryApi('create namespace', () =>
+        cluster.createNamespace(`chaos-${this.schedule.seed}`),
+      );
+    } catch (err) {
+      const kcm = this.env.cluster.controllerManager;
+      throw new Error(
+        `${(err as Error).message} (kube-controller-manager running: ${kcm.running}; its log ends:\n${kcm.tail(10)})`,
+        { cause: err },
+      );
+    }
+    this.kubelet = new ChaosKubelet({
+      cluster,
+      namespace: this.namespace,
+      entrypoint: this.env.bundle.entrypoint,
+      extraArgs: [
+        `--fencing-timeout=${this.o.fencingMs}ms`,
+        `--owner-check-interval=${this.o.ownerCheckMs}ms`,
+        '--log-level=debug',
+      ],
+      logDir: this.logDir,
+      onStart: (state, sandbox) => {
+        this.attachments.set(
+          state.key,
+          this.recorder.attach(state.key, state.hostname, sandbox, ELECTION_PORT),
+        );
+      },
+      onStop: (state) => {
+        const a = this.attachments.get(state.key);
+        this.attachments.delete(state.key);
+        void a?.detach();
+      },
+      log: (m) => this.log(m),
+    });
+    this.kubelet.start();
+    await Promise.all(Array.from({ length: this.schedule.pods }, () => this.createPod()));
+    const agreed = await this.agreement(performance.now(), 90_000);
+    if (!agreed) throw new Error(`the first election did not settle in 90 s: ${this.describeAnswers()}`);
+    this.log(`${this.schedule.pods} pods, ${agreed.leader} leads`);
+  }
+
+  async tearDown(): Promise<void> {
+    // Whatever a fault left broken, the next schedule needs a whole control plane.
+    this.env.cluster.resumeEtcd();
+    await this.env.cluster
+      .startApiServer()
+      .catch((err: Error) => this.problems.push(`restart: ${err.message}`));
+    // kube-controller-manager may give up while the API server is down: the next schedule
+    // needs its garbage collector and service-account controller.
+    if (!this.env.cluster.controllerManager.running) {
+      this.log('kube-controller-manager had exited: restarting it');
+      await this.env.cluster
+        .startControllerManager()
+        .catch((err: Error) => this.problems.push(`kube-controller-manager: ${err.message}`));
+    }
+    await this.kubelet?.stop(500);
+    await Promise.all([...this.attachments.values()].map((a) => a.detach()));
+    this.attachments.clear();
+    if (this.namespace) {
+      await retryApi('delete namespace', () => this.core.deleteNamespace({ name: this.namespace })).catch(
+        () => undefined,
+      );
+    }
+  }
+
+  // --- pods -------------------------------------------------------------------------------
+
+  async createPod(name?: string): Promise<PodState> {
+    const podName = name ?? `c-${++this.#names}`;
+    const body: V1Pod = {
+      metadata: { name: podName, labels: { app: ELECTION, leaderElection: 'true' } },
+      spec: {
+        nodeName: CHAOS_NODE,
+        terminationGracePeriodSeconds: 2,
+        containers: [{ name: 'app', image: 'example.invalid/app:1' }],
+      },
+    };
+    const pod = await retryApi(`create pod ${podName}`, async () => {
+      try {
+        return await this.core.createNamespacedPod({ namespace: this.namespace, body });
+      } catch (err) {
+        // A create whose answer was lost to a fault: take what was stored.
+        if (apiCode(err) === 409) {
+          const found = await this.core.readNamespacedPod({ name: podName, namespace: this.namespace });
+          if (!this.k.pods.has(found.metadata!.uid!)) return found;
+        }
+        throw err;
+      }
+    });
+    const injected = [...(pod.spec?.initContainers ?? []), ...(pod.spec?.containers ?? [])].some(
+      (c) => c.name === CONTAINER_NAME,
+    );
+    if (!injected)
+      throw new Error(`pod ${podName} came back without an elector: the webhook did not inject it`);
+    return this.k.register(pod);
+  }
+
+  /** Pods that exist and are not being taken down (running or about to). */
+  candidates(): PodState[] {
+    return [...this.k.pods.values()].filter((p) => !p.done);
+  }
+
+  /** The pod the election's Lease names (by owner uid), if it is a candidate. */
+  async leader(): Promise<PodState | undefined> {
+    const lease = await retryApi('read lease', async () => {
+      try {
+        return await this.leases.readNamespacedLease({ name: ELECTION, namespace: this.namespace });
+      } catch (err) {
+        if (apiCode(err) === 404) return undefined;
+        throw err;
+      }
+    });
+    const uid = lease?.metadata?.ownerReferences?.[0]?.uid;
+    return [...this.k.pods.values()].find((p) => p.uid === uid && !p.done);
+  }
+
+  async target(t: Target): Promise<PodState | undefined> {
+    const leader = await this.leader();
+    if (t === 'leader') return leader;
+    const followers = this.k.live().filter((p) => p !== leader);
+    return followers.length > 0 ? this.rng.pick(followers) : undefined;
+  }
+
+  /** Keeps 2..10 candidates: a ReplicaSet-like floor so that someone can take over. */
+  async replace(count: number, reuse?: string): Promise<void> {
+    const room = 10 - this.candidates().length;
+    const floor = Math.max(0, 2 - this.candidates().length);
+    const n = Math.min(room, Math.max(count, floor));
+    const names: (string | undefined)[] = Array.from({ length: n }, () => undefined);
+    if (reuse !== undefined && n > 0) {
+      // The old object must be gone before its name can be taken again (StatefulSet-like).
+      await this.waitGone(reuse);
+      names[0] = reuse;
+    }
+    await Promise.all(names.map((name) => this.createPod(name)));
+  }
+
+  async waitGone(name: string, timeoutMs = 30_000): Promise<void> {
+    const deadline = performance.now() + timeoutMs;
+    while (performance.now() < deadline) {
+      try {
+        await this.core.readNamespacedPod({ name, namespace: this.namespace });
+      } catch (err) {
+        if (apiCode(err) === 404) return;
+      }
+      await sleep(50);
+    }
+    throw new Error(`pod ${name} still exists after ${timeoutMs} ms`);
+  }
+
+  // --- agreement ------------------------------------------------------------------------
+
+  describeAnswers(): string {
+    return [...this.k.pods.values()]
+      .filter((p) => !p.done)
+      .map((p) => {
+        const o = this.recorder.latest(p.key);
+        const age = o ? `${(performance.now() - o.t).toFixed(0)} ms ago` : 'never';
+        return `${p.key}${p.held ? ' (held)' : ''}${p.sandbox?.running ? '' : ' (not running)'}: ${JSON.stringify(o?.answer ?? null)} ${age}`;
+      })
+      .join('; ');
+  }
+
+  /**
+   * Waits until every candidate runs and answers the same leader, which is one of them and
+   * the only one saying it leads; answers must be newer than `after`.
+   */
+  async agreement(after: number, boundMs: number): Promise<{ at: number; leader: string } | undefined> {
+    const deadline = after + boundMs;
+    while (performance.now() < deadline) {
+      const pods = this.candidates().filter((p) => !p.held);
+      const answers = pods.map((p) => ({ p, o: this.recorder.latest(p.key) }));
+      const fresh = answers.every(
+        ({ p, o }) => p.sandbox?.running && o?.answer && o.t > after && performance.now() - o.t < 1000,
+      );
+      if (pods.length > 0 && fresh) {
+        const names = new Set(answers.map(({ o }) => o!.answer!.name ?? ''));
+        const leaders = answers.filter(({ o }) => o!.answer!.is_leader === true);
+        const [name] = [...names];
+        if (
+          names.size === 1 &&
+          name &&
+          leaders.length === 1 &&
+          leaders[0]!.p.hostname === name &&
+          answers.every(({ o }) => o!.answer!.state === 'leader' || o!.answer!.state === 'follower')
+        ) {
+          return { at: Math.max(...answers.map(({ o }) => o!.t)), leader: leaders[0]!.p.key };
+        }
+      }
+      await sleep(25);
+    }
+    return undefined;
+  }
+
+  // --- faults ----------------------------------------------------------------------------
+
+  record(fault: Fault): FaultRecord {
+    const now = performance.now();
+    return {
+      type: faultType(fault),
+      reportType: reportType(fault),
+      fault,
+      injectedAt: now,
+      healedAt: now,
+      agreedAt: undefined,
+      designed: [],
+      notes: [],
+    };
+  }
+
+  async inject(fault: Fault): Promise<FaultRecord> {
+    const r = this.record(fault);
+    this.log(`inject ${r.type}`);
+    await this.apply(fault, r);
+    r.healedAt = performance.now();
+    return r;
+  }
+
+  /** Carries out one fault (both of a storm at once), healing it before returning. */
+  async apply(fault: Fault, r: FaultRecord): Promise<void> {
+    const { cluster } = this.env;
+    const F = this.o.fencingMs;
+    const designedIf = (cond: boolean, reason: string, from = performance.now()) => {
+      const w: DesignedWindow = { from, to: Infinity, reason };
+      if (cond) r.designed.push(w);
+      return w;
+    };
+    switch (fault.kind) {
+      case 'storm': {
+        // Both run to the end (healed) before anything else happens, even if one fails.
+        const settled = await Promise.allSettled(fault.faults.map((f) => this.apply(f, r)));
+        for (const s of settled) if (s.status === 'rejected') throw s.reason;
+        return;
+      }
+      case 'apiserver-restart': {
+        designedIf(
+          fault.downMs >= 0.75 * F,
+          'API server down around the fencing bound: unknown is the answer',
+        );
+        await cluster.stopApiServer({ kill: fault.kill });
+        await sleep(fault.downMs);
+        await cluster.startApiServer();
+        return;
+      }
+      case 'etcd-pause': {
+        designedIf(fault.pauseMs >= 0.75 * F, 'etcd paused around the fencing bound');
+        cluster.pauseEtcd();
+        await sleep(fault.pauseMs);
+        cluster.resumeEtcd();
+        return;
+      }
+      case 'elector-kill': {
+        const t = await this.target(fault.target);
+        if (!t) return void r.notes.push(`no ${fault.target} to kill`);
+        const wasLeader = fault.target === 'leader';
+        designedIf(wasLeader, "the leader's elector is down: the lease stays, nobody else may lead");
+        if (!this.k.killElector(t, fault.restartDelayMs))
+          r.notes.push(`${t.key}: no elector process to kill`);
+        else r.notes.push(`killed the elector of ${t.key}`);
+        return;
+      }
+      case 'partition': {
+        const t = await this.target(fault.target);
+        const s = t?.sandbox;
+        if (!t || !s) return void r.notes.push(`no ${fault.target} to cut off`);
+        const from = performance.now();
+        designedIf(
+          fault.target === 'leader' && fault.durationMs >= 0.75 * F,
+          'the leader is cut off past its fencing bound: it fences itself, nobody else may lead',
+          from,
+        );
+        this.k.hold(t);
+        s.cutApiServer();
+        const p: Partition = { pod: t.key, from, to: Infinity };
+        this.partitions.push(p);
+        r.notes.push(`cut ${t.key} off for ${fault.durationMs} ms`);
+        await sleep(fault.durationMs);
+        s.restoreApiServer();
+        this.k.release(t);
+        p.to = performance.now();
+        if (p.to - from > F + this.o.slackMs) {
+          this.mustBeFenced.push({ pod: t.key, from: from + F + this.o.slackMs, to: p.to });
+        }
+        return;
+      }
+      case 'partition-force-delete': {
+        const t = await this.leader();
+        const s = t?.sandbox;
+        if (!t || !s) return void r.notes.push('no leader to cut off');
+        const from = performance.now();
+        this.k.hold(t);
+        s.cutApiServer();
+        const p: Partition = { pod: t.key, from, to: Infinity };
+        this.partitions.push(p);
+        await sleep(fault.deleteAfterMs);
+        await retryApi('force-delete pod', () =>
+          this.core.deleteNamespacedPod({ name: t.name, namespace: this.namespace, gracePeriodSeconds: 0 }),
+        );
+        t.done = true;
+        r.notes.push(`cut ${t.key} off, force-deleted it ${fault.deleteAfterMs} ms later`);
+        await this.replace(0);
+        // The others elect a new leader while the cut-off pod still runs; it must fence
+        // itself within the bound. Its node comes back after that.
+        const agreed = await this.agreement(performance.now(), this.o.agreeBoundMs);
+        if (agreed) r.notes.push(`${agreed.leader} led ${(agreed.at - from).toFixed(0)} ms after the cut`);
+        const fencedBy = from + F + this.o.slackMs;
+        await sleep(Math.max(0, fencedBy + 1500 - performance.now()));
+        this.mustBeFenced.push({ pod: t.key, from: fencedBy, to: performance.now() });
+        s.restoreApiServer();
+        p.to = performance.now();
+        await this.k.stopContainer(t);
+        this.k.release(t);
+        return;
+      }
+      case 'delete': {
+        const t = await this.target(fault.target);
+        if (!t) return void r.notes.push(`no ${fault.target} to delete`);
+        const options =
+          fault.mode === 'grace0'
+            ? { gracePeriodSeconds: 0 }
+            : fault.mode === 'orphan'
+              ? { propagationPolicy: 'Orphan' }
+              : {};
+        await retryApi('delete pod', async () => {
+          try {
+            await this.core.deleteNamespacedPod({ name: t.name, namespace: this.namespace, ...options });
+          } catch (err) {
+            if (apiCode(err) !== 404) throw err;
+          }
+        });
+        r.notes.push(`deleted ${t.key} (${fault.mode}), ${fault.replacements} new pods`);
+        await this.replace(fault.replacements, fault.reuseName ? t.name : undefined);
+        return;
+      }
+      case 'finish': {
+        const t = await this.leader();
+        if (!t) return void r.notes.push('no leader to finish');
+        await this.k.finish(t);
+        await retryApi('set pod phase', async () => {
+          const pod = await this.core.readNamespacedPodStatus({ name: t.name, namespace: this.namespace });
+          pod.status = { ...(pod.status ?? {}), phase: fault.phase };
+          await this.core.replaceNamespacedPodStatus({ name: t.name, namespace: this.namespace, body: pod });
+        });
+        r.notes.push(`${t.key} ${fault.phase}`);
+        await this.replace(fault.replacements);
+        return;
+      }
+      case 'lease-delete': {
+        await retryApi('delete lease', async () => {
+          try {
+            await this.leases.deleteNamespacedLease({ name: ELECTION, namespace: this.namespace });
+          } catch (err) {
+            if (apiCode(err) !== 404) throw err;
+          }
+        });
+        return;
+      }
+      case 'foreign-lease': {
+        let createdAt: number | undefined;
+        for (let attempt = 0; attempt < 50 && createdAt === undefined; attempt++) {
+          await retryApi('delete lease', async () => {
+            try {
+              await this.leases.deleteNamespacedLease({ name: ELECTION, namespace: this.namespace });
+            } catch (err) {
+              if (apiCode(err) !== 404) throw err;
+            }
+          });
+          try {
+            await this.leases.createNamespacedLease({
+              namespace: this.namespace,
+              body: {
+                metadata: { name: ELECTION },
+                spec: {
+                  holderIdentity: 'another-controller-7d9f',
+                  leaseDurationSeconds: 15,
+                  acquireTime: new V1MicroTime(),
+                  renewTime: new V1MicroTime(),
+                },
+              },
+            });
+            createdAt = performance.now();
+          } catch (err) {
+            if (apiCode(err) !== 409) throw err; // a candidate was faster: again
+          }
+        }
+        if (createdAt === undefined) return void r.notes.push('could not place a foreign Lease');
+        const w = designedIf(true, 'a foreign Lease holds the name: unknown is the answer', createdAt);
+        await sleep(fault.holdMs);
+        await retryApi('delete foreign lease', () =>
+          this.leases.deleteNamespacedLease({ name: ELECTION, namespace: this.namespace }),
+        );
+        w.to = performance.now();
+        // Electors learn of the foreign Lease from their watch: allow the slack for that.
+        this.noClaims.push({ from: createdAt + this.o.slackMs, to: w.to, reason: 'foreign Lease' });
+        return;
+      }
+    }
+  }
+
+  // --- judging ---------------------------------------------------------------------------
+
+  judge(): void {
+    const history = this.recorder.history;
+    if (history.length === 0) return;
+    const bound = this.o.checkerFencingMs ?? this.o.fencingMs;
+    const verdict = check(history, {
+      partitions: this.partitions,
+      fencingBoundMs: bound,
+      slackMs: this.o.slackMs,
+    });
+    for (const v of verdict.violations)
+      this.problems.push(`safety: ${v.reason} (overlap ${v.overlapMs.toFixed(0)} ms)`);
+    const overlaps = (iv: Interval, w: { from: number; to: number }) => iv.from < w.to && iv.to > w.from;
+    for (const f of this.mustBeFenced) {
+      for (const iv of verdict.intervals) {
+        if (iv.pod === f.pod && overlaps(iv, f)) {
+          this.problems.push(
+            `fencing: ${f.pod} still claimed ${(Math.min(iv.to, f.to) - f.from + this.o.fencingMs + this.o.slackMs).toFixed(0)} ms after it was cut off (bound ${this.o.fencingMs} ms + ${this.o.slackMs} ms slack)`,
+          );
+        }
+      }
+    }
+    for (const w of this.noClaims) {
+      for (const iv of verdict.intervals) {
+        if (overlaps(iv, w)) this.problems.push(`safety: ${iv.pod} claimed while ${w.reason} held the name`);
+      }
+    }
+    for (const f of this.faults) {
+      const to = f.agreedAt ?? f.healedAt + this.o.agreeBoundMs;
+      const v = check(history, {
+        window: { from: f.injectedAt, to },
+        designed: f.designed,
+        partitions: this.partitions,
+        fencingBoundMs: bound,
+        slackMs: this.o.slackMs,
+      });
+      f.longestGapMs = v.longestGapMs;
+      f.longestUndesignedGapMs = v.longestUndesignedGapMs;
+    }
+  }
+}
