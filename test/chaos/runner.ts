@@ -22,7 +22,7 @@ import { CONTAINER_NAME } from '../../common/constants.ts';
 import { startCluster, type Cluster } from '../harness/cluster.ts';
 import { installWebhook, type InstalledWebhook } from '../harness/system.ts';
 import { buildBundle, type Bundle } from './bundle.ts';
-import { check, type Interval, type Partition } from './history.ts';
+import { check, type Interval, type Observation, type Partition } from './history.ts';
 import { CHAOS_NODE, ChaosKubelet, type PodState } from './kubelet.ts';
 import { Recorder } from './recorder.ts';
 import { Rng } from './rng.ts';
@@ -91,6 +91,9 @@ export interface ScheduleResult {
   pods: number;
   durationMs: number;
   artifacts: string | undefined;
+  /** What the checker judged: every observation, and the partitions it was told about. */
+  history: Observation[];
+  partitions: Partition[];
 }
 
 type DesignedWindow = FaultRecord['designed'][number];
@@ -258,6 +261,8 @@ class ScheduleRun {
       pods: this.kubelet?.pods.size ?? 0,
       durationMs: performance.now() - started,
       artifacts,
+      history: this.recorder.history,
+      partitions: this.partitions,
     };
   }
 
