@@ -14,7 +14,7 @@
  */
 import { KubeConfig, type V1Lease, type V1LeaseList, type V1Pod } from '@kubernetes/client-node';
 import { request as httpRequest, type IncomingMessage, type RequestOptions } from 'node:http';
-import { request as httpsRequest } from 'node:https';
+import { Agent as HttpsAgent, request as httpsRequest, type AgentOptions } from 'node:https';
 import { createInterface } from 'node:readline';
 import {
   ApiError,
@@ -132,6 +132,30 @@ interface Exchange {
   what: string;
 }
 
+/**
+ * One keep-alive agent per KubeConfig and TLS identity. `applyToHTTPSOptions` makes a new
+ * `https.Agent` for every request, so every request would open its own TCP connection and
+ * do a full TLS handshake (both sides' CPU, and milliseconds on a campaign's path: the own-Pod
+ * GET and the CREATE run back to back); the watch that follows a watch, the CREATE that
+ * follows the GET reuse the connection instead. Idle sockets close after a minute, before
+ * kube-apiserver's own idle timeout (90 s). A proxy agent is left as it is; new TLS material
+ * (a rotated client certificate) gets a new agent.
+ */
+const agents = new WeakMap<KubeConfig, { key: string; agent: HttpsAgent }>();
+const TLS_KEYS = ['ca', 'cert', 'key', 'pfx', 'passphrase', 'rejectUnauthorized', 'servername'] as const;
+
+function sharedAgent(kc: KubeConfig, fresh: unknown): HttpsAgent | undefined {
+  if (!(fresh instanceof HttpsAgent) || fresh.constructor !== HttpsAgent) return undefined;
+  const tls: AgentOptions = {};
+  for (const k of TLS_KEYS) if (fresh.options[k] !== undefined) Object.assign(tls, { [k]: fresh.options[k] });
+  const key = JSON.stringify(TLS_KEYS.map((k) => tls[k] ?? null));
+  const cached = agents.get(kc);
+  if (cached?.key === key) return cached.agent;
+  const agent = new HttpsAgent({ ...tls, keepAlive: true, timeout: 60_000, maxFreeSockets: 2 });
+  agents.set(kc, { key, agent });
+  return agent;
+}
+
 /** Where a request goes and with which credentials. */
 async function requestOptions(
   kc: KubeConfig,
@@ -143,6 +167,8 @@ async function requestOptions(
   for (const [k, v] of Object.entries(ex.query ?? {})) url.searchParams.set(k, v);
   const options: RequestOptions & { headers: Record<string, string> } = { method: ex.method, headers: {} };
   await kc.applyToHTTPSOptions(options);
+  const agent = sharedAgent(kc, options.agent);
+  if (agent) options.agent = agent;
   options.headers['Accept'] = 'application/json';
   return { url, options };
 }
