@@ -37,6 +37,11 @@ export interface ServerOptions {
   readiness: () => Readiness;
   /** Serve `/mutate` (false for the plain metrics listener). Default true. */
   admission?: boolean;
+  /**
+   * How long a client may take to send its request headers; default 10 s. The API server
+   * sends a review at once, so only slow (slowloris) clients come near it.
+   */
+  headersTimeoutMs?: number;
 }
 
 type ErrorWithCode = Error & { code?: string; statusCode?: number };
@@ -83,7 +88,18 @@ export function buildServer(options: ServerOptions): FastifyInstance {
     // The API server's webhook timeout is at most 30 s; nothing legitimate takes longer.
     requestTimeout: 30_000,
     return503OnClosing: true,
-    ...(options.tls ? { https: { ...options.tls } } : {}),
+    // Node checks these deadlines every `connectionsCheckingInterval` (30 s by default) and
+    // defaults headersTimeout to 60 s, so a client trickling header bytes held its
+    // connection for about 60 s whatever requestTimeout said. Check every second.
+    ...(options.tls
+      ? {
+          https: {
+            ...options.tls,
+            headersTimeout: options.headersTimeoutMs ?? 10_000,
+            connectionsCheckingInterval: 1000,
+          },
+        }
+      : {}),
   });
 
   // AdmissionReviews are JSON; fastify would also parse text/plain, which must be a 415 here.
