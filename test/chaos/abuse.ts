@@ -160,6 +160,9 @@ async function inParallel<T>(n: number, width: number, fn: (i: number) => Promis
 export async function webhookHttpsAbuse(scale: Scale): Promise<CheckResult[]> {
   const full = scale === 'full';
   const wh = await startWebhookProcess({ args: ['--reconcile-rbac=false', '--log-level=info'] });
+  // The webhook is a plain child process: take it down if this process ends first.
+  const killOnExit = () => wh.child.kill('SIGKILL');
+  process.once('exit', killOnExit);
   const results: CheckResult[] = [];
   const pid = wh.child.pid;
   const rssBefore = rssMiB(pid);
@@ -190,7 +193,7 @@ export async function webhookHttpsAbuse(scale: Scale): Promise<CheckResult[]> {
       const closed = sockets.map(() => false);
       sockets.forEach((s, i) => s.on('close', () => (closed[i] = true)));
       // Trickle a header byte per second per socket.
-      const trickleFor = full ? 40_000 : 4000;
+      const trickleFor = full ? 15_000 : 4000;
       const until = performance.now() + trickleFor;
       while (performance.now() < until) {
         for (const s of sockets) if (!s.destroyed) s.write('X');
@@ -200,9 +203,9 @@ export async function webhookHttpsAbuse(scale: Scale): Promise<CheckResult[]> {
       r.figures.push(
         `${n} slow TLS clients trickling a header byte a second for ${trickleFor / 1000} s; the server closed ${closedCount}`,
       );
-      // The server's header deadline is 30 s (fastify requestTimeout): the full run waits it out.
+      // The server's header deadline is 10 s (webhook/server.ts): the full run waits it out.
       if (full && closedCount < n)
-        r.problems.push(`${n - closedCount} slowloris connections still open after 40 s`);
+        r.problems.push(`${n - closedCount} slowloris connections still open after ${trickleFor / 1000} s`);
       for (const s of sockets) s.destroy();
     });
 
@@ -252,7 +255,7 @@ export async function webhookHttpsAbuse(scale: Scale): Promise<CheckResult[]> {
 
     await run('webhook: truncated bodies', async (r) => {
       const n = full ? 300 : 40;
-      const outcomes = await inParallel(n, 20, async (i) => {
+      const outcomes = await inParallel(n, n, async (i) => {
         const s = await tls(wh);
         const body = JSON.stringify(createReview(OPTED));
         const cut = body.slice(0, Math.floor((body.length * (i % 10)) / 10));
@@ -357,6 +360,7 @@ export async function webhookHttpsAbuse(scale: Scale): Promise<CheckResult[]> {
     });
   } finally {
     await wh.stop(2000);
+    process.removeListener('exit', killOnExit);
   }
   return results;
 }
@@ -417,8 +421,8 @@ export async function leadingElector(
 
 /** The memory limit the webhook gives the elector container (test/unit/webhook/helpers: 128Mi). */
 export const ELECTOR_MEMORY_LIMIT_MIB = 128;
-/** How much abuse may add to the elector's idle RSS. */
-export const GROWTH_BOUND_MIB = 96;
+/** How much abuse may add to the elector's live memory (heap used + external). */
+export const GROWTH_BOUND_MIB = 32;
 
 export async function electorHttpAbuse(
   cluster: ClusterClient,
@@ -433,7 +437,19 @@ export async function electorHttpAbuse(
   const baseline = rss();
   let peak = baseline;
   const sampler = setInterval(() => (peak = Math.max(peak, rss())), 100);
+  // Live memory: the V8 heap in use plus external buffers, from the elector's own metrics.
+  // RSS also counts heap V8 reserved during a burst and keeps (it is sized to the machine
+  // here, not to a container limit), so the bound is on live memory; RSS is reported.
+  const live = async () =>
+    ((await elector.metric('nodejs_heap_size_used_bytes')) ?? NaN) / 2 ** 20 +
+    ((await elector.metric('nodejs_external_memory_bytes')) ?? NaN) / 2 ** 20;
+  const liveBaseline = await live();
+  let livePeak = liveBaseline;
+  const sampleLive = async () => {
+    livePeak = Math.max(livePeak, await live());
+  };
   const alive = async (r: CheckResult) => {
+    await sampleLive();
     const status = await getStatus(`${elector.apiUrl}/`);
     if (status !== 200) r.problems.push(`GET / answered ${status} afterwards`);
     if (!elector.running) r.problems.push('the elector exited');
@@ -571,6 +587,7 @@ export async function electorHttpAbuse(
         if (status !== 200) r.problems.push(`GET / answered ${status} while clients did not read`);
       }
       await sleep(full ? 5000 : 2000);
+      await sampleLive(); // with every unread client still connected
       const now = rss();
       r.figures.push(
         `${n} SSE streams never read and ${written} pipelined GET / never read; others answered in max ${Math.max(...latencies).toFixed(0)} ms; RSS ${now.toFixed(0)} MiB`,
@@ -582,17 +599,17 @@ export async function electorHttpAbuse(
   } finally {
     clearInterval(sampler);
     peak = Math.max(peak, rss());
-    // Measured without a cgroup (V8 sizes its heap to the machine, not to the limit), so the
-    // bound is on growth: what abuse adds must stay bounded (back-pressure, dropped clients).
     results.push({
       name: 'elector: memory',
       figures: [
-        `RSS ${baseline.toFixed(0)} MiB idle, peak ${peak.toFixed(0)} MiB under abuse (+${(peak - baseline).toFixed(0)} MiB; growth bound ${GROWTH_BOUND_MIB} MiB; the injected container limit is ${ELECTOR_MEMORY_LIMIT_MIB} MiB)`,
+        `live (heap used + external) ${liveBaseline.toFixed(0)} MiB idle, peak ${livePeak.toFixed(0)} MiB under abuse (+${(livePeak - liveBaseline).toFixed(0)} MiB; bound +${GROWTH_BOUND_MIB} MiB)`,
+        `RSS ${baseline.toFixed(0)} MiB idle, peak ${peak.toFixed(0)} MiB (heap sized to this machine, not to the injected ${ELECTOR_MEMORY_LIMIT_MIB} MiB limit)`,
       ],
-      problems:
-        peak - baseline > GROWTH_BOUND_MIB
-          ? [`RSS grew by ${(peak - baseline).toFixed(0)} MiB under abuse (bound ${GROWTH_BOUND_MIB} MiB)`]
-          : [],
+      problems: !(livePeak - liveBaseline <= GROWTH_BOUND_MIB)
+        ? [
+            `live memory grew by ${(livePeak - liveBaseline).toFixed(0)} MiB under abuse (bound ${GROWTH_BOUND_MIB} MiB)`,
+          ]
+        : [],
     });
     await elector.stop();
   }

@@ -121,6 +121,8 @@ async function abuse(): Promise<void> {
   }
 }
 
+// Ctrl-C or SIGTERM: exit, so the exit hooks stop every process this run started.
+for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => process.exit(130));
 mkdirSync(tmpdir(), { recursive: true });
 if (!only || only === 'fuzz') await fuzz();
 if (!only || only === 'abuse') await abuse();
