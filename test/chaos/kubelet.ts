@@ -76,6 +76,28 @@ export function electorPid(sandbox: PodSandbox): number | undefined {
   }
 }
 
+/**
+ * pod-init starts the container as a plain child, so a container outlives a sandbox whose
+ * pod-init is SIGKILLed (what the harness's exit hook does on Ctrl-C). Every running
+ * elector of every chaos kubelet is killed on exit as well.
+ */
+const running = new Set<PodSandbox>();
+let exitHook = false;
+function killContainersOnExit(): void {
+  if (exitHook) return;
+  exitHook = true;
+  process.once('exit', () => {
+    for (const s of running) {
+      const pid = electorPid(s);
+      try {
+        if (pid !== undefined) process.kill(pid, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
+  });
+}
+
 export class ChaosKubelet {
   readonly pods = new Map<string, PodState>();
   readonly #o: ChaosKubeletOptions;
@@ -194,6 +216,9 @@ export class ChaosKubelet {
       }
       state.sandbox = sandbox;
       state.restartAt = 0;
+      killContainersOnExit();
+      running.add(sandbox);
+      void sandbox.process.exited.then(() => running.delete(sandbox));
       this.#o.onStart(state, sandbox);
     } catch (err) {
       this.#o.log?.(`start of ${state.key} failed: ${(err as Error).message.split('\n')[0]}`);

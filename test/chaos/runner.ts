@@ -329,6 +329,14 @@ class ScheduleRun {
     await Promise.all([...this.attachments.values()].map((a) => a.detach()));
     this.attachments.clear();
     if (this.namespace) {
+      // Pods bound to the (absent) node wait for a kubelet to finish their deletion; the
+      // namespace controller would retry them for ever and starve the other controllers.
+      await retryApi('delete pods', () =>
+        this.core.deleteCollectionNamespacedPod({
+          namespace: this.namespace,
+          body: { gracePeriodSeconds: 0 },
+        }),
+      ).catch(() => undefined);
       await retryApi('delete namespace', () => this.core.deleteNamespace({ name: this.namespace })).catch(
         () => undefined,
       );
