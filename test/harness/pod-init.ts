@@ -12,7 +12,7 @@
  *
  * Usage: node pod-init.ts <config.json>   (only pod-sandbox.ts starts it)
  */
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, realpathSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -129,8 +129,12 @@ if (config.namespaceReadyFile && config.networkReadyFile) {
 //    crashed container: same network, same hostname); otherwise its exit ends the pod.
 const [cmd, ...args] = config.command;
 let restarting = false;
+// The container dies with this process even when it is SIGKILLed (parent-death signal).
+const pdeathsig =
+  spawnSync('setpriv', ['--help'], { encoding: 'utf8' }).stdout?.includes('--pdeathsig') ?? false;
 function startContainer(): ChildProcess {
-  const child = spawn(cmd!, args, { stdio: 'inherit', env: config.env });
+  const argv = pdeathsig ? ['setpriv', '--pdeathsig', 'SIGKILL', '--', cmd!, ...args] : [cmd!, ...args];
+  const child = spawn(argv[0]!, argv.slice(1), { stdio: 'inherit', env: config.env });
   child.on('exit', (code, signal) => {
     if (restarting) {
       restarting = false;
