@@ -23,7 +23,7 @@ import { Rng } from './rng.ts';
 
 const { values } = parseArgs({
   options: {
-    schedules: { type: 'string', default: '250' },
+    schedules: { type: 'string', default: '200' },
     seed: { type: 'string' },
     budget: { type: 'string', default: '40m' },
     'fuzz-cases': { type: 'string', default: '40000' },
@@ -88,6 +88,10 @@ async function elections(): Promise<void> {
       }
     }
   } finally {
+    if (env.stats.serviceAccountsCreated > 0)
+      log(
+        `the runner created ${env.stats.serviceAccountsCreated} default ServiceAccounts the controller was slow to make`,
+      );
     await env.stop();
   }
   const faults = results.flatMap((r) => r.faults);

@@ -124,6 +124,8 @@ export class ChaosEnv {
   readonly webhook: InstalledWebhook;
   readonly bundle: Bundle;
   readonly options: ChaosOptions;
+  /** Things the runner had to do for a slow control plane, for the report. */
+  readonly stats = { serviceAccountsCreated: 0 };
 
   private constructor(cluster: Cluster, webhook: InstalledWebhook, bundle: Bundle, options: ChaosOptions) {
     this.cluster = cluster;
@@ -270,17 +272,7 @@ class ScheduleRun {
 
   async setUp(): Promise<void> {
     const cluster = this.env.cluster;
-    try {
-      this.namespace = await retryApi('create namespace', () =>
-        cluster.createNamespace(`chaos-${this.schedule.seed}`),
-      );
-    } catch (err) {
-      const kcm = this.env.cluster.controllerManager;
-      throw new Error(
-        `${(err as Error).message} (kube-controller-manager running: ${kcm.running}; its log ends:\n${kcm.tail(10)})`,
-        { cause: err },
-      );
-    }
+    this.namespace = await this.createNamespace();
     this.kubelet = new ChaosKubelet({
       cluster,
       namespace: this.namespace,
@@ -309,6 +301,40 @@ class ScheduleRun {
     const agreed = await this.agreement(performance.now(), 90_000);
     if (!agreed) throw new Error(`the first election did not settle in 90 s: ${this.describeAnswers()}`);
     this.log(`${this.schedule.pods} pods, ${agreed.leader} leads`);
+  }
+
+  /**
+   * A fresh namespace with its `default` ServiceAccount. After an API server restart the
+   * service-account controller can take half a minute to resync; past a few seconds the
+   * runner creates the account itself (as the controller would) and says so.
+   */
+  async createNamespace(): Promise<string> {
+    const name = `chaos-${this.schedule.seed}-${Math.floor(Math.random() * 0xffffff).toString(16)}`;
+    await retryApi('create namespace', () => this.core.createNamespace({ body: { metadata: { name } } }));
+    const deadline = performance.now() + 5000;
+    for (;;) {
+      try {
+        await this.core.readNamespacedServiceAccount({ name: 'default', namespace: name });
+        return name;
+      } catch (err) {
+        if (apiCode(err) !== 404 && typeof apiCode(err) === 'number') throw err;
+      }
+      if (performance.now() > deadline) break;
+      await sleep(50);
+    }
+    this.log('the service-account controller is slow: creating the default ServiceAccount');
+    this.env.stats.serviceAccountsCreated++;
+    await retryApi('create service account', async () => {
+      try {
+        await this.core.createNamespacedServiceAccount({
+          namespace: name,
+          body: { metadata: { name: 'default' } },
+        });
+      } catch (err) {
+        if (apiCode(err) !== 409) throw err;
+      }
+    });
+    return name;
   }
 
   async tearDown(): Promise<void> {
@@ -616,12 +642,26 @@ class ScheduleRun {
         const t = await this.leader();
         if (!t) return void r.notes.push('no leader to finish');
         await this.k.finish(t);
-        await retryApi('set pod phase', async () => {
-          const pod = await this.core.readNamespacedPodStatus({ name: t.name, namespace: this.namespace });
-          pod.status = { ...(pod.status ?? {}), phase: fault.phase };
-          await this.core.replaceNamespacedPodStatus({ name: t.name, namespace: this.namespace, body: pod });
+        const set = await retryApi('set pod phase', async () => {
+          try {
+            const pod = await this.core.readNamespacedPodStatus({ name: t.name, namespace: this.namespace });
+            if (pod.metadata?.uid !== t.uid) return false;
+            pod.status = { ...(pod.status ?? {}), phase: fault.phase };
+            await this.core.replaceNamespacedPodStatus({
+              name: t.name,
+              namespace: this.namespace,
+              body: pod,
+            });
+            return true;
+          } catch (err) {
+            // Deleted meanwhile (a storm deleting the same pod): nothing left to finish.
+            if (apiCode(err) === 404) return false;
+            throw err;
+          }
         });
-        r.notes.push(`${t.key} ${fault.phase}`);
+        r.notes.push(
+          set ? `${t.key} ${fault.phase}` : `${t.key} was gone before it could be marked ${fault.phase}`,
+        );
         await this.replace(fault.replacements);
         return;
       }
