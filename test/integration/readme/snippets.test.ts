@@ -99,7 +99,7 @@ before(async () => {
   dir = mkdtempSync(path.join(tmpdir(), 'lifelease-snippets-'));
   for (const l of LANGS) writeFileSync(path.join(dir, l.file), snippet(l.file));
   cluster = await startCluster();
-  webhook = await installWebhook(cluster);
+  webhook = await installWebhook(cluster, { timeoutMs: 180_000 });
   const core = cluster.kubeConfig.makeApiClient(CoreV1Api);
   await core.createNamespace({ body: { metadata: { name: 'app' } } });
   for (let i = 0; ; i++) {
@@ -146,7 +146,7 @@ before(async () => {
       follower = boxes[answers.findIndex((a) => !a.is_leader)]!;
       break;
     }
-    if (i > 600) throw new Error('no leader elected');
+    if (i > 1800) throw new Error('no leader elected in 3 minutes');
     await sleep(100);
   }
   pods = (await core.listNamespacedPod({ namespace: 'app' })).items;

@@ -40,7 +40,7 @@ describe('install from manifests/ (self-managed TLS, the default)', () => {
   let electors: Kubelet | undefined;
   before(async () => {
     cluster = await startCluster();
-    webhook = await installWebhook(cluster);
+    webhook = await installWebhook(cluster, { timeoutMs: 180_000 });
   });
   after(async () => {
     await electors?.stop();
@@ -178,6 +178,7 @@ describe('install from manifests/overlays/cert-manager (the test plays cert-mana
 
     webhook = await installWebhook(cluster, {
       overlay: 'overlays/cert-manager',
+      timeoutMs: 180_000,
       afterApply: async (objects) => {
         // cert-manager's job: issue the Certificate the injector annotation names into its Secret…
         const mwc = pick<KubernetesObject>(objects, 'MutatingWebhookConfiguration');
