@@ -85,7 +85,10 @@ function runInPod(sandbox: PodSandbox, pod: V1Pod, argv: string[]) {
     const deadline = Date.now() + timeoutMs;
     while (lines.length < n) {
       if (Date.now() > deadline || child.exitCode !== null) {
-        throw new Error(`expected ${n} lines, got ${JSON.stringify(lines)}; stderr: ${stderr.slice(-2000)}`);
+        throw new Error(
+          `expected ${n} lines, got ${JSON.stringify(lines)}; stderr: ${stderr.slice(-2000)}\n` +
+            `pod ${sandbox.hostname} running: ${sandbox.running}; its elector's log:\n${sandbox.logs().slice(-3000)}`,
+        );
       }
       await sleep(50);
     }
