@@ -7,7 +7,7 @@
  *   npm test -- test/unit            # files under a folder (or a single file)
  *   LIFELEASE_CLUSTER_DIR=.cluster npm test   # reuse a cluster from `npm run cluster:up`
  */
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, globSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { startCluster, type Cluster } from '../test/harness/cluster.ts';
@@ -35,6 +35,9 @@ if (files.length === 0) {
   console.error('no test files found');
   process.exit(1);
 }
+
+// The kubelet stand-in runs dist/cli.js: build it once, before any test file runs.
+execFileSync(process.execPath, ['scripts/build.ts'], { cwd: root, stdio: ['ignore', 'ignore', 'inherit'] });
 
 let cluster: Cluster | undefined;
 const env = { ...process.env };

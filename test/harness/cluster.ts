@@ -105,6 +105,10 @@ function sweepStaleStateDirs(): void {
     try {
       const pid = Number(readFileSync(path.join(dir, 'owner.pid'), 'utf8'));
       process.kill(pid, 0);
+      // A killed owner its parent has not reaped yet is a zombie: gone all the same.
+      if (readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.startsWith('Z')) {
+        rmSync(dir, { recursive: true, force: true });
+      }
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EPERM') rmSync(dir, { recursive: true, force: true });
     }

@@ -7,12 +7,24 @@
  * values simple and certain over efficient.
  */
 import { CoreV1Api, type V1Pod } from '@kubernetes/client-node';
+import { execFileSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ClusterClient } from './client.ts';
 import { PodSandbox } from './pod-sandbox.ts';
 
 export const REPO_ROOT = path.resolve(import.meta.dirname, '../..');
+
+/**
+ * Builds dist/ unless it is there. `npm test` builds once before any test file runs; files
+ * never rebuild it themselves, since the build replaces dist/ and another file's pods may be
+ * starting or restarting from it at that moment.
+ */
+export function ensureBuilt(): void {
+  if (existsSync(path.join(REPO_ROOT, 'dist/cli.js'))) return;
+  execFileSync(process.execPath, ['scripts/build.ts'], { cwd: REPO_ROOT, stdio: 'ignore' });
+}
 
 /**
  * Our image's entrypoint on this host: `node dist/cli.js` (run `npm run build` first), for

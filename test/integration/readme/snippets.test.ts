@@ -7,14 +7,14 @@
  */
 import { AppsV1Api, CoreV1Api, type V1Pod } from '@kubernetes/client-node';
 import assert from 'node:assert/strict';
-import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { startCluster, type Cluster } from '../../harness/cluster.ts';
-import { Kubelet, REPO_ROOT } from '../../harness/kubelet.ts';
+import { ensureBuilt, Kubelet, REPO_ROOT } from '../../harness/kubelet.ts';
 import type { PodSandbox } from '../../harness/pod-sandbox.ts';
 import { installWebhook, type InstalledWebhook } from '../../harness/system.ts';
 
@@ -98,7 +98,7 @@ function runInPod(sandbox: PodSandbox, pod: V1Pod, argv: string[]) {
 }
 
 before(async () => {
-  execFileSync(process.execPath, ['scripts/build.ts'], { cwd: REPO_ROOT, stdio: 'ignore' });
+  ensureBuilt();
   dir = mkdtempSync(path.join(tmpdir(), 'lifelease-snippets-'));
   for (const l of LANGS) writeFileSync(path.join(dir, l.file), snippet(l.file));
   cluster = await startCluster();

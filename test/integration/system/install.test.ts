@@ -18,20 +18,19 @@ import {
   type KubernetesObject,
 } from '@kubernetes/client-node';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { createCertificateAuthority } from '../../../common/pki.ts';
 import { startCluster, type Cluster } from '../../harness/cluster.ts';
-import { Kubelet, REPO_ROOT } from '../../harness/kubelet.ts';
+import { ensureBuilt, Kubelet, REPO_ROOT } from '../../harness/kubelet.ts';
 import { applyManifests, pick, renderManifests } from '../../harness/manifests.ts';
 import { installWebhook, WEBHOOK_NAMESPACE, type InstalledWebhook } from '../../harness/system.ts';
 import { eventually } from '../../harness/wait.ts';
 
 before(() => {
   // The kubelet stand-in runs the image's entrypoint as dist/cli.js.
-  execFileSync(process.execPath, ['scripts/build.ts'], { cwd: REPO_ROOT, stdio: 'ignore' });
+  ensureBuilt();
 });
 
 describe('install from manifests/ (self-managed TLS, the default)', () => {
