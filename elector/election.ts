@@ -14,7 +14,8 @@
  *     (re)start of the watch confirms the view. The server ends the watch every
  *     `watchTimeoutSeconds`, so the view is re-confirmed at least that often.
  *  3. When the watch ends, resume from the last resourceVersion seen (no gap); when the
- *     server says it has expired (410), list again; on errors, back off and retry. Never give up.
+ *     server says it has expired (410), or the view went unconfirmed meanwhile, list again;
+ *     on errors, back off and retry. Never give up.
  *  4. No Lease: wait a random jitter, make sure the own Pod is still a candidate, then
  *     CREATE the Lease with an ownerReference to the own Pod. 201 = won, 409 = lost; either
  *     way the watch reports the winner.
@@ -612,6 +613,13 @@ export class Election {
     let resourceVersion: string | undefined;
     let failures = 0;
     while (!signal.aborted) {
+      // A view that has gone unconfirmed (the API server was out of reach past the fencing
+      // bound) is not resumed: a watch from its old resourceVersion opens before it replays
+      // what was missed, and confirming the old view at that moment would have this elector
+      // claim, for a moment, a Lease that was deleted and won by another pod meanwhile.
+      if (resourceVersion !== undefined && !isConfirmed(this.#view, clock.now(), timing)) {
+        resourceVersion = undefined;
+      }
       // 1. List the Lease by name: its state, and a resourceVersion to watch from.
       if (resourceVersion === undefined) {
         const startedAt = clock.now();

@@ -196,7 +196,7 @@ describe('watch', () => {
 });
 
 describe('self-fencing', () => {
-  test('unknown once the view is older than the bound; leader again when a watch opens', async () => {
+  test('unknown once the view is older than the bound; leader again once listed afresh', async () => {
     const e = start();
     e.store.expect('list', () => ({ lease: mine, resourceVersion: '30' }));
     await e.clock.advance(0);
@@ -218,16 +218,68 @@ describe('self-fencing', () => {
     assert.equal(e.verdict.state, 'unknown');
     assert.equal(e.verdict.reason, 'unconfirmed');
     assert.equal(e.verdict.name, '');
-    // Back: the next watch opens and confirms the view.
+    // Back: the view is listed afresh (not resumed: see the next test), then watched.
+    const watches = e.store.watches.length;
+    e.store.expect('list', () => ({ lease: mine, resourceVersion: '31' }));
     await e.clock.advance(TIMING.backoffMaxMs);
+    assert.equal(e.verdict.state, 'leader');
+    assert.equal(e.store.watches.length, watches + 1);
+    assert.equal(e.store.watch0.resourceVersion, '31');
     e.store.watch0.open();
     await e.clock.advance(0);
     assert.equal(e.verdict.state, 'leader');
   });
 
+  test('a fenced leader whose Lease was replaced meanwhile never claims it again (found by the fault suite)', async () => {
+    const e = start();
+    e.store.expect('list', () => ({ lease: mine, resourceVersion: '30' }));
+    await e.clock.advance(0);
+    assert.equal(e.verdict.state, 'leader');
+    const failWatches = () => {
+      for (const w of e.store.watches) if (!w.done) w.fail(new ApiError('connection refused', 0));
+    };
+    for (let t = 0; t < TIMING.fencingTimeoutMs + 1000; t += 500) {
+      failWatches();
+      await e.clock.advance(500);
+    }
+    assert.equal(e.verdict.state, 'unknown');
+    // Meanwhile an admin deleted the Lease and another pod won a new one. The API server is
+    // back: the elector must learn that from a fresh list, not confirm its old view when a
+    // watch from the old resourceVersion opens (before it replays the DELETED and ADDED).
+    const verdictsBefore = e.verdicts.length;
+    e.store.allow('list', () => ({ lease: theirs, resourceVersion: '50' }));
+    e.store.allow('getPod', (name) => (name === OTHER.name ? pod(OTHER.name, OTHER.uid) : SELF));
+    await e.clock.advance(TIMING.backoffMaxMs);
+    const w = e.store.watch0;
+    if (w.resourceVersion === '30') {
+      // A resumed watch would open first and replay the changes after.
+      w.open();
+      w.event({ type: 'DELETED', lease: { ...mine, resourceVersion: '40' } });
+      w.event({ type: 'ADDED', lease: theirs });
+    } else {
+      w.open();
+    }
+    await e.clock.advance(0);
+    const after = e.verdicts.slice(verdictsBefore);
+    assert.ok(after.length > 0);
+    assert.deepEqual(
+      after.filter((v) => v.state === 'leader'),
+      [],
+      `claimed a Lease it no longer held: ${JSON.stringify(after)}`,
+    );
+    assert.equal(e.verdict.state, 'follower');
+    assert.equal(e.verdict.pod, OTHER.name);
+    e.store.allow('list', undefined);
+    e.store.allow('getPod', undefined);
+  });
+
   test('an unconfirmed follower neither checks nor reclaims', async () => {
     const e = start();
     e.store.expect('list', () => ({ lease: theirs, resourceVersion: '30' }));
+    // Once unconfirmed, the elector lists afresh; in a partition that fails too.
+    e.store.allow('list', () => {
+      throw new ApiError('no route to host', 0);
+    });
     e.store.allow('getPod', () => null);
     e.store.allow('deleteLease', () => {
       throw new ApiError('etcd unavailable', 503);
