@@ -262,13 +262,14 @@ export class ChaosKubelet {
   }
 
   /** SIGKILLs the elector process of a pod (the container dies; the loop restarts it). */
-  killElector(state: PodState, restartDelayMs: number): boolean {
+  killElector(state: PodState, restartDelayMs: number, onKilled?: () => void): boolean {
     const s = state.sandbox;
     const pid = s ? electorPid(s) : undefined;
     if (!s || pid === undefined) return false;
     state.restartAt = performance.now() + restartDelayMs;
     try {
       process.kill(pid, 'SIGKILL');
+      onKilled?.();
       return true;
     } catch {
       return false;

@@ -66,6 +66,14 @@ export class Recorder {
     if (!prev || prev.t <= o.t) this.#latest.set(o.pod, o);
   }
 
+  /**
+   * Records that a pod's elector stopped answering now (the runner SIGKILLed it): the
+   * checker then ends its claim at this moment instead of at the next failed poll.
+   */
+  silence(pod: string, hostname: string): void {
+    this.#push({ t: performance.now(), pod, hostname, via: 'poll' });
+  }
+
   /** The most recent observation of a pod. */
   latest(pod: string): Observation | undefined {
     return this.#latest.get(pod);

@@ -441,11 +441,13 @@ class ScheduleRun {
     await Promise.all(names.map((name) => this.createPod(name)));
   }
 
-  async waitGone(name: string, timeoutMs = 30_000): Promise<void> {
+  /** Waits until no pod of this name (with this uid, when given) exists. */
+  async waitGone(name: string, timeoutMs = 30_000, uid?: string): Promise<void> {
     const deadline = performance.now() + timeoutMs;
     while (performance.now() < deadline) {
       try {
-        await this.core.readNamespacedPod({ name, namespace: this.namespace });
+        const pod = await this.core.readNamespacedPod({ name, namespace: this.namespace });
+        if (uid !== undefined && pod.metadata?.uid !== uid) return;
       } catch (err) {
         if (apiCode(err) === 404) return;
       }
@@ -560,7 +562,9 @@ class ScheduleRun {
         if (!t) return void r.notes.push(`no ${fault.target} to kill`);
         const wasLeader = fault.target === 'leader';
         designedIf(wasLeader, "the leader's elector is down: the lease stays, nobody else may lead");
-        if (!this.k.killElector(t, fault.restartDelayMs))
+        // The moment of the SIGKILL is when its answers stop: the recorder is told, so the
+        // checker ends the claim there rather than at the next failed poll.
+        if (!this.k.killElector(t, fault.restartDelayMs, () => this.recorder.silence(t.key, t.hostname)))
           r.notes.push(`${t.key}: no elector process to kill`);
         else r.notes.push(`killed the elector of ${t.key}`);
         return;
@@ -635,7 +639,29 @@ class ScheduleRun {
           }
         });
         r.notes.push(`deleted ${t.key} (${fault.mode}), ${fault.replacements} new pods`);
-        await this.replace(fault.replacements, fault.reuseName ? t.name : undefined);
+        const deletedAt = performance.now();
+        const replaced = this.replace(fault.replacements, fault.reuseName ? t.name : undefined);
+        // A deleted pod's object stays while it terminates (its kubelet stops it, then
+        // removes it) and while a finalizer holds it (`--cascade=orphan`: until the garbage
+        // collector has orphaned the Lease). The elector keeps such a pod's Lease on purpose
+        // (it may still run), so the fault heals when the object is gone.
+        const gone = await this.waitGone(t.name, 120_000, t.uid).then(
+          () => performance.now(),
+          () => undefined,
+        );
+        if (fault.target === 'leader') {
+          r.designed.push({
+            from: deletedAt,
+            to: gone ?? Infinity,
+            reason: "the deleted leader's pod object still exists (terminating, or held by a finalizer)",
+          });
+        }
+        r.notes.push(
+          gone === undefined
+            ? `${t.key}'s object was still there after 120 s`
+            : `${t.key}'s object gone ${(gone - deletedAt).toFixed(0)} ms after the delete`,
+        );
+        await replaced;
         return;
       }
       case 'finish': {
