@@ -59,6 +59,8 @@ export interface ElectorConfig {
   campaignJitterMs: number;
   /** Interval of SSE heartbeat comments. */
   sseHeartbeatMs: number;
+  /** Open SSE streams beyond which new ones are refused (503). */
+  sseMaxClients: number;
   identity: PodIdentity;
 }
 
@@ -76,7 +78,8 @@ export type OptionKey =
   | 'fencingTimeout'
   | 'ownerCheckInterval'
   | 'campaignJitter'
-  | 'sseHeartbeat';
+  | 'sseHeartbeat'
+  | 'sseMaxClients';
 
 /** The elector's settings; the single source of defaults (README table is tested against it). */
 export const OPTIONS: readonly OptionSpec[] = [
@@ -163,6 +166,14 @@ export const OPTIONS: readonly OptionSpec[] = [
     default: '15s',
     description: 'Interval of SSE heartbeat comments (keeps proxies from closing idle streams). 1s to 5m.',
   },
+  {
+    key: 'sseMaxClients',
+    flag: '--sse-max-clients',
+    env: 'ELECTOR_SSE_MAX_CLIENTS',
+    default: '1000',
+    description:
+      'Open SSE streams beyond which new ones get 503 with Retry-After (bounds memory against a client that leaks streams). 1 to 100000.',
+  },
 ];
 
 export type ParseResult = ParseOutcome<ElectorConfig>;
@@ -234,6 +245,13 @@ export function parseConfig(input: ParseInput): ParseResult {
     }
     return ms;
   };
+  const integer = (key: OptionKey, min: number, max: number): number => {
+    const text = raw(key);
+    const n = /^\d+$/.test(text) ? Number(text) : NaN;
+    if (!(n >= min && n <= max))
+      problems.push(`${nameOf(key)}: "${text}" is not a whole number from ${min} to ${max}`);
+    return n;
+  };
   const address = (key: OptionKey): ListenAddress | undefined => {
     const text = raw(key);
     if (text === '') return undefined;
@@ -303,6 +321,7 @@ export function parseConfig(input: ParseInput): ParseResult {
   const ownerCheckIntervalMs = duration('ownerCheckInterval', 1_000, 3_600_000);
   const campaignJitterMs = duration('campaignJitter', 0, 10_000);
   const sseHeartbeatMs = duration('sseHeartbeat', 1_000, 5 * 60_000);
+  const sseMaxClients = integer('sseMaxClients', 1, 100_000);
 
   if (problems.length > 0 || !httpAddress || !probe) return { kind: 'invalid', problems };
   return {
@@ -319,6 +338,7 @@ export function parseConfig(input: ParseInput): ParseResult {
       ownerCheckIntervalMs,
       campaignJitterMs,
       sseHeartbeatMs,
+      sseMaxClients,
       identity: { podName, podNamespace, podUid, hostname },
     },
   };

@@ -134,8 +134,9 @@ async function main(): Promise<void> {
           buildElectionApi({
             board,
             logger: httpLog,
-            sse: { heartbeatMs: config.sseHeartbeatMs },
+            sse: { heartbeatMs: config.sseHeartbeatMs, maxClients: config.sseMaxClients },
             onSseDropped: () => metrics.sseDropped.inc(),
+            onSseRejected: () => metrics.sseRejected.inc(),
           }),
         config.http,
         httpLog,

@@ -20,6 +20,7 @@ export interface ElectorMetrics {
   apiErrors: Counter<'operation' | 'code'>;
   apiRequests: Counter<'operation'>;
   sseDropped: Counter;
+  sseRejected: Counter;
 }
 
 export interface MetricSources {
@@ -108,6 +109,11 @@ export function createMetrics(sources: MetricSources): ElectorMetrics {
     sseDropped: new Counter({
       name: 'elector_sse_dropped_total',
       help: 'SSE clients disconnected because they did not read their stream.',
+      registers,
+    }),
+    sseRejected: new Counter({
+      name: 'elector_sse_rejected_total',
+      help: 'SSE connections refused (503) because --sse-max-clients streams were open.',
       registers,
     }),
   };

@@ -6,7 +6,8 @@
  * SSE: one `data:` event on connect and one per change, each with an `id:`; a `retry:` hint;
  * heartbeat comments; `X-Accel-Buffering: no` for proxies. Writes never wait: a client whose
  * socket buffer stays full is disconnected rather than allowed to hold anything up, and a
- * closed client is unsubscribed at once. Closing the app ends every stream (`preClose`).
+ * closed client is unsubscribed at once. Beyond `maxClients` open streams, new ones get 503
+ * with `Retry-After`. Closing the app ends every stream (`preClose`).
  */
 import fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { ServerResponse } from 'node:http';
@@ -22,6 +23,8 @@ export interface SseOptions {
   maxBufferedBytes: number;
   /** A client whose socket stays congested this long is disconnected. */
   slowClientMs: number;
+  /** Open streams (all listeners together) beyond which new ones get 503 and `Retry-After`. */
+  maxClients: number;
 }
 
 export const DEFAULT_SSE: SseOptions = {
@@ -29,6 +32,7 @@ export const DEFAULT_SSE: SseOptions = {
   retryMs: 2_000,
   maxBufferedBytes: 256 * 1024,
   slowClientMs: 30_000,
+  maxClients: 1000,
 };
 
 export interface ElectionApiOptions {
@@ -37,6 +41,8 @@ export interface ElectionApiOptions {
   sse?: Partial<SseOptions>;
   /** Called when a slow client is dropped (metrics). */
   onSseDropped?: () => void;
+  /** Called when a stream is refused because `maxClients` are open (metrics). */
+  onSseRejected?: () => void;
   /** Time source for congestion tracking; default `Date.now`. */
   now?: () => number;
 }
@@ -79,6 +85,18 @@ export function buildElectionApi(options: ElectionApiOptions): FastifyInstance {
     if (request.method === 'HEAD') {
       // A HEAD request gets the stream's headers, not a stream that never ends.
       return reply.code(200).header('content-type', 'text/event-stream; charset=utf-8').send();
+    }
+    if (board.subscriberCount >= sse.maxClients) {
+      // A client that reconnects in a loop without closing its streams must not grow the
+      // elector past its memory limit; `GET /` still answers.
+      options.onSseRejected?.();
+      return reply
+        .code(503)
+        .header('retry-after', String(Math.ceil(sse.retryMs / 1000)))
+        .send({
+          error: 'Service Unavailable',
+          message: `${board.subscriberCount} SSE streams are open, the limit (--sse-max-clients) is ${sse.maxClients}: close unused streams, or poll GET /`,
+        });
     }
     reply.hijack();
     const res = reply.raw;

@@ -38,6 +38,7 @@ describe('parseConfig', () => {
     assert.equal(c.ownerCheckIntervalMs, 30_000);
     assert.equal(c.campaignJitterMs, 200);
     assert.equal(c.sseHeartbeatMs, 15_000);
+    assert.equal(c.sseMaxClients, 1000);
     assert.deepEqual(c.identity, {
       podName: 'app-0',
       podNamespace: 'team',
@@ -111,6 +112,17 @@ describe('parseConfig', () => {
         `missing ${re} in ${JSON.stringify(p)}`,
       );
     assert.equal(p.length, expected.length, JSON.stringify(p));
+  });
+
+  test('--sse-max-clients takes a whole number from 1 to 100000', () => {
+    assert.equal(ok(['--election=a', '--sse-max-clients=5']).sseMaxClients, 5);
+    assert.equal(ok(['--election=a'], { ...POD, ELECTOR_SSE_MAX_CLIENTS: '100000' }).sseMaxClients, 100_000);
+    for (const bad of ['0', '100001', '-1', '1.5', '1e3', 'many', '']) {
+      const p = problems(['--election=a', `--sse-max-clients=${bad}`], POD);
+      assert.deepEqual(p, [
+        `--sse-max-clients (ELECTOR_SSE_MAX_CLIENTS): "${bad}" is not a whole number from 1 to 100000`,
+      ]);
+    }
   });
 
   test('the Lease must live in the pod namespace', () => {

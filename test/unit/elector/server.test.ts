@@ -276,6 +276,47 @@ describe('SSE', () => {
     });
   }
 
+  test('beyond maxClients open streams (over both listeners) a new one gets 503 with Retry-After; GET / still answers', async () => {
+    const board = new LeaderBoard();
+    board.publish(leader('a'), 1000);
+    let rejected = 0;
+    // Two listeners on one board, as the elector's 127.0.0.1 and ::1 pair.
+    const listen = () =>
+      listenAll(
+        () =>
+          buildElectionApi({
+            board,
+            logger: log,
+            sse: { maxClients: 2, retryMs: 3000 },
+            onSseRejected: () => rejected++,
+          }),
+        [{ host: '127.0.0.1', port: 0 }],
+        log,
+      );
+    const both = [...(await listen()), ...(await listen())];
+    started.push(...both.map((b) => b.app));
+    const [first, second] = both.map((b) => `http://127.0.0.1:${b.address.port}`);
+    const a = sseClient(first!);
+    const b = sseClient(second!);
+    await Promise.all([a.ready, b.ready]);
+    await until('both subscribed', () => board.subscriberCount === 2);
+    const refused = await get(`${first}/sse`);
+    assert.equal(refused.status, 503);
+    assert.equal(refused.headers['retry-after'], '3');
+    assert.match(refused.body, /2 SSE streams are open, the limit \(--sse-max-clients\) is 2/);
+    assert.equal(rejected, 1);
+    assert.equal((await get(`${second}/`)).status, 200);
+    // A closed stream frees its place.
+    a.close();
+    await until('unsubscribed', () => board.subscriberCount === 1);
+    const c = sseClient(second!);
+    await c.ready;
+    assert.equal(c.headers?.['content-type'], 'text/event-stream; charset=utf-8');
+    await until('b and c subscribed', () => board.subscriberCount === 2);
+    b.close();
+    c.close();
+  });
+
   test('closing the server ends open streams promptly', async () => {
     const board = new LeaderBoard();
     const { app, url } = await serve(board);
@@ -323,3 +364,17 @@ describe('listenAll', () => {
     }
   });
 });
+
+/** A plain GET on a fresh connection: status, headers, body. */
+function get(url: string): Promise<{ status: number; headers: IncomingMessage['headers']; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = request(url, { agent: false }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (c: string) => (body += c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
