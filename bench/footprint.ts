@@ -17,7 +17,7 @@ import { CoreV1Api } from '@kubernetes/client-node';
 import { spawn, spawnSync } from 'node:child_process';
 import { request } from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { ELECTOR_NODE_OPTIONS } from '../common/constants.ts';
+import { INJECTED_NODE_OPTIONS } from '../webhook/inject.ts';
 import { startCluster } from '../test/harness/cluster.ts';
 import {
   createPod,
@@ -32,7 +32,7 @@ const starts = Number(process.argv[2] ?? 10);
 const sseCycles = Number(process.argv[3] ?? 10_000);
 const podCount = Number(process.argv[4] ?? 1000);
 const ELECTION = 'app';
-const INJECTED_ENV = { NODE_OPTIONS: ELECTOR_NODE_OPTIONS };
+const INJECTED_ENV = { NODE_OPTIONS: INJECTED_NODE_OPTIONS };
 
 requireBuild();
 
@@ -231,7 +231,7 @@ try {
   );
   writeReport('footprint', {
     command: `node bench/footprint.ts ${starts} ${sseCycles} ${podCount}`,
-    nodeOptions: ELECTOR_NODE_OPTIONS,
+    nodeOptions: INJECTED_NODE_OPTIONS,
     startToReadyMs: { bareNode: bs, firstCandidate: leaderReadyMs, follower: fs },
     idle,
     sse: {

@@ -10,7 +10,7 @@
  *   node bench/scale.ts [steps = 50,100,200,300] [window seconds = 60]
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import { ELECTOR_NODE_OPTIONS } from '../common/constants.ts';
+import { INJECTED_NODE_OPTIONS } from '../webhook/inject.ts';
 import { startCluster } from '../test/harness/cluster.ts';
 import {
   createPod,
@@ -75,7 +75,7 @@ try {
           pod,
           kubeconfigPath,
           entry: 'dist/elector.js',
-          env: { NODE_OPTIONS: ELECTOR_NODE_OPTIONS },
+          env: { NODE_OPTIONS: INJECTED_NODE_OPTIONS },
           startTimeoutMs: 120_000,
         }),
       );

@@ -26,9 +26,10 @@ export const ENV_ELECTOR_GET_URL = 'ELECTOR_GET_URL';
 export const ENV_ELECTOR_SSE_URL = 'ELECTOR_SSE_URL';
 
 /**
- * Node.js options for the injected elector. A 1 MiB young generation keeps its idle RSS near
- * 90 MiB instead of ~110 MiB (measured: test/integration/elector/measure.test.ts), well inside
- * its memory limit; `--no-deprecation` silences a dependency's punycode warning on stderr.
+ * Node.js options the injected elector always gets. A 1 MiB young generation keeps its idle
+ * RSS near 90 MiB instead of ~110 MiB (measured: test/integration/elector/measure.test.ts);
+ * `--no-deprecation` silences a dependency's punycode warning on stderr. The webhook adds an
+ * old-space cap sized to the container's memory limit (webhook/inject.ts `electorNodeOptions`).
  * V8 reads these only at start, so they go in the env, not in the code.
  */
 export const ELECTOR_NODE_OPTIONS = '--max-semi-space-size=1 --no-deprecation';

@@ -365,12 +365,42 @@ const MODES: readonly ElectorMode[] = ['native-sidecar', 'container'];
 /** Kubernetes resource quantities (the forms people write; exponents are rare and refused). */
 const QUANTITY = /^(\d+(\.\d+)?|\.\d+)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$/;
 
+const QUANTITY_FACTORS: Readonly<Record<string, number>> = {
+  m: 1e-3,
+  k: 1e3,
+  M: 1e6,
+  G: 1e9,
+  T: 1e12,
+  P: 1e15,
+  E: 1e18,
+  Ki: 2 ** 10,
+  Mi: 2 ** 20,
+  Gi: 2 ** 30,
+  Ti: 2 ** 40,
+  Pi: 2 ** 50,
+  Ei: 2 ** 60,
+};
+
+/** The value of a Kubernetes quantity (`128Mi` is 134217728, `1.5G` 1.5e9); undefined when invalid. */
+export function quantityValue(text: string): number | undefined {
+  const m = QUANTITY.exec(text);
+  if (!m) return undefined;
+  return Number(m[1]) * (m[3] ? QUANTITY_FACTORS[m[3]]! : 1);
+}
+
 /** Parses a byte size: `1048576`, `512Ki`, `7Mi`; undefined when invalid. */
 export function parseBytes(text: string): number | undefined {
   const m = /^(\d+)(Ki|Mi|Gi)?$/.exec(text.trim());
   if (!m) return undefined;
   const factor = m[2] === 'Ki' ? 1024 : m[2] === 'Mi' ? 1024 ** 2 : m[2] === 'Gi' ? 1024 ** 3 : 1;
   return Number(m[1]) * factor;
+}
+
+/** An option's default text (as documented), e.g. `defaultOf('electorMemoryLimit')` is `128Mi`. */
+export function defaultOf(key: OptionKey): string {
+  const option = OPTIONS.find((o) => o.key === key);
+  if (!option) throw new Error(`no option ${key}`);
+  return option.default;
 }
 
 /** Usage text, generated from {@link OPTIONS}. */

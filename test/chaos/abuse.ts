@@ -25,6 +25,10 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import type { ClusterClient } from '../harness/client.ts';
 import { createPod, grantElection, startElector, type ElectorProcess } from '../harness/elector-process.ts';
+import { defaultOf, quantityValue } from '../../webhook/config.ts';
+import { INJECTED_NODE_OPTIONS } from '../../webhook/inject.ts';
+import { createMemoryCgroup, type MemoryCgroup } from '../harness/memcg.ts';
+import { eventually } from '../harness/wait.ts';
 import { createReview } from '../unit/webhook/helpers.ts';
 import { startWebhookProcess, type WebhookProcess } from '../unit/webhook/webhook-process.ts';
 import type { Bundle } from './bundle.ts';
@@ -403,6 +407,7 @@ export async function leadingElector(
   prefix: string,
   args: string[] = [],
   env: Record<string, string> = {},
+  cgroup?: MemoryCgroup,
 ): Promise<{ elector: ElectorProcess; namespace: string; kubeconfigPath: string }> {
   const namespace = await cluster.createNamespace(prefix);
   const kubeconfigPath = await grantElection(cluster, namespace, 'app');
@@ -414,13 +419,16 @@ export async function leadingElector(
     entry: path.join(bundle.dir, 'elector.js'),
     args,
     env,
+    ...(cgroup ? { cgroup } : {}),
   });
   await elector.waitFor((r) => r.is_leader, 30_000, 'leadership');
   return { elector, namespace, kubeconfigPath };
 }
 
-/** The memory limit the webhook gives the elector container (test/unit/webhook/helpers: 128Mi). */
-export const ELECTOR_MEMORY_LIMIT_MIB = 128;
+/** The memory limit the webhook gives the elector container by default (128Mi). */
+export const ELECTOR_MEMORY_LIMIT_MIB = quantityValue(defaultOf('electorMemoryLimit'))! / 2 ** 20;
+/** The elector's SSE stream cap in these checks: above the 500 unread streams of check 3. */
+const SSE_MAX_CLIENTS = 600;
 /** How much abuse may add to the elector's live memory (heap used + external). */
 export const GROWTH_BOUND_MIB = 32;
 
@@ -430,7 +438,17 @@ export async function electorHttpAbuse(
   scale: Scale,
 ): Promise<CheckResult[]> {
   const full = scale === 'full';
-  const { elector } = await leadingElector(cluster, bundle, 'abuse-http', ['--sse-heartbeat=1s']);
+  // As injected: the container's Node.js options, under its memory limit where this machine
+  // lets us set one (a kernel memory cgroup: over the limit, the elector is OOM-killed).
+  const cgroup = createMemoryCgroup('elector-abuse', ELECTOR_MEMORY_LIMIT_MIB);
+  const { elector } = await leadingElector(
+    cluster,
+    bundle,
+    'abuse-http',
+    ['--sse-heartbeat=1s', `--sse-max-clients=${SSE_MAX_CLIENTS}`],
+    { NODE_OPTIONS: INJECTED_NODE_OPTIONS },
+    cgroup ?? undefined,
+  );
   const port = Number(new URL(elector.apiUrl).port);
   const results: CheckResult[] = [];
   const rss = () => rssMiB(elector.pid);
@@ -605,21 +623,72 @@ export async function electorHttpAbuse(
       await alive(r);
       results.push(r);
     }
+
+    // 4. A client that leaks streams: opens more than --sse-max-clients and closes none.
+    {
+      const r: CheckResult = { name: 'elector: a client that leaks SSE streams', figures: [], problems: [] };
+      await eventually(
+        'the unread streams closed',
+        async () => (await elector.metric('elector_sse_clients')) === 0,
+        10_000,
+      );
+      const n = SSE_MAX_CLIENTS + 100;
+      const streams: Socket[] = [];
+      const answers = new Map<string, number>();
+      await inParallel(n, 50, async () => {
+        const s = netConnect(port, '127.0.0.1');
+        s.on('error', () => undefined);
+        streams.push(s);
+        s.write('GET /sse HTTP/1.1\r\nHost: localhost\r\n\r\n');
+        const head = await new Promise<string>((res) => {
+          let t = '';
+          s.on('data', (c: Buffer) => {
+            t += c.toString();
+            if (t.includes('\r\n\r\n')) res(t);
+          });
+          setTimeout(() => res(t), 5000).unref();
+        });
+        const status = /^HTTP\/1\.1 (\d+)/.exec(head)?.[1] ?? 'none';
+        answers.set(status, (answers.get(status) ?? 0) + 1);
+      });
+      const open = await elector.metric('elector_sse_clients');
+      const rejected = await elector.metric('elector_sse_rejected_total');
+      const health = await getStatus(`${elector.apiUrl}/`);
+      r.figures.push(
+        `${n} streams opened, none closed: ${[...answers].map(([k, v]) => `${v}× ${k}`).join(', ')}; open ${open}, refused ${rejected}; GET / ${health}`,
+      );
+      if (open !== SSE_MAX_CLIENTS) r.problems.push(`${open} streams open, the limit is ${SSE_MAX_CLIENTS}`);
+      if (answers.get('503') !== n - SSE_MAX_CLIENTS)
+        r.problems.push(`${answers.get('503') ?? 0} refused with 503, expected ${n - SSE_MAX_CLIENTS}`);
+      for (const s of streams) s.destroy();
+      await alive(r);
+      results.push(r);
+    }
   } finally {
     clearInterval(sampler);
     peak = Math.max(peak, rss());
     const grown = held.min - idle.min;
+    const problems = !(grown <= GROWTH_BOUND_MIB)
+      ? [`the elector held ${grown.toFixed(0)} MiB more under abuse (bound ${GROWTH_BOUND_MIB} MiB)`]
+      : [];
+    const oomKills = cgroup?.oomKills() ?? 0;
+    if (oomKills > 0)
+      problems.push(
+        `the kernel OOM-killed the elector ${oomKills}× at its ${ELECTOR_MEMORY_LIMIT_MIB} MiB limit`,
+      );
     results.push({
       name: 'elector: memory',
       figures: [
         `heap used + external: ${idle.min.toFixed(0)} MiB idle; with the unread clients connected ${held.min.toFixed(0)}-${held.max.toFixed(0)} MiB (held +${grown.toFixed(0)} MiB; bound +${GROWTH_BOUND_MIB} MiB)`,
-        `RSS ${baseline.toFixed(0)} MiB idle, peak ${peak.toFixed(0)} MiB (heap sized to this machine, not to the injected ${ELECTOR_MEMORY_LIMIT_MIB} MiB limit)`,
+        `RSS ${baseline.toFixed(0)} MiB idle, peak ${peak.toFixed(0)} MiB; ` +
+          (cgroup
+            ? `cgroup limit ${ELECTOR_MEMORY_LIMIT_MIB} MiB, peak charge ${cgroup.peakMiB().toFixed(0)} MiB, ${oomKills} OOM kills`
+            : `no memory cgroup on this machine: the ${ELECTOR_MEMORY_LIMIT_MIB} MiB limit is not enforced`),
       ],
-      problems: !(grown <= GROWTH_BOUND_MIB)
-        ? [`the elector held ${grown.toFixed(0)} MiB more under abuse (bound ${GROWTH_BOUND_MIB} MiB)`]
-        : [],
+      problems,
     });
     await elector.stop();
+    cgroup?.remove();
   }
   return results;
 }

@@ -117,6 +117,8 @@ export interface StartElectorOptions {
   logFile?: string;
   /** How long to wait for the servers to listen; default 20 s. */
   startTimeoutMs?: number;
+  /** Run inside this memory cgroup (harness/memcg.ts), as under a container memory limit. */
+  cgroup?: { procsFile: string };
 }
 
 interface LogLine {
@@ -308,6 +310,7 @@ export async function startElector(options: StartElectorOptions): Promise<Electo
     logFile,
     env,
     cwd: REPO_ROOT,
+    ...(options.cgroup ? { cgroup: options.cgroup } : {}),
   });
   const elector = new ElectorProcess(proc, options.pod, hostname, spawnedAt);
 

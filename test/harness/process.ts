@@ -41,6 +41,8 @@ export interface ManagedProcessOptions {
   logFile: string;
   env?: NodeJS.ProcessEnv;
   cwd?: string;
+  /** A memory cgroup (harness/memcg.ts) the process runs in from its first instruction. */
+  cgroup?: { procsFile: string };
 }
 
 export class ManagedProcess {
@@ -56,9 +58,20 @@ export class ManagedProcess {
     this.logFile = options.logFile;
     const log = createWriteStream(options.logFile, { flags: 'a' });
     const wrapper = setpriv();
+    // Joining the cgroup before exec charges all the program's memory to it.
+    const argv = options.cgroup
+      ? [
+          '/bin/sh',
+          '-c',
+          'echo $$ > "$0" && exec "$@"',
+          options.cgroup.procsFile,
+          options.command,
+          ...options.args,
+        ]
+      : [options.command, ...options.args];
     const [cmd, args] = wrapper
-      ? [wrapper, ['--pdeathsig', 'SIGKILL', '--', options.command, ...options.args]]
-      : [options.command, options.args];
+      ? [wrapper, ['--pdeathsig', 'SIGKILL', '--', ...argv]]
+      : [argv[0]!, argv.slice(1)];
     this.child = spawn(cmd, args, {
       stdio: ['ignore', 'pipe', 'pipe'],
       env: options.env ?? process.env,

@@ -2,9 +2,11 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import {
+  defaultOf,
   OPTIONS,
   optionsTable,
   parseBytes,
+  quantityValue,
   parseConfig,
   usage,
   type WebhookConfig,
@@ -219,5 +221,20 @@ describe('webhook config', () => {
     assert.equal(parseBytes('3Ki'), 3072);
     assert.equal(parseBytes('7Mi'), 7 * 1024 * 1024);
     assert.equal(parseBytes('7MB'), undefined);
+  });
+
+  test('quantityValue: binary and decimal suffixes, milli, invalid forms', () => {
+    assert.equal(quantityValue('128Mi'), 128 * 2 ** 20);
+    assert.equal(quantityValue('1.5G'), 1.5e9);
+    assert.equal(quantityValue('.5Gi'), 2 ** 29);
+    assert.equal(quantityValue('500m'), 0.5);
+    assert.equal(quantityValue('64'), 64);
+    for (const bad of ['', '128MB', '1e3', '-1Mi', 'Mi', '12 Mi'])
+      assert.equal(quantityValue(bad), undefined, bad);
+  });
+
+  test('defaultOf gives the documented default and refuses an unknown key', () => {
+    assert.equal(defaultOf('electorMemoryLimit'), '128Mi');
+    assert.throws(() => defaultOf('nope' as never), /no option nope/);
   });
 });

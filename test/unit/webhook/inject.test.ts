@@ -5,7 +5,9 @@ import { describe, test } from 'node:test';
 import {
   decide,
   electionName,
+  electorNodeOptions,
   inject,
+  INJECTED_NODE_OPTIONS,
   isValidElectionName,
   optIn,
   toElectionName,
@@ -436,5 +438,27 @@ describe('transformation', () => {
     }).pod.spec?.initContainers?.[0];
     assert.deepEqual(custom?.command, ['node', '/app/dist/elector.js']);
     assert.match(custom?.args?.[0] ?? '', /^--election=/);
+  });
+});
+
+describe("the elector's NODE_OPTIONS follow its memory limit", () => {
+  test('old space is half the limit, at least 32 MiB; no limit, no cap', () => {
+    const base = '--max-semi-space-size=1 --no-deprecation';
+    assert.equal(electorNodeOptions('128Mi'), `${base} --max-old-space-size=64`);
+    assert.equal(electorNodeOptions('1Gi'), `${base} --max-old-space-size=512`);
+    assert.equal(electorNodeOptions('300M'), `${base} --max-old-space-size=143`);
+    assert.equal(electorNodeOptions('48Mi'), `${base} --max-old-space-size=32`);
+    assert.equal(electorNodeOptions(''), base);
+    assert.equal(INJECTED_NODE_OPTIONS, electorNodeOptions('128Mi'));
+  });
+
+  test('the injected container gets them from the configured limit', () => {
+    const config = { ...TEST_CONFIG, resources: { ...TEST_CONFIG.resources, memoryLimit: '256Mi' } };
+    const out = injected(pod(), config);
+    const elector = [...(out.pod.spec?.initContainers ?? []), ...(out.pod.spec?.containers ?? [])].find(
+      (c) => c.name === 'elector',
+    );
+    assert.equal(elector?.resources?.limits?.['memory'], '256Mi');
+    assert.equal(elector?.env?.find((e) => e.name === 'NODE_OPTIONS')?.value, electorNodeOptions('256Mi'));
   });
 });
