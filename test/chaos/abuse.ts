@@ -15,7 +15,13 @@
  * Each check returns figures for the report and problems; `scale` picks sample (the test
  * command) or full (`npm run chaos`) counts.
  */
-import { CoordinationV1Api, V1MicroTime, type V1Lease } from '@kubernetes/client-node';
+import {
+  CoordinationV1Api,
+  loadYaml,
+  V1MicroTime,
+  type V1Deployment,
+  type V1Lease,
+} from '@kubernetes/client-node';
 import { readFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest, type Agent } from 'node:https';
@@ -161,9 +167,33 @@ async function inParallel<T>(n: number, width: number, fn: (i: number) => Promis
   return out;
 }
 
-export async function webhookHttpsAbuse(scale: Scale): Promise<CheckResult[]> {
+/** The webhook container of manifests/base: its memory limit and the env a test process takes from it. */
+export function webhookContainer(): { memoryLimitMiB: number; env: Record<string, string> } {
+  const deployment = loadYaml<V1Deployment>(
+    readFileSync(path.join(import.meta.dirname, '../../manifests/base/deployment.yaml'), 'utf8'),
+  );
+  const container = deployment.spec?.template.spec?.containers.find((c) => c.name === 'webhook');
+  const limit = quantityValue(String(container?.resources?.limits?.['memory'] ?? ''));
+  if (!container || limit === undefined)
+    throw new Error('manifests/base/deployment.yaml: no webhook memory limit');
+  const env: Record<string, string> = {};
+  for (const e of container.env ?? [])
+    if (e.name === 'NODE_OPTIONS' && e.value) env['NODE_OPTIONS'] = e.value;
+  return { memoryLimitMiB: limit / 2 ** 20, env };
+}
+
+export async function webhookHttpsAbuse(scale: Scale, bundle: Bundle): Promise<CheckResult[]> {
   const full = scale === 'full';
-  const wh = await startWebhookProcess({ args: ['--reconcile-rbac=false', '--log-level=info'] });
+  // As deployed: the bundle the image runs, with the Deployment's NODE_OPTIONS, under its
+  // memory limit where this machine lets us set one (over it, the kernel OOM-kills it).
+  const deployed = webhookContainer();
+  const cgroup = createMemoryCgroup('webhook-abuse', deployed.memoryLimitMiB);
+  const wh = await startWebhookProcess({
+    args: ['--reconcile-rbac=false', '--log-level=info'],
+    entry: path.join(bundle.dir, 'webhook.js'),
+    env: deployed.env,
+    ...(cgroup ? { cgroup } : {}),
+  });
   // The webhook is a plain child process: take it down if this process ends first.
   const killOnExit = () => wh.child.kill('SIGKILL');
   process.once('exit', killOnExit);
@@ -351,20 +381,29 @@ export async function webhookHttpsAbuse(scale: Scale): Promise<CheckResult[]> {
     const fatal = wh.logs.filter(
       (l) => l['level'] === 'fatal' || l['level'] === 60 || l['level'] === 'error',
     );
+    const oomKills = cgroup?.oomKills() ?? 0;
+    const limit = deployed.memoryLimitMiB;
     results.push({
       name: 'webhook: after the abuse',
       figures: [
-        `/healthz ${health}; RSS ${rssBefore.toFixed(0)} MiB before, ${rssAfter.toFixed(0)} MiB after`,
+        `/healthz ${health}; RSS ${rssBefore.toFixed(0)} MiB before, ${rssAfter.toFixed(0)} MiB after; ` +
+          (cgroup
+            ? `cgroup limit ${limit} MiB (the Deployment's), peak charge ${cgroup.peakMiB().toFixed(0)} MiB, ${oomKills} OOM kills`
+            : `no memory cgroup on this machine: the Deployment's ${limit} MiB limit is not enforced`),
       ],
       problems: [
         ...(health === 200 ? [] : [`/healthz answered ${health}`]),
-        ...(rssAfter > 400 ? [`RSS ${rssAfter.toFixed(0)} MiB after the abuse`] : []),
+        ...(oomKills > 0 ? [`the kernel OOM-killed the webhook ${oomKills}× at its ${limit} MiB limit`] : []),
+        ...(!cgroup && rssAfter > limit
+          ? [`RSS ${rssAfter.toFixed(0)} MiB after the abuse, over the ${limit} MiB limit`]
+          : []),
         ...fatal.slice(0, 3).map((l) => `logged ${String(l['level'])}: ${String(l['msg'])}`),
       ],
     });
   } finally {
     await wh.stop(2000);
     process.removeListener('exit', killOnExit);
+    cgroup?.remove();
   }
   return results;
 }
@@ -889,9 +928,14 @@ export async function runAbuse(options: {
       failures.push(...r.problems.map((p) => `${r.name}: ${p}`));
     }
   };
-  options.log('abuse: webhook over HTTPS');
-  report(await webhookHttpsAbuse(options.scale));
   const bundle = await buildBundle();
+  options.log('abuse: webhook over HTTPS');
+  report(
+    await webhookHttpsAbuse(options.scale, bundle).catch((err: unknown) => {
+      bundle.remove();
+      throw err;
+    }),
+  );
   const cluster = await startCluster();
   try {
     options.log('abuse: elector HTTP');

@@ -1,5 +1,5 @@
 /**
- * A private build of the image's entrypoint (cli.js + elector.js) for the chaos runs, in a
+ * A private build of the image's entrypoint (cli.js, elector.js, webhook.js) for the chaos runs, in a
  * folder of their own: the shared dist/ may be rebuilt (removed, then written) by another
  * command while a long run restarts electors. Same esbuild settings as scripts/build.ts.
  */
@@ -28,7 +28,7 @@ export async function buildBundle(): Promise<Bundle> {
   } as const;
   await build({
     ...common,
-    entryPoints: { elector: 'elector/main.ts' },
+    entryPoints: { elector: 'elector/main.ts', webhook: 'webhook/main.ts' },
     bundle: true,
     sourcemap: 'linked',
     minifySyntax: true,

@@ -1,12 +1,14 @@
 /**
  * Input abuse of the webhook, sample counts (`npm run chaos` runs tens of thousands of fuzz
  * cases and larger abuse): fuzzing through its HTTP layer (test/chaos/fuzz.ts), then the
- * real process over HTTPS: slowloris, oversized and truncated bodies, many concurrent
+ * real process (the bundle, as the image runs it, under the Deployment's memory limit in a
+ * kernel memory cgroup where this machine has one) over HTTPS: slowloris, oversized and truncated bodies, many concurrent
  * connections, failing TLS handshakes, with a canary client answered throughout.
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { webhookHttpsAbuse } from '../../chaos/abuse.ts';
+import { buildBundle } from '../../chaos/bundle.ts';
 import { runWebhookFuzz } from '../../chaos/fuzz.ts';
 
 const FUZZ_CASES = Number(process.env['FUZZ_CASES'] ?? 4000);
@@ -23,7 +25,8 @@ describe('webhook abuse', () => {
   });
 
   test('over HTTPS: slowloris, oversized and truncated bodies, many connections, failing handshakes', async (t) => {
-    const results = await webhookHttpsAbuse('sample');
+    const bundle = await buildBundle();
+    const results = await webhookHttpsAbuse('sample', bundle).finally(() => bundle.remove());
     for (const r of results) t.diagnostic(`${r.name}: ${r.figures.join('; ')}`);
     assert.deepEqual(
       results.flatMap((r) => r.problems.map((p) => `${r.name}: ${p}`)),

@@ -40,6 +40,10 @@ export interface StartWebhookOptions {
   /** Defaults to a test image. */
   electorImage?: string | null;
   timeoutMs?: number;
+  /** Entry point; default `webhook/main.ts` (e.g. the bundle's `webhook.js`, as the image runs it). */
+  entry?: string;
+  /** A memory cgroup (test/harness/memcg.ts) to run in, as under the container's memory limit. */
+  cgroup?: { procsFile: string };
 }
 
 export async function startWebhookProcess(options: StartWebhookOptions = {}): Promise<WebhookProcess> {
@@ -52,7 +56,7 @@ export async function startWebhookProcess(options: StartWebhookOptions = {}): Pr
 
   const image = options.electorImage === undefined ? 'registry.example/lifelease:test' : options.electorImage;
   const args = [
-    MAIN,
+    options.entry ?? MAIN,
     `--tls-cert-file=${certFile}`,
     `--tls-private-key-file=${keyFile}`,
     '--listen-address=127.0.0.1:0',
@@ -61,7 +65,11 @@ export async function startWebhookProcess(options: StartWebhookOptions = {}): Pr
     ...(image ? [`--elector-image=${image}`] : []),
     ...(options.args ?? []),
   ];
-  const child = spawn(process.execPath, args, {
+  // Joining the cgroup before exec charges all the webhook's memory to it.
+  const [command, argv] = options.cgroup
+    ? ['/bin/sh', ['-c', 'echo $$ > "$0" && exec "$@"', options.cgroup.procsFile, process.execPath, ...args]]
+    : [process.execPath, args];
+  const child = spawn(command, argv, {
     env: { PATH: process.env['PATH'] ?? '', ...options.env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
