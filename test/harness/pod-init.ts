@@ -36,6 +36,8 @@ export interface PodInitConfig {
   env: Record<string, string>;
   /** Written once the sandbox is set up and the command started. */
   readyFile: string;
+  /** The container's memory cgroup (`cgroup.procs`), when its memory limit is enforced. */
+  cgroupProcs?: string;
   /** With a pod network: written once the namespaces exist; then wait for `networkReadyFile`. */
   namespaceReadyFile?: string;
   networkReadyFile?: string;
@@ -133,7 +135,11 @@ let restarting = false;
 const pdeathsig =
   spawnSync('setpriv', ['--help'], { encoding: 'utf8' }).stdout?.includes('--pdeathsig') ?? false;
 function startContainer(): ChildProcess {
-  const argv = pdeathsig ? ['setpriv', '--pdeathsig', 'SIGKILL', '--', cmd!, ...args] : [cmd!, ...args];
+  // In its memory cgroup from its first instruction (the limit binds the container, not pod-init).
+  const inGroup = config.cgroupProcs
+    ? ['/bin/sh', '-c', 'echo $$ > "$0" && exec "$@"', config.cgroupProcs, cmd!, ...args]
+    : [cmd!, ...args];
+  const argv = pdeathsig ? ['setpriv', '--pdeathsig', 'SIGKILL', '--', ...inGroup] : inGroup;
   const child = spawn(argv[0]!, argv.slice(1), { stdio: 'inherit', env: config.env });
   child.on('exit', (code, signal) => {
     if (restarting) {

@@ -28,6 +28,8 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ClusterClient } from './client.ts';
 import type { PodInitConfig } from './pod-init.ts';
+import { quantityValue } from '../../webhook/config.ts';
+import { createMemoryCgroup, type MemoryCgroup } from './memcg.ts';
 import { ManagedProcess } from './process.ts';
 
 const SA_MOUNT = '/var/run/secrets/kubernetes.io/serviceaccount';
@@ -89,23 +91,11 @@ function fieldRef(pod: V1Pod, fieldPath: string): string {
   return simple[fieldPath] ?? '';
 }
 
-/** Kubernetes quantities, enough for resourceFieldRef (cpu in cores, memory in bytes). */
+/** A Kubernetes quantity's value (cpu in cores, memory in bytes). */
 function quantity(q: string): number {
-  const m = /^([0-9.]+)([a-zA-Z]*)$/.exec(q);
-  if (!m) throw new Error(`bad quantity ${q}`);
-  const units: Record<string, number> = {
-    '': 1,
-    m: 1e-3,
-    k: 1e3,
-    M: 1e6,
-    G: 1e9,
-    Ki: 1024,
-    Mi: 1024 ** 2,
-    Gi: 1024 ** 3,
-  };
-  const unit = units[m[2]!];
-  if (unit === undefined) throw new Error(`unsupported quantity unit in ${q}`);
-  return Number(m[1]) * unit;
+  const v = quantityValue(q);
+  if (v === undefined) throw new Error(`pod sandbox: bad quantity ${q}`);
+  return v;
 }
 
 function resourceFieldRef(container: V1Container, resource: string, divisor?: string): string {
@@ -257,6 +247,8 @@ export class PodSandbox {
   readonly dir: string;
   /** The pod's IP when started with `podNetwork`, else 127.0.0.1 (its own loopback). */
   podIP = '127.0.0.1';
+  /** The container's memory cgroup: null without a memory limit, or where cgroups are read-only. */
+  readonly memoryCgroup: MemoryCgroup | null;
   private readonly apiLink: ApiLink;
 
   private constructor(
@@ -265,6 +257,7 @@ export class PodSandbox {
     proc: ManagedProcess,
     dir: string,
     apiLink: ApiLink,
+    memoryCgroup: MemoryCgroup | null,
   ) {
     this.pod = pod;
     this.container = container;
@@ -272,6 +265,12 @@ export class PodSandbox {
     this.process = proc;
     this.dir = dir;
     this.apiLink = apiLink;
+    this.memoryCgroup = memoryCgroup;
+  }
+
+  /** Times the kernel OOM-killed the container at its memory limit (0 when not enforced). */
+  oomKills(): number {
+    return this.memoryCgroup?.oomKills() ?? 0;
   }
 
   /** Starts the container and resolves once it runs (not once it is ready: see `waitForStartupProbe`). */
@@ -346,6 +345,16 @@ export class PodSandbox {
           }
         : {}),
     };
+    // The container's memory limit, enforced by the kernel where this machine allows it.
+    const memoryLimit = container.resources?.limits?.['memory'];
+    const cgroup =
+      memoryLimit === undefined
+        ? null
+        : createMemoryCgroup(
+            `${pod.metadata?.name ?? 'pod'}-${container.name}`.slice(0, 80),
+            Math.ceil(quantity(String(memoryLimit)) / 2 ** 20),
+          );
+    if (cgroup) config.cgroupProcs = cgroup.procsFile;
     const configFile = path.join(dir, 'config.json');
     await writeFile(configFile, JSON.stringify(config), { mode: 0o600 });
 
@@ -367,7 +376,7 @@ export class PodSandbox {
       ],
       logFile: options.logFile ?? path.join(dir, 'container.log'),
     });
-    const sandbox = new PodSandbox(pod, container, proc, dir, apiLink);
+    const sandbox = new PodSandbox(pod, container, proc, dir, apiLink, cgroup);
     if (network) {
       sandbox.podIP = network.podIP;
       try {
@@ -499,6 +508,7 @@ export class PodSandbox {
     this.cutApiServer();
     await new Promise<void>((resolve) => this.apiLink.server.close(() => resolve()));
     const result = await this.process.exited;
+    this.memoryCgroup?.remove();
     await rm(this.dir, { recursive: true, force: true });
     return result;
   }

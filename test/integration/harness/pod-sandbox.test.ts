@@ -1,6 +1,7 @@
 /**
  * The kubelet stand-in runs a container as its Pod spec says: own hostname and loopback,
- * downward-API env, in-cluster credentials bound to the Pod, and a cuttable API path.
+ * downward-API env, in-cluster credentials bound to the Pod, a cuttable API path, and its
+ * memory limit enforced by the kernel.
  */
 import { CoreV1Api, type V1Pod } from '@kubernetes/client-node';
 import assert from 'node:assert/strict';
@@ -8,6 +9,7 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { createMemoryCgroup } from '../../harness/memcg.ts';
 import { expand, PodSandbox, podHostname } from '../../harness/pod-sandbox.ts';
 import { sharedCluster, type TestCluster } from '../../harness/shared.ts';
 
@@ -37,7 +39,8 @@ async function createPod(name: string, extra: Partial<V1Pod['spec']> = {}): Prom
             image: 'example.invalid/pod-app',
             args: ['$(PORT)'],
             ports: [{ containerPort: 4040 }],
-            resources: { limits: { memory: '64Mi' } },
+            // The kernel enforces it (a memory cgroup): the app with its client library needs ~120 MiB.
+            resources: { limits: { memory: '192Mi' } },
             env: [
               { name: 'PORT', value: '4040' },
               { name: 'POD_NAME', valueFrom: { fieldRef: { fieldPath: 'metadata.name' } } },
@@ -88,7 +91,7 @@ describe('pod sandbox (kubelet stand-in)', () => {
         assert.equal(info.env['POD_NAME'], pod.metadata!.name);
         assert.equal(info.env['POD_UID'], pod.metadata!.uid);
         assert.equal(info.env['TEAM'], 'blue');
-        assert.equal(info.env['MEM'], '64');
+        assert.equal(info.env['MEM'], '192');
         assert.equal(info.env['URL'], 'http://localhost:4040/');
       }
     } finally {
@@ -159,6 +162,27 @@ describe('pod sandbox (kubelet stand-in)', () => {
     }
   });
 
+  test("the container memory limit is the kernel's: within it the app runs, beyond it the kernel OOM-kills it", async (t) => {
+    const probe = createMemoryCgroup('probe', 64);
+    if (!probe) return t.skip('this machine lets us make no memory cgroup');
+    probe.remove();
+    const pod = await createPod('app-oom');
+    const box = await PodSandbox.start({ cluster, pod, container: 'app', entrypoint });
+    try {
+      assert.ok(box.memoryCgroup, 'a container with a memory limit runs in a memory cgroup');
+      assert.equal(box.memoryCgroup.limitMiB, 192);
+      const within = await eventuallyGet(box, '/alloc?mib=16');
+      assert.equal(within.status, 200, within.body);
+      assert.equal(box.oomKills(), 0);
+      await box.get(4040, '/alloc?mib=400').catch(() => undefined);
+      const exit = await box.process.exited;
+      assert.equal(exit.code, 137, `exit ${JSON.stringify(exit)}`);
+      assert.ok(box.oomKills() >= 1, `oom kills: ${box.oomKills()}`);
+    } finally {
+      await box.stop();
+    }
+  });
+
   test('in-cluster credentials are bound to the pod, and the API path can be cut', async () => {
     // The ServiceAccount admission plugin mounts the token into every container.
     const pod = await createPod('app-creds');
@@ -205,3 +229,15 @@ describe('pod sandbox (kubelet stand-in)', () => {
     }
   });
 });
+
+/** GET on the pod's loopback, retried while the app starts. */
+async function eventuallyGet(box: PodSandbox, url: string): Promise<{ status: number; body: string }> {
+  for (let tries = 0; ; tries++) {
+    try {
+      return await box.get(4040, url);
+    } catch (err) {
+      if (tries > 100) throw err;
+      await sleep(50);
+    }
+  }
+}
