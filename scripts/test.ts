@@ -12,6 +12,7 @@ import { existsSync, globSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { startCluster, type Cluster } from '../test/harness/cluster.ts';
 import { CLUSTER_DIR_ENV } from '../test/harness/shared.ts';
+import { sweepMemoryCgroups } from '../test/harness/memcg.ts';
 
 const root = path.resolve(import.meta.dirname, '..');
 process.chdir(root);
@@ -73,4 +74,6 @@ process.on('SIGINT', forward('SIGINT'));
 process.on('SIGTERM', forward('SIGTERM'));
 const code: number = await new Promise((resolve) => child.on('close', (c, s) => resolve(c ?? (s ? 1 : 0))));
 await cluster?.stop();
+// Memory cgroups of pod containers the test files had not stopped when they ended.
+sweepMemoryCgroups();
 process.exit(code);

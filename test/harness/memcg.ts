@@ -48,7 +48,15 @@ function alive(pid: number): boolean {
   }
 }
 
-/** Removes groups of earlier runs whose owner is gone and that hold no process. */
+/**
+ * Removes the groups of runs whose owner is gone and that hold no process (a run that ended
+ * before its containers were stopped leaves them; every `createMemoryCgroup` sweeps too).
+ */
+export function sweepMemoryCgroups(): void {
+  const h = hierarchy();
+  if (h) sweep(h.root);
+}
+
 function sweep(root: string): void {
   for (const entry of readdirSync(root)) {
     const m = /^lifelease-(\d+)-/.exec(entry);
