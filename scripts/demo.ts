@@ -289,6 +289,18 @@ async function main(): Promise<void> {
     ),
   );
   say(`SSE events seen by ${follower} after the deletion: ${sseLines.length}`);
+  const running = kubelet;
+  const groups = final.flatMap((pod) => {
+    const g = running.sandbox(pod.metadata!.name!)?.memoryCgroup;
+    return g ? [g] : [];
+  });
+  if (groups.length > 0) {
+    const peaks = groups.map((g) => g.peakMiB().toFixed(0)).join(', ');
+    const kills = groups.reduce((n, g) => n + g.oomKills(), 0);
+    say(
+      `electors under their ${groups[0]!.limitMiB} MiB limit (a kernel memory cgroup each): peak charge ${peaks} MiB, ${kills} OOM kills`,
+    );
+  }
   sse.destroy();
 }
 
