@@ -39,6 +39,10 @@ export interface PodState {
   starts: number;
   /** Earliest time (performance.now) of the next (re)start. */
   restartAt: number;
+  /** The kubelet has begun removing the deleted object (its last word on the pod). */
+  finalizing: boolean;
+  /** Settles once the container the kubelet last stopped has exited. */
+  stopped: Promise<void>;
 }
 
 export interface ChaosKubeletOptions {
@@ -149,6 +153,8 @@ export class ChaosKubelet {
       held: false,
       starts: 0,
       restartAt: 0,
+      finalizing: false,
+      stopped: Promise.resolve(),
     };
     this.pods.set(uid, state);
     return state;
@@ -167,11 +173,16 @@ export class ChaosKubelet {
         const live = new Map(listed.map((p) => [p.metadata!.uid!, p]));
         for (const pod of listed) this.register(pod);
         for (const state of this.pods.values()) {
-          if (state.held || state.done) continue;
+          if (state.held || state.finalizing) continue;
           const pod = live.get(state.uid);
           const phase = pod?.status?.phase;
-          if (!pod || pod.metadata?.deletionTimestamp || phase === 'Succeeded' || phase === 'Failed') {
+          const deleting = pod?.metadata?.deletionTimestamp !== undefined;
+          // A pod finished earlier (its containers stopped) and deleted now still needs the
+          // kubelet to remove its object, as a real kubelet does.
+          if (state.done && !deleting) continue;
+          if (!pod || deleting || phase === 'Succeeded' || phase === 'Failed') {
             state.done = true;
+            state.finalizing = deleting;
             void this.#track(this.#terminate(state, pod));
           }
         }
@@ -231,11 +242,14 @@ export class ChaosKubelet {
   /** Stops a pod's container as its kubelet would: SIGTERM, SIGKILL after the grace period. */
   async stopContainer(state: PodState, graceMs?: number): Promise<void> {
     const s = state.sandbox;
-    if (!s) return;
+    if (!s) return state.stopped;
     state.sandbox = undefined;
     const grace = graceMs ?? (state.pod.spec?.terminationGracePeriodSeconds ?? 30) * 1000;
-    await s.stop(Math.min(grace, 10_000)).catch(() => undefined);
-    this.#o.onStop(state, s);
+    state.stopped = s.stop(Math.min(grace, 10_000)).then(
+      () => this.#o.onStop(state, s),
+      () => this.#o.onStop(state, s),
+    );
+    return state.stopped;
   }
 
   /** The pod is gone, terminating or finished: stop its container; finish a graceful deletion. */

@@ -125,6 +125,12 @@ async function abuse(): Promise<void> {
   }
 }
 
+// A promise of the runner that rejected with no one waiting is a bug of the runner: it
+// fails the run, but the schedules go on and the report is still printed.
+process.on('unhandledRejection', (err) => {
+  failed = true;
+  log(`FAILED: a runner bug (unhandled rejection): ${(err as Error)?.stack ?? String(err)}`);
+});
 // Ctrl-C or SIGTERM: exit, so the exit hooks stop every process this run started.
 for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => process.exit(130));
 mkdirSync(tmpdir(), { recursive: true });

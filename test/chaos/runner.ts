@@ -36,6 +36,11 @@ import {
 } from './schedule.ts';
 
 export const ELECTION = 'chaos';
+/**
+ * How long a deleted pod's object may take to go: a `--cascade=orphan` delete holds it until
+ * the garbage collector has orphaned its dependents, which took over 30 s once under load.
+ */
+const GONE_MS = 120_000;
 const ELECTION_PORT = 4040;
 
 export interface ChaosOptions {
@@ -427,18 +432,28 @@ class ScheduleRun {
     return followers.length > 0 ? this.rng.pick(followers) : undefined;
   }
 
-  /** Keeps 2..10 candidates: a ReplicaSet-like floor so that someone can take over. */
-  async replace(count: number, reuse?: string): Promise<void> {
+  /**
+   * Keeps 2..10 candidates: a ReplicaSet-like floor so that someone can take over. With
+   * `reuse`, the first new pod takes that name once the old object is gone (StatefulSet-like);
+   * an object still there after `GONE_MS` (a finalizer the garbage collector has not
+   * cleared) leaves the name alone, and the result says so.
+   */
+  async replace(count: number, reuse?: string): Promise<string | undefined> {
     const room = 10 - this.candidates().length;
     const floor = Math.max(0, 2 - this.candidates().length);
     const n = Math.min(room, Math.max(count, floor));
     const names: (string | undefined)[] = Array.from({ length: n }, () => undefined);
+    let note: string | undefined;
     if (reuse !== undefined && n > 0) {
-      // The old object must be gone before its name can be taken again (StatefulSet-like).
-      await this.waitGone(reuse);
-      names[0] = reuse;
+      const gone = await this.waitGone(reuse, GONE_MS).then(
+        () => true,
+        () => false,
+      );
+      if (gone) names[0] = reuse;
+      else note = `${reuse} was still there after ${GONE_MS} ms: its name was not reused`;
     }
     await Promise.all(names.map((name) => this.createPod(name)));
+    return note;
   }
 
   /** Waits until no pod of this name (with this uid, when given) exists. */
@@ -640,12 +655,17 @@ class ScheduleRun {
         });
         r.notes.push(`deleted ${t.key} (${fault.mode}), ${fault.replacements} new pods`);
         const deletedAt = performance.now();
-        const replaced = this.replace(fault.replacements, fault.reuseName ? t.name : undefined);
+        // Runs alongside the wait below; settled here so that a failure is this schedule's,
+        // reported when awaited, not an unhandled rejection that ends the whole run.
+        const replaced = this.replace(fault.replacements, fault.reuseName ? t.name : undefined).then(
+          (note) => ({ note }),
+          (error: unknown) => ({ error }),
+        );
         // A deleted pod's object stays while it terminates (its kubelet stops it, then
         // removes it) and while a finalizer holds it (`--cascade=orphan`: until the garbage
         // collector has orphaned the Lease). The elector keeps such a pod's Lease on purpose
         // (it may still run), so the fault heals when the object is gone.
-        const gone = await this.waitGone(t.name, 120_000, t.uid).then(
+        const gone = await this.waitGone(t.name, GONE_MS, t.uid).then(
           () => performance.now(),
           () => undefined,
         );
@@ -658,10 +678,12 @@ class ScheduleRun {
         }
         r.notes.push(
           gone === undefined
-            ? `${t.key}'s object was still there after 120 s`
+            ? `${t.key}'s object was still there after ${GONE_MS} ms`
             : `${t.key}'s object gone ${(gone - deletedAt).toFixed(0)} ms after the delete`,
         );
-        await replaced;
+        const outcome = await replaced;
+        if ('error' in outcome) throw outcome.error;
+        if (outcome.note) r.notes.push(outcome.note);
         return;
       }
       case 'finish': {
