@@ -116,6 +116,16 @@ export function parseReview(body: unknown): ParsedReview {
   if (typeof request['uid'] !== 'string' || request['uid'] === '') {
     return { ok: false, message: 'the AdmissionReview request has no uid' };
   }
+  // The API server sends these as strings; anything else is not a review we can answer.
+  for (const field of ['name', 'namespace', 'operation', 'subResource'] as const) {
+    const value = request[field];
+    if (value !== undefined && value !== null && typeof value !== 'string') {
+      return {
+        ok: false,
+        message: `the AdmissionReview request's ${field} must be a string, got ${Array.isArray(value) ? 'an array' : typeof value}`,
+      };
+    }
+  }
   return { ok: true, request: request as unknown as AdmissionRequest };
 }
 

@@ -31,6 +31,38 @@ describe('fuzzer findings', () => {
     assert.ok(decodePatch(r.review).length > 0);
   });
 
+  test('a request namespace that is an object whose toString is not a function: 400 with the field named, no internal error', () => {
+    const body = JSON.parse(
+      JSON.stringify(
+        createReview({
+          metadata: { name: 'p', annotations: { leaderElection: 'false' } },
+          spec: { containers: [{ name: 'app', image: 'x' }] },
+        }),
+      ),
+    ) as { request: Record<string, unknown> };
+    body.request['namespace'] = { 'lifelease.dev/election-port': '4041', toString: null };
+    const parsed = parseReview(body);
+    assert.deepEqual(parsed, {
+      ok: false,
+      message: "the AdmissionReview request's namespace must be a string, got object",
+    });
+    for (const [field, value, got] of [
+      ['name', 7, 'number'],
+      ['operation', ['CREATE'], 'an array'],
+      ['subResource', true, 'boolean'],
+    ] as const) {
+      const b = structuredClone(body);
+      b.request['namespace'] = 'ns';
+      b.request[field] = value;
+      assert.deepEqual(parseReview(b), {
+        ok: false,
+        message: `the AdmissionReview request's ${field} must be a string, got ${got}`,
+      });
+    }
+    body.request['namespace'] = null;
+    assert.ok(parseReview(body).ok, 'null is as good as absent');
+  });
+
   test('a container whose name is not a string: no internal error', () => {
     const pod = {
       metadata: { name: 'p', namespace: 'ns', labels: { app: 'x', leaderElection: 'true' } },
