@@ -1,7 +1,7 @@
 /**
  * `npm run chaos`: the long fault and abuse suite (the test command runs a short sample).
  *
- *   npm run chaos                          # everything, default counts (about 45 min on 2 cores)
+ *   npm run chaos                          # everything: 100,000 fuzz cases, the abuse, 300 schedules (about 75 min on 2 cores)
  *   npm run chaos -- --schedules=20        # fewer fault schedules
  *   npm run chaos -- --seed=123 --schedules=1   # replay one schedule (printed on failure)
  *   npm run chaos -- --only=elections|fuzz|abuse
@@ -23,17 +23,17 @@ import { Rng } from './rng.ts';
 
 const { values } = parseArgs({
   options: {
-    schedules: { type: 'string', default: '200' },
+    schedules: { type: 'string', default: '300' },
     seed: { type: 'string' },
-    budget: { type: 'string', default: '40m' },
-    'fuzz-cases': { type: 'string', default: '40000' },
+    budget: { type: 'string', default: '90m' },
+    'fuzz-cases': { type: 'string', default: '100000' },
     only: { type: 'string' },
     help: { type: 'boolean', default: false },
   },
 });
 if (values.help) {
   console.log(
-    'usage: npm run chaos -- [--schedules=N] [--seed=S] [--budget=40m] [--fuzz-cases=N] [--only=elections|fuzz|abuse]',
+    'usage: npm run chaos -- [--schedules=N] [--seed=S] [--budget=90m] [--fuzz-cases=N] [--only=elections|fuzz|abuse]',
   );
   process.exit(0);
 }
