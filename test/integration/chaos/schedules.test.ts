@@ -32,6 +32,18 @@ const SCHEDULES: Schedule[] = [
       { fault: { kind: 'finish', phase: 'Succeeded', replacements: 1 }, quietMs: 100 },
       { fault: { kind: 'elector-kill', target: 'leader', restartDelayMs: 300 }, quietMs: 100 },
       { fault: { kind: 'partition', target: 'follower', durationMs: 800 }, quietMs: 100 },
+      {
+        // The leader deleted while it finishes: its kubelet must still remove the object, or
+        // the name waits for ever (a runner bug the full run found, seed 1794973041).
+        fault: {
+          kind: 'storm',
+          faults: [
+            { kind: 'delete', target: 'leader', mode: 'orphan', replacements: 2, reuseName: true },
+            { kind: 'finish', phase: 'Succeeded', replacements: 2 },
+          ],
+        },
+        quietMs: 100,
+      },
     ],
   },
   {
@@ -94,6 +106,9 @@ describe('fault schedules (sample)', () => {
       assert.equal(r.faults.length, schedule.steps.length);
       assert.ok(r.faults.every((f) => f.agreedAt !== undefined));
       assert.ok(r.observations > 100, `only ${r.observations} observations`);
+      // Deleted pods go as in a cluster: no object lingers, every reused name is taken.
+      const lingering = r.faults.flatMap((f) => f.notes).filter((n) => /still there after/.test(n));
+      assert.deepEqual(lingering, []);
     });
   }
 
