@@ -276,6 +276,9 @@ export async function webhookHttpsAbuse(scale: Scale, bundle: Bundle): Promise<C
             }
             sent++;
           }
+          // The answer may still be on its way (a loaded machine): wait for it, or the close.
+          for (const until = performance.now() + 5000; !closed && !line && performance.now() < until;)
+            await sleep(50);
           s.destroy();
           resolve({ line, sentMiB: sent });
         });

@@ -69,6 +69,14 @@ function sweep(root: string): void {
   }
 }
 
+/**
+ * `argv` run inside the group from its first instruction (a shell joins, then execs it: same
+ * pid), so all of the program's memory is charged to the group.
+ */
+export function inCgroup(procsFile: string, argv: readonly string[]): string[] {
+  return ['/bin/sh', '-c', 'echo $$ > "$0" && exec "$@"', procsFile, ...argv];
+}
+
 function readKey(file: string, key: string): number {
   const m = new RegExp(`^${key} (\\d+)$`, 'm').exec(readFileSync(file, 'utf8'));
   return m ? Number(m[1]) : 0;

@@ -17,6 +17,7 @@ import { existsSync, mkdirSync, readFileSync, realpathSync, writeFileSync } from
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { connect, createServer, type Socket } from 'node:net';
+import { inCgroup } from './memcg.ts';
 
 export interface PodInitConfig {
   hostname: string;
@@ -136,9 +137,7 @@ const pdeathsig =
   spawnSync('setpriv', ['--help'], { encoding: 'utf8' }).stdout?.includes('--pdeathsig') ?? false;
 function startContainer(): ChildProcess {
   // In its memory cgroup from its first instruction (the limit binds the container, not pod-init).
-  const inGroup = config.cgroupProcs
-    ? ['/bin/sh', '-c', 'echo $$ > "$0" && exec "$@"', config.cgroupProcs, cmd!, ...args]
-    : [cmd!, ...args];
+  const inGroup = config.cgroupProcs ? inCgroup(config.cgroupProcs, [cmd!, ...args]) : [cmd!, ...args];
   const argv = pdeathsig ? ['setpriv', '--pdeathsig', 'SIGKILL', '--', ...inGroup] : inGroup;
   const child = spawn(argv[0]!, argv.slice(1), { stdio: 'inherit', env: config.env });
   child.on('exit', (code, signal) => {

@@ -5,6 +5,7 @@
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createWriteStream, readFileSync } from 'node:fs';
+import { inCgroup } from './memcg.ts';
 
 let setprivPath: string | null | undefined;
 function setpriv(): string | null {
@@ -60,14 +61,7 @@ export class ManagedProcess {
     const wrapper = setpriv();
     // Joining the cgroup before exec charges all the program's memory to it.
     const argv = options.cgroup
-      ? [
-          '/bin/sh',
-          '-c',
-          'echo $$ > "$0" && exec "$@"',
-          options.cgroup.procsFile,
-          options.command,
-          ...options.args,
-        ]
+      ? inCgroup(options.cgroup.procsFile, [options.command, ...options.args])
       : [options.command, ...options.args];
     const [cmd, args] = wrapper
       ? [wrapper, ['--pdeathsig', 'SIGKILL', '--', ...argv]]

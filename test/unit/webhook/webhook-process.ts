@@ -8,6 +8,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createServingCertificate } from '../../../common/pki.ts';
+import { inCgroup } from '../../harness/memcg.ts';
 
 const MAIN = path.resolve(import.meta.dirname, '../../../webhook/main.ts');
 
@@ -66,10 +67,10 @@ export async function startWebhookProcess(options: StartWebhookOptions = {}): Pr
     ...(options.args ?? []),
   ];
   // Joining the cgroup before exec charges all the webhook's memory to it.
-  const [command, argv] = options.cgroup
-    ? ['/bin/sh', ['-c', 'echo $$ > "$0" && exec "$@"', options.cgroup.procsFile, process.execPath, ...args]]
-    : [process.execPath, args];
-  const child = spawn(command, argv, {
+  const argv = options.cgroup
+    ? inCgroup(options.cgroup.procsFile, [process.execPath, ...args])
+    : [process.execPath, ...args];
+  const child = spawn(argv[0]!, argv.slice(1), {
     env: { PATH: process.env['PATH'] ?? '', ...options.env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
