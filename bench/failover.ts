@@ -35,6 +35,7 @@ import {
   writeReport,
   type Stats,
 } from './lib.ts';
+import { onSseEvents } from '../test/harness/sse.ts';
 
 const ELECTION = 'app';
 const plan: [number, number][] = [
@@ -61,20 +62,14 @@ class Candidate {
   subscribe(): Promise<void> {
     return new Promise((resolve, reject) => {
       const req = request(`${this.elector.apiUrl}/sse`, { agent: false }, (res) => {
-        let buffer = '';
-        res.setEncoding('utf8');
-        res.on('data', (chunk: string) => {
-          const at = performance.now();
-          buffer += chunk;
-          let end: number;
-          while ((end = buffer.indexOf('\n\n')) >= 0) {
-            const event = buffer.slice(0, end);
-            buffer = buffer.slice(end + 2);
-            const data = event.split('\n').find((l) => l.startsWith('data:'));
-            if (data) this.reports.push({ at, name: (JSON.parse(data.slice(5)) as { name: string }).name });
-          }
-          resolve();
+        onSseEvents(res, (event) => {
+          if (event.data === undefined) return;
+          this.reports.push({
+            at: performance.now(),
+            name: (JSON.parse(event.data) as { name: string }).name,
+          });
         });
+        res.once('data', () => resolve());
         res.on('error', () => {});
       });
       req.on('error', reject);

@@ -22,6 +22,7 @@ import { startCluster, type Cluster } from '../test/harness/cluster.ts';
 import { Kubelet, REPO_ROOT } from '../test/harness/kubelet.ts';
 import type { PodSandbox } from '../test/harness/pod-sandbox.ts';
 import { installWebhook, type InstalledWebhook } from '../test/harness/system.ts';
+import { onSseEvents } from '../test/harness/sse.ts';
 
 const NS = 'demo';
 const APP = 'batch-worker';
@@ -214,21 +215,11 @@ async function main(): Promise<void> {
   const sse = sandboxes.get(follower)!.raw(port, '/sse', { headers: { accept: 'text/event-stream' } });
   const sseLines: string[] = [];
   sse.on('response', (res) => {
-    res.setEncoding('utf8');
-    let buf = '';
-    res.on('data', (chunk: string) => {
-      buf += chunk;
-      let i;
-      while ((i = buf.indexOf('\n\n')) >= 0) {
-        const event = buf.slice(0, i);
-        buf = buf.slice(i + 2);
-        const data = event.split('\n').find((l) => l.startsWith('data:'));
-        if (data) {
-          const line = `sse(${follower}) +${secs(performance.now() - deleteAt)}: ${data}`;
-          sseLines.push(line);
-          say(dim(line));
-        }
-      }
+    onSseEvents(res, (event) => {
+      if (event.data === undefined) return;
+      const line = `sse(${follower}) +${secs(performance.now() - deleteAt)}: data: ${event.data}`;
+      sseLines.push(line);
+      say(dim(line));
     });
     res.on('error', () => {});
   });

@@ -11,6 +11,7 @@ import type { Socket } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { PodSandbox } from '../harness/pod-sandbox.ts';
 import type { Observation } from './history.ts';
+import { onSseEvents } from '../harness/sse.ts';
 
 type Answer = NonNullable<Observation['answer']>;
 
@@ -134,23 +135,10 @@ export class Recorder {
               return;
             }
             this.counts.sseStreams++;
-            res.setEncoding('utf8');
-            let buf = '';
-            res.on('data', (chunk: string) => {
-              buf += chunk;
-              let i;
-              while ((i = buf.indexOf('\n\n')) >= 0) {
-                const event = buf.slice(0, i);
-                buf = buf.slice(i + 2);
-                const data = event
-                  .split('\n')
-                  .filter((l) => l.startsWith('data:'))
-                  .map((l) => l.slice(5).trimStart())
-                  .join('\n');
-                if (data && active) {
-                  this.counts.sseEvents++;
-                  record(parseAnswer(data), 'sse');
-                }
+            onSseEvents(res, (event) => {
+              if (event.data && active) {
+                this.counts.sseEvents++;
+                record(parseAnswer(event.data), 'sse');
               }
             });
             res.on('error', () => resolve());

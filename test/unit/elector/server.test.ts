@@ -12,6 +12,7 @@ import { Registry } from 'prom-client';
 import { LeaderBoard, type Verdict } from '../../../elector/leader.ts';
 import { createMetrics } from '../../../elector/observe.ts';
 import { buildElectionApi, buildProbeApi, listenAll, type SseOptions } from '../../../elector/server.ts';
+import { onSseEvents } from '../../harness/sse.ts';
 
 const log = pino({ level: 'silent' });
 const leader = (name: string, uid = `uid-${name}`): Verdict => ({
@@ -122,35 +123,20 @@ describe('probes', () => {
 function sseClient(url: string) {
   const events: { id: string; data: unknown; retry?: string }[] = [];
   const comments: string[] = [];
-  let buffer = '';
   let response: IncomingMessage | undefined;
   let ended = false;
   const req = request(`${url}/sse`, { agent: false });
   const ready = new Promise<IncomingMessage>((resolve, reject) => {
     req.on('response', (res) => {
       response = res;
-      res.setEncoding('utf8');
-      res.on('data', (chunk: string) => {
-        buffer += chunk;
-        let i: number;
-        while ((i = buffer.indexOf('\n\n')) !== -1) {
-          const block = buffer.slice(0, i);
-          buffer = buffer.slice(i + 2);
-          const fields: Record<string, string> = {};
-          for (const line of block.split('\n')) {
-            if (line.startsWith(':')) comments.push(line);
-            else {
-              const c = line.indexOf(': ');
-              fields[line.slice(0, c)] = line.slice(c + 2);
-            }
-          }
-          if (fields['data'] !== undefined) {
-            events.push({
-              id: fields['id'] ?? '',
-              data: JSON.parse(fields['data']),
-              ...(fields['retry'] ? { retry: fields['retry'] } : {}),
-            });
-          }
+      onSseEvents(res, (event) => {
+        comments.push(...event.comments);
+        if (event.data !== undefined) {
+          events.push({
+            id: event.id ?? '',
+            data: JSON.parse(event.data),
+            ...(event.retry ? { retry: event.retry } : {}),
+          });
         }
       });
       res.on('end', () => (ended = true));
