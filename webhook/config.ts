@@ -390,10 +390,8 @@ export function quantityValue(text: string): number | undefined {
 
 /** Parses a byte size: `1048576`, `512Ki`, `7Mi`; undefined when invalid. */
 export function parseBytes(text: string): number | undefined {
-  const m = /^(\d+)(Ki|Mi|Gi)?$/.exec(text.trim());
-  if (!m) return undefined;
-  const factor = m[2] === 'Ki' ? 1024 : m[2] === 'Mi' ? 1024 ** 2 : m[2] === 'Gi' ? 1024 ** 3 : 1;
-  return Number(m[1]) * factor;
+  const trimmed = text.trim();
+  return /^\d+(Ki|Mi|Gi)?$/.test(trimmed) ? quantityValue(trimmed) : undefined;
 }
 
 /** An option's default text (as documented), e.g. `defaultOf('electorMemoryLimit')` is `128Mi`. */

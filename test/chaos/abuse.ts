@@ -153,6 +153,18 @@ function drain(s: Socket, ms: number): Promise<{ text: string; closed: boolean }
   });
 }
 
+/** What a socket sends until `marker` has arrived, or what came within `ms`. */
+function readUntil(s: Socket, marker: string, ms: number): Promise<string> {
+  return new Promise((resolve) => {
+    let text = '';
+    s.on('data', (c: Buffer) => {
+      text += c.toString();
+      if (text.includes(marker)) resolve(text);
+    });
+    setTimeout(() => resolve(text), ms).unref();
+  });
+}
+
 async function inParallel<T>(n: number, width: number, fn: (i: number) => Promise<T>): Promise<T[]> {
   const out: T[] = new Array<T>(n);
   let next = 0;
@@ -596,15 +608,7 @@ export async function electorHttpAbuse(
         s.write('GET /sse HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n\r\n');
         // Some read their first event; some vanish at once; some reset.
         if (i % 3 !== 0) {
-          const d = await new Promise<string>((res) => {
-            let t = '';
-            s.on('data', (c: Buffer) => {
-              t += c.toString();
-              if (t.includes('data:')) res(t);
-            });
-            setTimeout(() => res(t), 2000).unref();
-          });
-          if (d.includes('data:')) gotEvent++;
+          if ((await readUntil(s, 'data:', 2000)).includes('data:')) gotEvent++;
         }
         if (i % 2 === 0) s.resetAndDestroy();
         else s.destroy();
@@ -682,14 +686,7 @@ export async function electorHttpAbuse(
         s.on('error', () => undefined);
         streams.push(s);
         s.write('GET /sse HTTP/1.1\r\nHost: localhost\r\n\r\n');
-        const head = await new Promise<string>((res) => {
-          let t = '';
-          s.on('data', (c: Buffer) => {
-            t += c.toString();
-            if (t.includes('\r\n\r\n')) res(t);
-          });
-          setTimeout(() => res(t), 5000).unref();
-        });
+        const head = await readUntil(s, '\r\n\r\n', 5000);
         const status = /^HTTP\/1\.1 (\d+)/.exec(head)?.[1] ?? 'none';
         answers.set(status, (answers.get(status) ?? 0) + 1);
       });

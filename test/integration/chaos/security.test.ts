@@ -114,6 +114,20 @@ after(async () => {
   bundle?.remove();
 });
 
+/** Credentials of the elector's own identity: the token mounted in its pod. */
+function electorKubeConfig(): KubeConfig {
+  const kc = new KubeConfig();
+  kc.loadFromOptions({
+    clusters: [
+      { name: 'c', server: cluster.server, caData: Buffer.from(cluster.caCertPem).toString('base64') },
+    ],
+    users: [{ name: 'elector', token }],
+    contexts: [{ name: 'c', cluster: 'c', user: 'elector' }],
+    currentContext: 'c',
+  });
+  return kc;
+}
+
 describe('security', () => {
   test('the injected pod is accepted under Pod Security restricted enforcement', () => {
     const elector = [...(pod.spec?.initContainers ?? []), ...(pod.spec?.containers ?? [])].find(
@@ -135,15 +149,7 @@ describe('security', () => {
   });
 
   test("the elector's own token may do what the election needs, nothing more", async () => {
-    const kc = new KubeConfig();
-    kc.loadFromOptions({
-      clusters: [
-        { name: 'c', server: cluster.server, caData: Buffer.from(cluster.caCertPem).toString('base64') },
-      ],
-      users: [{ name: 'elector', token }],
-      contexts: [{ name: 'c', cluster: 'c', user: 'elector' }],
-      currentContext: 'c',
-    });
+    const kc = electorKubeConfig();
     const authz = kc.makeApiClient(AuthorizationV1Api);
     type Ask = {
       verb: string;
@@ -311,15 +317,7 @@ describe('security', () => {
   test("the elector's token stops working once its pod is gone", async (t) => {
     const core = cluster.kubeConfig.makeApiClient(CoreV1Api);
     await core.deleteNamespacedPod({ name: 'secure-0', namespace: ns, gracePeriodSeconds: 0 });
-    const kc = new KubeConfig();
-    kc.loadFromOptions({
-      clusters: [
-        { name: 'c', server: cluster.server, caData: Buffer.from(cluster.caCertPem).toString('base64') },
-      ],
-      users: [{ name: 'elector', token }],
-      contexts: [{ name: 'c', cluster: 'c', user: 'elector' }],
-      currentContext: 'c',
-    });
+    const kc = electorKubeConfig();
     // First the grant goes (the reconciler drops a binding nobody needs: 403), then the
     // token itself (bound to the pod; the API server caches token checks for ~10 s: 401).
     let code: number | undefined;
