@@ -157,6 +157,19 @@ describe('the image, built by buildah from the Dockerfile', () => {
       // CMD alone: the CLI's own usage.
       const cmd = await inRootfs(rootfs, user, env, [...config.config.Entrypoint!, ...config.config.Cmd!]);
       assert.match(cmd.stdout, /usage: cli\.js <elector\|webhook>/);
+      // Each command loads all of its code and reports its configuration problems.
+      for (const command of ['elector', 'webhook']) {
+        const res = await inRootfs(rootfs, user, env, [
+          ...config.config.Entrypoint!,
+          command,
+          '--no-such-flag',
+        ]).then(
+          () => assert.fail(`${command} accepted an unknown flag`),
+          (err: { code: number; stderr: string; stdout: string }) => err,
+        );
+        assert.equal(res.code, 2, `${command}: ${res.stderr}${res.stdout}`);
+        assert.match(res.stderr + res.stdout, /no-such-flag/);
+      }
       // And it is really that user, and the root really is read-only.
       const probe = await inRootfs(rootfs, user, env, [
         '/nodejs/bin/node',
