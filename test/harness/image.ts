@@ -730,15 +730,20 @@ async function cachedArchive(
   archive: string,
   build: () => Promise<string>,
 ): Promise<string> {
+  // The config digest, remembered next to the archive: finding it in the tar reads all of it.
+  const remembered = `${archive}.config-digest`;
   if (existsSync(archive)) {
-    // index.json and the manifest only: tar reads the two small files we name.
+    if (existsSync(remembered)) return readFileSync(remembered, 'utf8').trim();
     const index = JSON.parse(await tarCat(archive, 'index.json')) as OciIndex;
     const digest = index.manifests[0]!.digest;
     const manifest = JSON.parse(await tarCat(archive, `blobs/sha256/${digest.slice(7)}`)) as OciManifest;
+    writeFileSync(remembered, manifest.config.digest);
     return manifest.config.digest;
   }
   ctx.log(`${label}: writing ${path.basename(archive)}`);
-  return step(ctx, label, build);
+  const digest = await step(ctx, label, build);
+  writeFileSync(remembered, digest);
+  return digest;
 }
 
 function tarCat(archive: string, member: string): Promise<string> {

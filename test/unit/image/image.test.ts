@@ -71,6 +71,22 @@ describe('the image, built by buildah from the Dockerfile', () => {
     assert.match(images.app.name, /^localhost\/lifelease-test-app:[0-9a-f]{16}$/);
   });
 
+  test('a user who is not root is told so before anything is built', async () => {
+    const res = await run(
+      'setpriv',
+      ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, 'scripts/build-image.ts'],
+      {
+        cwd: root,
+        env: { ...process.env, HOME: '/nonexistent', LIFELEASE_IMAGE_CACHE: '/nonexistent/images' },
+      },
+    ).then(
+      () => assert.fail('the build ran as nobody'),
+      (err: { code: number; stderr: string }) => err,
+    );
+    assert.equal(res.code, 1);
+    assert.match(res.stderr, /cannot build the container images: building the images needs root/);
+  });
+
   test('the cache key covers every file the Dockerfile copies', () => {
     assert.deepEqual(dockerfileSources(), [
       'package.json',
