@@ -920,16 +920,26 @@ export function dockerfileSources(root = REPO_ROOT): string[] {
   return out;
 }
 
-async function buildProject(ctx: Ctx, node: StandIn, distroless: StandIn): Promise<BuiltImage> {
-  const name = projectImageName();
-  const files = ['Dockerfile', '.dockerignore', ...dockerfileSources()]
-    .filter((f) => existsSync(path.join(REPO_ROOT, f)))
-    .flatMap((f) => walk(REPO_ROOT, f));
+/**
+ * What the project image is built from, one line per file (path, executable bit, sha256): the
+ * Dockerfile, .dockerignore and every file under what the Dockerfile COPYs. Part of the cache
+ * key, and exactly the build context buildah gets.
+ */
+export async function projectInputs(root = REPO_ROOT): Promise<{ files: string[]; hashes: string[] }> {
+  const files = ['Dockerfile', '.dockerignore', ...dockerfileSources(root)]
+    .filter((f) => existsSync(path.join(root, f)))
+    .flatMap((f) => walk(root, f));
   const hashes: string[] = [];
   for (const f of files) {
-    const st = statSync(path.join(REPO_ROOT, f));
-    hashes.push(`${f} ${st.mode & 0o111 ? 'x' : '-'} ${await sha256File(path.join(REPO_ROOT, f))}`);
+    const st = statSync(path.join(root, f));
+    hashes.push(`${f} ${st.mode & 0o111 ? 'x' : '-'} ${await sha256File(path.join(root, f))}`);
   }
+  return { files, hashes };
+}
+
+async function buildProject(ctx: Ctx, node: StandIn, distroless: StandIn): Promise<BuiltImage> {
+  const name = projectImageName();
+  const { files, hashes } = await projectInputs();
   const buildahVersion = (
     await run(ctx, 'buildah version', 'buildah', ['--version'], { quiet: true })
   ).trim();

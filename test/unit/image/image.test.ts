@@ -8,7 +8,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { appendFileSync, cpSync, readFileSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -18,6 +18,7 @@ import {
   dockerfileSources,
   ensureImages,
   projectImageName,
+  projectInputs,
   readOciArchive,
   unpackLayers,
   type Images,
@@ -97,6 +98,27 @@ describe('the image, built by buildah from the Dockerfile', () => {
       'webhook',
       'scripts/build.ts',
     ]);
+  });
+
+  test('the inputs change with any copied file, and only with those', async () => {
+    const copy = path.join(work, 'inputs');
+    const { files } = await projectInputs();
+    for (const f of [...files, 'README.md'])
+      cpSync(path.join(root, f), path.join(copy, f), { recursive: true });
+    const base = (await projectInputs(copy)).hashes;
+    assert.deepEqual(base, (await projectInputs()).hashes);
+    assert.ok(base.some((l) => l.startsWith('package-lock.json ')));
+    assert.ok(base.some((l) => l.startsWith('elector/main.ts ')));
+    appendFileSync(path.join(copy, 'README.md'), '\nnot in the image\n');
+    assert.deepEqual((await projectInputs(copy)).hashes, base);
+    for (const f of ['Dockerfile', 'common/constants.ts', 'webhook/main.ts', 'scripts/build.ts']) {
+      const before = readFileSync(path.join(copy, f));
+      appendFileSync(path.join(copy, f), '\n');
+      assert.notDeepEqual((await projectInputs(copy)).hashes, base, f);
+      writeFileSync(path.join(copy, f), before);
+    }
+    writeFileSync(path.join(copy, 'common/new-file.ts'), '');
+    assert.notDeepEqual((await projectInputs(copy)).hashes, base, 'a new file');
   });
 
   test('a second call finds both archives in the cache and builds nothing', async () => {
