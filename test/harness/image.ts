@@ -154,7 +154,8 @@ async function run(
   mkdirSync(logDir, { recursive: true });
   const logFile = path.join(logDir, `${label.replace(/[^a-z0-9]+/gi, '-')}.log`);
   const t0 = performance.now();
-  const child = spawn(cmd, args, {
+  // A parent-death signal: buildah and debootstrap outlive a SIGKILLed parent otherwise.
+  const child = spawn('setpriv', ['--pdeathsig', 'SIGTERM', '--', cmd, ...args], {
     cwd: opts.cwd ?? REPO_ROOT,
     env: opts.env ?? process.env,
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -417,7 +418,9 @@ export function cannotBuild(): string | undefined {
     problems.push(
       'building the images needs root (debootstrap makes a Debian rootfs; buildah runs the Dockerfile with chroot isolation)',
     );
-  const missing = ['buildah', 'debootstrap', 'dpkg-deb', 'apt-get', 'tar', 'ldd'].filter((c) => !which(c));
+  const missing = ['buildah', 'debootstrap', 'dpkg-deb', 'apt-get', 'tar', 'ldd', 'setpriv'].filter(
+    (c) => !which(c),
+  );
   if (missing.length > 0)
     problems.push(`missing commands: ${missing.join(', ')} (Debian: apt-get install -y buildah debootstrap)`);
   return problems.length > 0 ? problems.join('; ') : undefined;
@@ -877,16 +880,29 @@ function buildahEnv(ctx: Ctx): { env: NodeJS.ProcessEnv; globals: string[]; poli
 
 /** Runs `fn` with buildah set up; removes whatever buildah created outside the cache. */
 async function withBuildah<T>(ctx: Ctx, fn: (b: Buildah) => Promise<T>): Promise<T> {
-  const absent = BUILDAH_HOST_LEFTOVERS.filter((d) => !existsSync(d));
+  // The folders to remove afterwards are written down first, so that a build killed before
+  // it could clean up (SIGKILL, Ctrl-C) is cleaned up by the next one.
+  const marker = path.join(ctx.cache, 'buildah', 'host-folders-to-remove.json');
+  let absent = BUILDAH_HOST_LEFTOVERS.filter((d) => !existsSync(d));
+  if (existsSync(marker)) {
+    const earlier = JSON.parse(readFileSync(marker, 'utf8')) as string[];
+    for (const d of earlier) rmSync(d, { recursive: true, force: true });
+    absent = [...new Set([...absent, ...earlier.filter((d) => BUILDAH_HOST_LEFTOVERS.includes(d))])];
+  }
   const { env, globals, policy } = buildahEnv(ctx);
+  writeFileSync(marker, JSON.stringify(absent));
+  const b: Buildah = {
+    run: (label, args, quiet) =>
+      run(ctx, label, 'buildah', [...globals, ...args], { env, ...(quiet ? { quiet } : {}) }),
+    policy,
+  };
   try {
-    return await fn({
-      run: (label, args, quiet) =>
-        run(ctx, label, 'buildah', [...globals, ...args], { env, ...(quiet ? { quiet } : {}) }),
-      policy,
-    });
+    // Working containers of a build that was killed.
+    await b.run('buildah rm --all', ['rm', '--all'], true);
+    return await fn(b);
   } finally {
     for (const d of absent) rmSync(d, { recursive: true, force: true });
+    rmSync(marker, { force: true });
   }
 }
 
@@ -895,7 +911,8 @@ async function loadStandIn(b: Buildah, s: StandIn): Promise<void> {
   const have = await b
     .run(`inspect ${s.name}`, ['images', '--no-trunc', '--format', '{{.ID}}', s.name], true)
     .catch(() => '');
-  if (have.split('\n').some((l) => l.trim() === s.configDigest.replace(/^sha256:/, ''))) return;
+  const bare = (line: string) => line.trim().replace(/^sha256:/, '');
+  if (have.split('\n').some((l) => bare(l) === bare(s.configDigest))) return;
   const out = await b.run(`load ${s.name}`, [
     'pull',
     '--signature-policy',
