@@ -418,9 +418,16 @@ export function cannotBuild(): string | undefined {
     problems.push(
       'building the images needs root (debootstrap makes a Debian rootfs; buildah runs the Dockerfile with chroot isolation)',
     );
-  const missing = ['buildah', 'debootstrap', 'dpkg-deb', 'apt-get', 'tar', 'ldd', 'setpriv'].filter(
-    (c) => !which(c),
-  );
+  const missing = [
+    'buildah',
+    'debootstrap',
+    'dpkg-deb',
+    'apt-get',
+    'tar',
+    'ldd',
+    'setpriv',
+    'unshare',
+  ].filter((c) => !which(c));
   if (missing.length > 0)
     problems.push(`missing commands: ${missing.join(', ')} (Debian: apt-get install -y buildah debootstrap)`);
   return problems.length > 0 ? problems.join('; ') : undefined;
@@ -527,8 +534,19 @@ async function ensureRootfs(ctx: Ctx): Promise<{ dir: string; key: string }> {
   rmSync(work, { recursive: true, force: true });
   mkdirSync(path.dirname(work), { recursive: true });
   ctx.log(`debootstrap --variant=${DEBIAN_VARIANT} ${DEBIAN_SUITE} from ${mirror} (about 5 minutes)`);
+  // In a mount namespace of its own: the proc and sys mounts debootstrap makes in the target
+  // vanish with it, even when it is killed, so removing an unfinished target is safe.
   await step(ctx, 'debootstrap', () =>
-    run(ctx, 'debootstrap', 'debootstrap', [`--variant=${DEBIAN_VARIANT}`, DEBIAN_SUITE, work, mirror]),
+    run(ctx, 'debootstrap', 'unshare', [
+      '--mount',
+      '--propagation',
+      'private',
+      'debootstrap',
+      `--variant=${DEBIAN_VARIANT}`,
+      DEBIAN_SUITE,
+      work,
+      mirror,
+    ]),
   );
   // What a slim image leaves out: package downloads and lists, logs of the bootstrap.
   for (const sub of [
