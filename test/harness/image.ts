@@ -134,9 +134,8 @@ interface Ctx {
 }
 
 function fmt(seconds: number): string {
-  return seconds < 90
-    ? `${seconds.toFixed(0)} s`
-    : `${Math.floor(seconds / 60)} min ${(seconds % 60).toFixed(0)} s`;
+  const s = Math.round(seconds);
+  return s < 90 ? `${s} s` : `${Math.floor(s / 60)} min ${s % 60} s`;
 }
 
 /**

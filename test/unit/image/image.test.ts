@@ -15,8 +15,10 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import {
+  DISTROLESS_BASE,
   dockerfileSources,
   ensureImages,
+  NODE_BASE,
   projectImageName,
   projectInputs,
   readOciArchive,
@@ -70,6 +72,19 @@ describe('the image, built by buildah from the Dockerfile', () => {
       /newName: ghcr\.io\/lifelease\/lifelease\n\s*newTag: 0\.1\.0/,
     );
     assert.match(images.app.name, /^localhost\/lifelease-test-app:[0-9a-f]{16}$/);
+  });
+
+  test("the stand-ins carry the names the Dockerfile's FROM lines resolve to", () => {
+    const dockerfile = readFileSync(path.join(root, 'Dockerfile'), 'utf8');
+    const args = Object.fromEntries(
+      [...dockerfile.matchAll(/^ARG (\w+)=(\S+)$/gm)].map((m) => [m[1]!, m[2]!]),
+    );
+    const froms = [...dockerfile.matchAll(/^FROM (\S+)/gm)].map((m) =>
+      m[1]!.replace(/\$\{(\w+)\}/g, (_, name: string) => args[name] ?? ''),
+    );
+    // Docker's normalisation of a short name: docker.io/library/<name>.
+    const full = froms.map((f) => (f.split('/')[0]!.includes('.') ? f : `docker.io/library/${f}`));
+    assert.deepEqual(full, [NODE_BASE, DISTROLESS_BASE]);
   });
 
   test('a user who is not root is told so before anything is built', async () => {
