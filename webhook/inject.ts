@@ -8,6 +8,21 @@
  * (`lifelease.dev/injected`), and a pod that already carries the same hash keeps what it has
  * (the API server defaults fields of what we injected, so re-rendering would differ).
  * Environment entries are only ever added when missing, never replaced.
+ *
+ * Where the elector goes: last among the init containers (native-sidecar mode).
+ *  - Regular init containers (migrations, config rendering, wait-for-database) run before it:
+ *    none of them should wait for an election (up to a lease duration), and none can ask the
+ *    elector (not running yet), so they get no ELECTOR_* env.
+ *  - Native sidecars declared before it (log shippers, database proxies, mesh proxies) start
+ *    first. A mesh whose CNI plugin redirects all pod traffic to its proxy (Istio CNI,
+ *    Linkerd CNI) in native-sidecar mode has its proxy up before the elector, which then
+ *    reaches the API server through it. Elector first would deadlock: its startup probe waits
+ *    for the API server, which needs the proxy, which waits for the elector to be started.
+ *  - A webhook that appends an init container after ours reinvokes us; the elector moves to
+ *    the end again. A mesh proxy that is a regular container starts after all init containers:
+ *    no init container, ours included, reaches the network there; the README says what to
+ *    exclude from the redirection.
+ * The user's native sidecars run beside the app and get the ELECTOR_* env like it.
  */
 import type {
   V1Container,
@@ -56,6 +71,8 @@ export const TOKEN_MOUNT_PATH = '/var/run/secrets/kubernetes.io/serviceaccount';
 export const TOKEN_VOLUME_NAME = `${PROJECT}-elector-token`;
 /** Lifetime kubelet gives the default token (it refreshes it well before). */
 const TOKEN_EXPIRATION_SECONDS = 3607;
+/** The uid and gid of the image's USER (Dockerfile), given to the elector in pods that run as root. */
+export const ELECTOR_UID = 65532;
 /** Maximum length of a Lease name we produce (also a label value and part of a Role name). */
 export const MAX_ELECTION_NAME = 63;
 
@@ -71,6 +88,8 @@ export type RefuseReason =
   | 'invalid-port'
   | 'invalid-election-name'
   | 'name-taken'
+  | 'windows'
+  | 'shared-hostname'
   | 'malformed-pod';
 
 /** Where the election name came from. */
@@ -246,9 +265,12 @@ function workloadName(pod: V1Pod): { name: string; source: ElectionSource } | un
 
 /**
  * The election's name, from (in order) the `lifelease.dev/election` annotation (used as is,
- * refused when invalid), the `app` label, the `app.kubernetes.io/name` label, the owning
- * workload (ReplicaSet hash stripped; a CronJob's Jobs share one), the `generateName`, and
- * finally the pod's own name.
+ * refused when invalid), the owning workload (a ReplicaSet's pod-template-hash stripped, so
+ * a Deployment's pods share one across rollouts; a CronJob's Jobs share one), the `app`
+ * label, the `app.kubernetes.io/name` label, the `generateName`, and finally the pod's own
+ * name. The workload comes before the labels because real manifests share `app` labels
+ * across components (a controller and its admission Jobs, a primary and its replicas, the
+ * versions of one service): two workloads never share an election unless the user names it.
  */
 export function electionName(pod: V1Pod): Election | { invalid: string } {
   const meta = pod.metadata ?? {};
@@ -266,12 +288,14 @@ export function electionName(pod: V1Pod): Election | { invalid: string } {
     };
   }
   const labels = stringMap(meta.labels);
-  const candidates: { raw: string | undefined; source: ElectionSource }[] = [
+  const candidates: { raw: string | undefined; source: ElectionSource }[] = [];
+  const workload = workloadName(pod);
+  if (workload?.source === 'owner') candidates.push({ raw: workload.name, source: 'owner' });
+  candidates.push(
     { raw: labels['app'], source: 'app-label' },
     { raw: labels['app.kubernetes.io/name'], source: 'app-kubernetes-io-name-label' },
-  ];
-  const workload = workloadName(pod);
-  if (workload) candidates.push({ raw: workload.name, source: workload.source });
+  );
+  if (workload?.source === 'generate-name') candidates.push({ raw: workload.name, source: 'generate-name' });
   candidates.push({ raw: typeof meta.name === 'string' ? meta.name : undefined, source: 'pod-name' });
   for (const { raw, source } of candidates) {
     if (raw === undefined || raw === '') continue;
@@ -302,6 +326,68 @@ function declaredPorts(container: V1Container): V1ContainerPort[] {
   return Array.isArray(container.ports) ? container.ports.filter(isRecord) : [];
 }
 
+/** Node labels that name a node's operating system (the beta one is still set by kubelets). */
+const OS_LABELS = ['kubernetes.io/os', 'beta.kubernetes.io/os'];
+
+/**
+ * Why the pod runs on Windows nodes only, or undefined: `spec.os.name: windows`, a nodeSelector
+ * on the OS label, or a required node affinity whose every term allows Windows only. The
+ * elector is a Linux container: in a Windows pod the API server rejects its Linux
+ * securityContext, and on a Windows node it could never start, so its startup probe would hold
+ * the app back for ever.
+ */
+function windowsOnly(spec: Record<string, unknown>): string | undefined {
+  const os = spec['os'];
+  if (isRecord(os) && typeof os['name'] === 'string' && os['name'].toLowerCase() === 'windows')
+    return 'spec.os.name is windows';
+  const selector = stringMap(spec['nodeSelector']);
+  for (const key of OS_LABELS)
+    if (selector[key]?.toLowerCase() === 'windows') return `its nodeSelector ${key} is windows`;
+  const affinity = isRecord(spec['affinity']) ? spec['affinity']['nodeAffinity'] : undefined;
+  const required = isRecord(affinity)
+    ? affinity['requiredDuringSchedulingIgnoredDuringExecution']
+    : undefined;
+  const terms =
+    isRecord(required) && Array.isArray(required['nodeSelectorTerms']) ? required['nodeSelectorTerms'] : [];
+  // Terms are ORed: Windows only when every term excludes Linux.
+  const excludesLinux = (term: unknown) =>
+    isRecord(term) &&
+    Array.isArray(term['matchExpressions']) &&
+    term['matchExpressions'].some((e: unknown) => {
+      if (!isRecord(e) || typeof e['key'] !== 'string' || !OS_LABELS.includes(e['key'])) return false;
+      const values = Array.isArray(e['values']) ? e['values'].map((v) => String(v).toLowerCase()) : [];
+      if (e['operator'] === 'In') return !values.includes('linux');
+      if (e['operator'] === 'NotIn') return values.includes('linux');
+      return e['operator'] === 'DoesNotExist';
+    });
+  if (terms.length > 0 && terms.every(excludesLinux))
+    return 'its required node affinity allows Windows nodes only';
+  return undefined;
+}
+
+/** Annotation the Job controller sets on the pods of an Indexed Job (it sets their hostname too). */
+const JOB_COMPLETION_INDEX = 'batch.kubernetes.io/job-completion-index';
+
+/**
+ * The controller whose pods would all carry the same user-set `spec.hostname`, or undefined.
+ * The elector names a leader by its hostname (NAIS's contract: the app compares it with its
+ * own), so replicas sharing a hostname would all believe they lead. A StatefulSet sets each
+ * pod's hostname to its name, and the Job controller sets `<job>-<index>` for an Indexed Job:
+ * both distinct, so both fine. A pod without a controller is alone.
+ */
+function sharedHostnameOwner(pod: V1Pod): { kind: string; name: string } | undefined {
+  const hostname = pod.spec?.hostname;
+  if (typeof hostname !== 'string' || hostname === '') return undefined;
+  const meta = pod.metadata ?? {};
+  const owners = Array.isArray(meta.ownerReferences) ? meta.ownerReferences.filter(isRecord) : [];
+  const owner = owners.find((o) => o.controller === true);
+  if (!owner) return undefined;
+  const kind = typeof owner.kind === 'string' ? owner.kind : '';
+  if (kind === 'StatefulSet') return undefined;
+  if (kind === 'Job' && stringMap(meta.annotations)[JOB_COMPLETION_INDEX] !== undefined) return undefined;
+  return { kind, name: typeof owner.name === 'string' ? owner.name : '' };
+}
+
 /**
  * Should this pod get an elector? Returns why not (skip or refuse, with a message that says
  * what to change), or the plan: election name and ports.
@@ -325,6 +411,27 @@ export function decide(pod: unknown, namespace: string, config: InjectionConfig)
       message:
         "pods with hostNetwork: true cannot take part in leader election: the elector's ports would be the node's, " +
         `shared with every other such pod; remove hostNetwork or set ${OPT_IN_KEY}: "false"`,
+    };
+  }
+  const windows = windowsOnly(spec as unknown as Record<string, unknown>);
+  if (windows !== undefined) {
+    return {
+      kind: 'refuse',
+      reason: 'windows',
+      message:
+        `this pod runs on Windows nodes (${windows}), and the elector is a Linux container; ` +
+        `set ${OPT_IN_KEY}: "false" on Windows pods`,
+    };
+  }
+  const sharer = sharedHostnameOwner(p);
+  if (sharer !== undefined) {
+    return {
+      kind: 'refuse',
+      reason: 'shared-hostname',
+      message:
+        `spec.hostname ${clip(spec.hostname)} is the same in every pod of ${sharer.kind} ${clip(sharer.name)}, ` +
+        'and the elector names the leader by hostname, so every replica would believe it leads; ' +
+        'remove spec.hostname from the pod template',
     };
   }
   if (namespace === '')
@@ -425,6 +532,7 @@ export function electorContainer(
   plan: InjectionPlan,
   config: InjectionConfig,
   tokenMount: V1VolumeMount | undefined,
+  podRunsAsRoot = false,
 ): V1Container {
   const requests: Record<string, string> = {};
   const limits: Record<string, string> = {};
@@ -455,13 +563,17 @@ export function electorContainer(
       ...(Object.keys(limits).length > 0 ? { limits } : {}),
     },
     // Passes the Pod Security "restricted" profile on its own, whatever the pod sets. No
-    // runAsUser: the image's numeric non-root USER applies (and OpenShift may assign one).
+    // runAsUser as a rule: the pod's uid, else the image's numeric non-root USER applies (and
+    // OpenShift assigns one from the namespace's range, which a fixed uid would fall outside).
+    // A pod that runs as root (runAsUser: 0) would give the elector uid 0, which
+    // runAsNonRoot makes the kubelet refuse: then the elector gets the image's own uid/gid.
     securityContext: {
       allowPrivilegeEscalation: false,
       capabilities: { drop: ['ALL'] },
       privileged: false,
       readOnlyRootFilesystem: true,
       runAsNonRoot: true,
+      ...(podRunsAsRoot ? { runAsUser: ELECTOR_UID, runAsGroup: ELECTOR_UID } : {}),
       seccompProfile: { type: 'RuntimeDefault' },
     },
     // Ready means "knows the leader": as a native sidecar this holds the app back until its
@@ -546,13 +658,81 @@ function canonical(v: unknown): string {
   return JSON.stringify(v) ?? 'null';
 }
 
-/** Where the elector goes among init containers: after other injectors' native sidecars. */
-function sidecarIndex(initContainers: V1Container[]): number {
-  let index = 0;
-  initContainers.forEach((c, i) => {
-    if (c.restartPolicy === 'Always') index = i + 1;
+/**
+ * True when an `envFrom` source of the container could hold an `ELECTOR_*` name: a source
+ * without prefix, or with a prefix that an `ELECTOR_*` name starts with. Admission makes no API
+ * call, so the ConfigMap or Secret itself cannot be read: we assume it may.
+ */
+function envFromMayProvide(c: V1Container): boolean {
+  if (!Array.isArray(c.envFrom)) return false;
+  return c.envFrom.some((source) => {
+    if (!isRecord(source)) return false;
+    const prefix = typeof source.prefix === 'string' ? source.prefix : '';
+    return 'ELECTOR_'.startsWith(prefix) || prefix.startsWith('ELECTOR_');
   });
-  return index;
+}
+
+/** The resources the pod-level `spec.resources` account for the elector (Kubernetes 1.34+). */
+const POD_LEVEL = ['cpu', 'memory'] as const;
+
+/** A container's request of a resource as the API server counts it: the request, else the limit. */
+function requestOf(c: V1Container | undefined, resource: string): number {
+  const r = isRecord(c?.resources) ? c.resources : {};
+  const text = stringMap(r.requests)[resource] ?? stringMap(r.limits)[resource];
+  return text === undefined ? 0 : (quantityValue(text) ?? 0);
+}
+
+/** A container's limit of a resource, else its request (what it may use of a pod-level limit). */
+function limitOf(c: V1Container | undefined, resource: string): number {
+  const r = isRecord(c?.resources) ? c.resources : {};
+  const text = stringMap(r.limits)[resource] ?? stringMap(r.requests)[resource];
+  return text === undefined ? 0 : (quantityValue(text) ?? 0);
+}
+
+/** A quantity for a value: whole millicores for CPU, whole bytes (in Mi or Ki when exact) for memory. */
+function formatQuantity(resource: string, value: number): string {
+  if (resource === 'cpu') return `${Math.ceil(Math.round(value * 1e9) / 1e6)}m`;
+  const bytes = Math.ceil(value);
+  if (bytes % 2 ** 20 === 0) return `${bytes / 2 ** 20}Mi`;
+  if (bytes % 2 ** 10 === 0) return `${bytes / 2 ** 10}Ki`;
+  return String(bytes);
+}
+
+/**
+ * Pod-level resources (`spec.resources`) must hold the containers' aggregate requests, and
+ * each container's limit, or the API server rejects the pod. Where the pod sets a pod-level
+ * request or limit of CPU or memory, the elector's share is added to it (minus what an
+ * elector injected before had), so the pod's budget grows by exactly the elector's.
+ * Requests grow by the elector's request (its limit when it has none: the API server defaults
+ * it so), limits by its limit (its request when it has none), so requests stay within limits.
+ * A value we cannot read is left alone (the API server will say what is wrong with it).
+ */
+function adjustPodResources(
+  spec: NonNullable<V1Pod['spec']>,
+  previous: V1Container | undefined,
+  elector: V1Container,
+): void {
+  if (!isRecord(spec.resources)) return;
+  const resources = spec.resources;
+  for (const [field, amount] of [
+    ['requests', requestOf],
+    ['limits', limitOf],
+  ] as const) {
+    const values = resources[field];
+    if (!isRecord(values)) continue;
+    const next = { ...values };
+    let changed = false;
+    for (const resource of POD_LEVEL) {
+      const text = values[resource];
+      if (typeof text !== 'string') continue;
+      const current = quantityValue(text);
+      const delta = amount(elector, resource) - amount(previous, resource);
+      if (current === undefined || delta === 0) continue;
+      next[resource] = formatQuantity(resource, Math.max(0, current + delta));
+      changed = true;
+    }
+    if (changed) spec.resources = { ...spec.resources, [field]: next };
+  }
 }
 
 function envNames(c: V1Container): Map<string, V1EnvVar> {
@@ -609,18 +789,21 @@ export function inject(original: V1Pod, plan: InjectionPlan, config: InjectionCo
 
   // 3. Render the elector and its token volume; keep the existing one if it is what we render.
   const token = tokenMountFor([...containers, ...initContainers]);
-  let elector = electorContainer(plan, config, token.mount);
+  const podRunsAsRoot = isRecord(spec.securityContext) && spec.securityContext.runAsUser === 0;
+  let elector = electorContainer(plan, config, token.mount, podRunsAsRoot);
   const volume = token.ownVolume ? tokenVolume() : undefined;
   const hash = shortHash(canonical({ elector, volume: volume ?? null, mode: config.mode }), 12);
   const current = status?.hash === hash && previous !== undefined;
   if (current) elector = previous;
+  const rendered = elector;
+  if (!current) adjustPodResources(spec, previous, rendered);
 
   if (config.mode === 'native-sidecar') {
-    const at =
-      previousIndex.init >= 0
-        ? Math.min(previousIndex.init, initContainers.length)
-        : sidecarIndex(initContainers);
-    initContainers.splice(at, 0, elector);
+    // Last among the init containers (see the header): after every native sidecar (a mesh
+    // proxy must be up before the elector can reach the API server) and after every regular
+    // init container (none of them waits for an election). One that another webhook added
+    // after ours moves it to the end again when we are reinvoked.
+    initContainers.push(elector);
   } else {
     const at = previousIndex.app >= 0 ? Math.min(previousIndex.app, containers.length) : containers.length;
     containers.splice(at, 0, elector);
@@ -646,14 +829,19 @@ export function inject(original: V1Pod, plan: InjectionPlan, config: InjectionCo
   // 4. The app's env: prepended (so the user's own entries can refer to them with $(VAR)),
   // only where missing; a different value the user set is kept, with a warning.
   const wanted = appEnv(plan.electionPort);
-  const electorAt = initContainers.indexOf(elector);
   const appContainers = [
+    // Native sidecars run next to the app, so they can ask the elector too; regular init
+    // containers all finish before it starts and get nothing.
+    ...initContainers.filter((c) => c !== elector && c.restartPolicy === 'Always'),
     ...containers.filter((c) => c !== elector),
-    // Init containers that start after a native-sidecar elector can ask it too.
-    ...(config.mode === 'native-sidecar' ? initContainers.slice(electorAt + 1) : []),
   ];
   for (const c of appContainers) {
     const present = envNames(c);
+    if (envFromMayProvide(c)) {
+      warnings.push(
+        `container ${clip(c.name)} has envFrom that may set ELECTOR_*; env set by the webhook wins, set them in env to keep yours`,
+      );
+    }
     const missing = wanted.filter((w) => !present.has(w.name));
     for (const w of wanted) {
       const own = present.get(w.name);
