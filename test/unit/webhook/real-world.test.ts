@@ -347,6 +347,35 @@ describe('7. init containers', () => {
   });
 });
 
+describe('7. init containers: reinvocation', () => {
+  test('an init container another webhook appended after the elector: one move, then nothing', () => {
+    const first = injected(pod({}, { initContainers: [{ name: 'setup', image: 's' }] })).pod;
+    first.spec?.initContainers?.push({ name: 'late', image: 'l' });
+    const again = review(first);
+    assert.deepEqual(decodePatch(again.review), [
+      { op: 'move', from: '/spec/initContainers/1', path: '/spec/initContainers/2' },
+    ]);
+    const moved = patchedPod(first, again.review);
+    assert.deepEqual(
+      moved.spec?.initContainers?.map((c) => c.name),
+      ['setup', 'late', 'elector'],
+    );
+    assert.deepEqual(decodePatch(review(moved).review), []);
+  });
+
+  test('a re-rendered elector (a new image) is one replace at its index', () => {
+    const first = injected(pod({}, { initContainers: [{ name: 'setup', image: 's' }] })).pod;
+    const config = { ...TEST_CONFIG, image: 'registry.example/lifelease:0.2.0' };
+    const parsed = parseReview(createReview(first, 'ns'));
+    assert.ok(parsed.ok);
+    const ops = decodePatch(handleAdmission(parsed.request, config).review);
+    assert.deepEqual(
+      ops.map((o) => `${o.op} ${o.path}`),
+      ['replace /spec/initContainers/1', 'add /metadata/annotations/lifelease.dev~1injected'],
+    );
+  });
+});
+
 describe('8. envFrom', () => {
   const cases: { name: string; envFrom: NonNullable<V1Container['envFrom']>; warns: boolean }[] = [
     { name: 'unprefixed ConfigMap', envFrom: [{ configMapRef: { name: 'c' } }], warns: true },
