@@ -39,14 +39,18 @@ export function clip(value: unknown): string {
   return JSON.stringify(text.length > 40 ? `${text.slice(0, 39)}…` : text);
 }
 
-/** Stable JSON (sorted keys) for hashing. */
+/**
+ * Stable JSON (keys sorted at every level) for hashing: the same text whatever order the keys
+ * were written in. JSON.stringify with a replacer that re-keys each object in order: several
+ * times faster than concatenating by hand (this runs on every injection).
+ */
 export function canonical(v: unknown): string {
-  if (Array.isArray(v)) return `[${v.map(canonical).join(',')}]`;
-  if (isRecord(v)) {
-    return `{${Object.keys(v)
-      .sort()
-      .map((k) => `${JSON.stringify(k)}:${canonical(v[k])}`)
-      .join(',')}}`;
-  }
-  return JSON.stringify(v) ?? 'null';
+  return (
+    JSON.stringify(v, (_key, value: unknown) => {
+      if (!isRecord(value)) return value;
+      const sorted: Record<string, unknown> = {};
+      for (const k of Object.keys(value).sort()) sorted[k] = value[k];
+      return sorted;
+    }) ?? 'null'
+  );
 }

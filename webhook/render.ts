@@ -13,7 +13,7 @@ import {
   PROJECT,
 } from '../common/constants.ts';
 import { defaultOf, quantityValue, type ElectorMode, type ElectorResources } from './config.ts';
-import { canonical, shortHash } from './pod.ts';
+import { shortHash } from './pod.ts';
 import type { InjectionPlan } from './policy.ts';
 
 /** What the transformation needs from the configuration. */
@@ -157,8 +157,11 @@ export function tokenVolume(): V1Volume {
 /**
  * The hash stamped on an injected pod: of the rendered elector, its volume and the mode. A pod
  * that carries the hash of what we would render keeps the elector it has (the API server
- * defaults fields in it, so comparing containers would see a difference).
+ * defaults fields in it, so comparing containers would see a difference). Plain JSON of
+ * objects this module builds, so the key order is this code's: stable for a given version,
+ * and several times cheaper than sorting keys (this runs on every injection). A version that
+ * renders differently re-renders the elector of a pod it reviews again, as it should.
  */
 export function renderHash(elector: V1Container, volume: V1Volume | undefined, mode: ElectorMode): string {
-  return shortHash(canonical({ elector, volume: volume ?? null, mode }), 12);
+  return shortHash(JSON.stringify({ elector, volume: volume ?? null, mode }), 12);
 }
