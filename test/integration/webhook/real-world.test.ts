@@ -102,10 +102,13 @@ describe('real-world pod specs through the API server', () => {
       return list.items.length >= 1 ? list.items : undefined;
     });
     assert.ok(pod && electorOf(pod));
-    assert.deepEqual(pod.spec?.resources, {
-      requests: { cpu: '260m', memory: '146Mi' },
-      limits: { cpu: '1250m', memory: '384Mi' },
-    });
+    assert.deepEqual(
+      { ...pod.spec?.resources },
+      {
+        requests: { cpu: '260m', memory: '146Mi' },
+        limits: { cpu: '1250m', memory: '384Mi' },
+      },
+    );
   });
 
   test('1. pod-level limits only: the API server defaults requests, and accepts the injected pod', async () => {
