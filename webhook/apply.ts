@@ -139,10 +139,12 @@ function podResourceOps(
   }
 }
 
-function envNames(c: V1Container): Map<string, V1EnvVar> {
+/** The container's own `ELECTOR_*` env entries by name (the only ones we look up). */
+function electorEnv(c: V1Container): Map<string, V1EnvVar> {
   const out = new Map<string, V1EnvVar>();
   if (Array.isArray(c.env))
-    for (const e of c.env) if (isRecord(e) && typeof e.name === 'string') out.set(e.name, e);
+    for (const e of c.env)
+      if (isRecord(e) && typeof e.name === 'string' && e.name.startsWith('ELECTOR_')) out.set(e.name, e);
   return out;
 }
 
@@ -219,7 +221,7 @@ export function applyPlan(pod: V1Pod, plan: InjectionPlan, config: InjectionConf
     ...users.app.map((x) => ({ ...x, list: 'containers' })),
   ];
   for (const { c, i, list } of targets) {
-    const present = envNames(c);
+    const present = electorEnv(c);
     if (envFromMayProvide(c)) {
       warnings.push(
         `container ${clip(c.name)} has envFrom that may set ELECTOR_*; env set by the webhook wins, set them in env to keep yours`,
