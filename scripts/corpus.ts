@@ -312,7 +312,16 @@ for (const t of selected) {
 // ---------------------------------------------------------------------------------------
 
 interface ApiResult {
-  dryRun: { accepted: number; rejected: number; refusedByWebhook: number; agree: number; disagree: string[] };
+  dryRun: {
+    accepted: number;
+    /** Rejected by the API server although the same pod without the opt-in is accepted: ours. */
+    rejected: number;
+    /** Rejected with or without the opt-in: the manifest itself is invalid (a kustomize base, test data). */
+    invalidWithoutUs: number;
+    refusedByWebhook: number;
+    agree: number;
+    disagree: string[];
+  };
   controllers: {
     created: number;
     podsMade: number;
@@ -375,6 +384,7 @@ if (useApi) {
     const dry: ApiResult['dryRun'] = {
       accepted: 0,
       rejected: 0,
+      invalidWithoutUs: 0,
       refusedByWebhook: 0,
       agree: 0,
       disagree: [],
@@ -402,8 +412,18 @@ if (useApi) {
             if (direct.outcome === 'denied') dry.agree++;
             else dry.disagree.push(`${t.source} ${optIn}: ${message}`);
           } else {
-            dry.rejected++;
-            dry.disagree.push(`${t.source} ${optIn}: API server rejected: ${message}`);
+            // Ours only if the same pod without the opt-in is accepted.
+            const plain = controllerPod(t, optIn, namespace);
+            sanitize(plain.spec!);
+            delete plain.metadata?.labels?.['leaderElection'];
+            delete plain.metadata?.annotations?.['leaderElection'];
+            try {
+              await core.createNamespacedPod({ namespace, body: plain, dryRun: 'All' });
+              dry.rejected++;
+              dry.disagree.push(`${t.source} ${optIn}: API server rejected: ${message}`);
+            } catch {
+              dry.invalidWithoutUs++;
+            }
           }
         }
       }
@@ -551,12 +571,12 @@ if (api) {
   const d = api.dryRun;
   lines.push('through kube-apiserver:');
   lines.push(
-    `  dry-run pod CREATE: ${d.accepted} accepted, ${d.refusedByWebhook} refused by the webhook, ${d.rejected} rejected by the API server; ${d.agree} agree with the direct review`,
+    `  dry-run pod CREATE: ${d.accepted} accepted, ${d.refusedByWebhook} refused by the webhook, ${d.rejected} rejected by the API server because of us, ${d.invalidWithoutUs} invalid without us too; ${d.agree} agree with the direct review`,
   );
   for (const x of d.disagree.slice(0, show * 4)) lines.push(`    - ${x}`);
   const c = api.controllers;
   lines.push(
-    `  workloads: ${c.created} created, ${c.podsMade} made their pod, ${c.failedCreate} FailedCreate, ${c.pending} neither within 180 s, ${c.notCreated.length} not created`,
+    `  workloads: ${c.created} created, ${c.podsMade} made their pod, ${c.failedCreate} FailedCreate (pods refused), ${c.pending} neither within 180 s; ${c.notCreated.length} not created (the API server rejects the workload itself: invalid manifest, before any webhook)`,
   );
   for (const x of [...c.messages, ...c.notCreated].slice(0, show * 4)) lines.push(`    - ${x}`);
 }
