@@ -18,6 +18,15 @@ import {
   LABEL_ELECTION,
 } from '../common/constants.ts';
 import { quantityValue } from './config.ts';
+
+/**
+ * A quantity's value, also in the decimal-exponent form the API server accepts (`1e3`, `5E-1`)
+ * that the configuration's parser refuses; undefined when it is neither.
+ */
+function quantity(text: string): number | undefined {
+  const m = /^([+]?(\d+(\.\d*)?|\.\d+))[eE]([+-]?\d+)$/.exec(text.trim());
+  return m ? Number(m[1]) * 10 ** Number(m[4]) : quantityValue(text.trim());
+}
 import { applyPatch, type Operation } from './patch.ts';
 import { canonical, clip, isRecord, stringMap } from './pod.ts';
 import { injectedStatus, type InjectedStatus, type InjectionPlan } from './policy.ts';
@@ -82,14 +91,14 @@ const POD_LEVEL = ['cpu', 'memory'] as const;
 function requestOf(c: V1Container | undefined, resource: string): number {
   const r = isRecord(c?.resources) ? c.resources : {};
   const text = stringMap(r.requests)[resource] ?? stringMap(r.limits)[resource];
-  return text === undefined ? 0 : (quantityValue(text) ?? 0);
+  return text === undefined ? 0 : (quantity(text) ?? 0);
 }
 
 /** A container's limit of a resource, else its request (what it may use of a pod-level limit). */
 function limitOf(c: V1Container | undefined, resource: string): number {
   const r = isRecord(c?.resources) ? c.resources : {};
   const text = stringMap(r.limits)[resource] ?? stringMap(r.requests)[resource];
-  return text === undefined ? 0 : (quantityValue(text) ?? 0);
+  return text === undefined ? 0 : (quantity(text) ?? 0);
 }
 
 /** A quantity for a value: whole millicores for CPU, whole bytes (in Mi or Ki when exact) for memory. */
@@ -127,7 +136,7 @@ function podResourceOps(
     for (const resource of POD_LEVEL) {
       const text = values[resource];
       if (typeof text !== 'string') continue;
-      const current = quantityValue(text);
+      const current = quantity(text);
       const delta = amount(elector, resource) - amount(previous, resource);
       if (current === undefined || delta === 0) continue;
       ops.push({

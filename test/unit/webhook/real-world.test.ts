@@ -84,6 +84,11 @@ describe('1. pod-level resources account for the elector', () => {
     });
   });
 
+  test('a pod-level value in the exponent form (1e9 bytes) is read too', () => {
+    const out = injected(pod({}, { resources: { requests: { memory: '1e9' } } }));
+    assert.deepEqual(out.pod.spec?.resources, { requests: { memory: '1100663296' } });
+  });
+
   test('an elector without a limit adds its request to the pod limit, so requests stay within limits', () => {
     const config = { ...TEST_CONFIG, resources: { ...TEST_CONFIG.resources, memoryLimit: '' } };
     const p = pod({}, { resources: { requests: { memory: '64Mi' }, limits: { memory: '64Mi' } } });
