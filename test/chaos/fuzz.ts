@@ -293,6 +293,9 @@ export interface Outcome {
   outcome?: 'allowed' | 'patched' | 'denied' | 'errored';
 }
 
+/** How long a case may go unanswered before it counts as a hang. */
+const HANG_MS = 30_000;
+
 const isTrue = (v: unknown) => typeof v === 'string' && v.trim().toLowerCase() === 'true';
 
 /**
@@ -311,13 +314,15 @@ export async function judgeCase(
       headers: { 'content-type': 'application/json', ...c.headers },
       payload: c.payload,
     }),
-    new Promise<'hang'>((resolve) => setTimeout(() => resolve('hang'), 2000).unref()),
+    // A hang never answers; 30 s tells it from a slow answer on a loaded machine (at a load
+    // average of 30 one case took over 2 s, the bound this had, and stopped the run).
+    new Promise<'hang'>((resolve) => setTimeout(() => resolve('hang'), HANG_MS).unref()),
   ]);
   const fail = (problem: string, outcome: Outcome = { status: 0, kind: 'error' }) => ({
     problem: `${problem}; payload (${c.payload.length} bytes): ${c.payload.slice(0, 300)}`,
     outcome,
   });
-  if (res === 'hang') return fail('no answer in 2 s (hang)');
+  if (res === 'hang') return fail(`no answer in ${HANG_MS / 1000} s (hang)`);
   const ms = performance.now() - started;
   let body: unknown;
   try {
