@@ -503,7 +503,10 @@ export function debianMirror(): string {
     for (const m of text.matchAll(/^(?:URIs:\s*|deb\s+(?:\[[^\]]*\]\s+)?)(\S+\/debian)\/?(?:\s|$)/gm))
       return m[1]!;
   }
-  return 'http://deb.debian.org/debian';
+  // The machine's apt configuration is the one place that says which mirror it may reach.
+  throw new Error(
+    `no Debian mirror found in ${files.join(', ')}: set LIFELEASE_DEBIAN_MIRROR to the mirror's URL (ending in /debian)`,
+  );
 }
 
 function nodeBinary(): { file: string; version: string } {
