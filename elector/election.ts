@@ -22,7 +22,8 @@
  *  5. A Lease held by another Pod: check that Pod now and every `ownerCheckIntervalMs`.
  *     If it is gone, replaced by a new Pod of the same name, or finished (Succeeded/Failed),
  *     DELETE the Lease with UID and resourceVersion preconditions (exactly that Lease, as
- *     judged) and go to 4 when the watch reports the deletion.
+ *     judged) and go to 4 when the watch reports the deletion. A Lease that names only a
+ *     holder (no owner, not ours: a lock made by hand) is followed by name, never reclaimed.
  *  6. The verdict: leader when the Lease's owner UID is the own Pod's UID; follower of the
  *     named leader otherwise; `unknown` when the view is older than `fencingTimeoutMs`
  *     (self-fencing), when the Lease is not an election Lease, or when the leader's name is
@@ -200,12 +201,21 @@ export type Holder =
       format: 'lifelease' | 'nais';
     }
   | {
-      /** An election Lease whose ownerReference is gone (`--cascade=orphan`): judge by the pod it names. */
+      /** Our Lease whose ownerReference is gone (`--cascade=orphan`): judge by the pod it names. */
       kind: 'orphan';
       name: string;
       podName: string;
-      /** From our annotation; undefined for a NAIS Lease (resolved by the owner check). */
+      /** From our annotation; undefined when someone removed it (resolved by the owner check). */
       podUid: string | undefined;
+    }
+  | {
+      /**
+       * A lock someone made by hand (or any other writer): a `holderIdentity`, but neither an
+       * owner nor our labels. Followed by name, never reclaimed: nothing says which Pod it
+       * means or whether that Pod is gone, and deleting a lock a person set is not ours to do.
+       */
+      kind: 'held';
+      name: string;
     }
   | { kind: 'foreign'; reason: string };
 
@@ -249,8 +259,9 @@ export function classifyLease(lease: LeaseRecord): Holder {
     const podUid = lease.annotations[LEASE_ANNOTATION_LEADER_UID] || undefined;
     if (podName) return { kind: 'orphan', name: annotatedName || holderIdentity || podName, podName, podUid };
   } else if (holderIdentity) {
-    // NAIS's elector names its Pod by hostname, which is the pod name unless overridden.
-    return { kind: 'orphan', name: holderIdentity, podName: holderIdentity, podUid: undefined };
+    // NAIS's own Leases always carry an owner; without one this is a hand-made lock (or a NAIS
+    // Lease orphaned by hand, which looks the same): follow it, never delete it.
+    return { kind: 'held', name: holderIdentity };
   }
   return { kind: 'foreign', reason: 'the Lease has neither an owner Pod nor a holderIdentity' };
 }
@@ -376,6 +387,7 @@ export function decideAction(
   }
   const holder = classifyLease(lease);
   if (holder.kind === 'foreign') return { type: 'wait', until: undefined, why: 'foreign-lease' };
+  if (holder.kind === 'held') return { type: 'wait', until: undefined, why: 'held-lock' };
   if (holder.podUid === identity.podUid) return { type: 'wait', until: undefined, why: 'leading' };
   const o = memory.owner;
   if (o === undefined || o.leaseUid !== lease.uid || now >= o.nextCheckAt) {
@@ -405,6 +417,20 @@ export function decideVerdict(
   if (lease === null) return none('follower', 'no-lease');
   const holder = classifyLease(lease);
   if (holder.kind === 'foreign') return none('unknown', 'foreign-lease');
+  if (holder.kind === 'held') {
+    // Only a name: this pod leads when the lock names its hostname (what a NAIS client
+    // concludes from the same Lease), and follows it otherwise.
+    if (holder.name === identity.hostname) {
+      return {
+        state: 'leader',
+        name: identity.hostname,
+        pod: identity.podName,
+        uid: identity.podUid,
+        reason: 'held-lock',
+      };
+    }
+    return { state: 'follower', name: holder.name, pod: '', uid: '', reason: 'held-lock' };
+  }
   let uid = holder.podUid;
   if (uid === undefined && memory.owner?.leaseUid === lease.uid) uid = memory.owner.resolvedUid;
   if (uid === undefined) return none('unknown', 'owner-pending');

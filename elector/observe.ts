@@ -204,9 +204,9 @@ export function logNote(log: Logger, note: Note): void {
           {
             lease: lease.uid,
             holder: holder.name,
-            holderPod: holder.podName,
-            holderUid: holder.podUid ?? null,
-            kind: holder.kind === 'pod' ? holder.format : 'orphan',
+            holderPod: holder.kind === 'held' ? null : holder.podName,
+            holderUid: holder.kind === 'held' ? null : (holder.podUid ?? null),
+            kind: holder.kind === 'pod' ? holder.format : holder.kind,
           },
           'lease observed',
         );

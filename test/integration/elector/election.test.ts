@@ -226,6 +226,33 @@ describe('other writers of the Lease', () => {
     assert.equal((await e.lease())?.spec?.holderIdentity, 'ours-0');
   });
 
+  test('a lock made by hand (a holderIdentity, no owner, none of our metadata) is followed, never deleted', async () => {
+    const e = await election('el-hand');
+    const pod = await e.pod('app-0');
+    const lock = await e.createLease({
+      metadata: { name: ELECTION },
+      spec: { holderIdentity: 'pinned-by-hand', acquireTime: new V1MicroTime(Date.now()) },
+    });
+    // A 3 s fencing bound renews the watch every second, and the owner check would run every
+    // second: several rounds in which the lock could have been judged and deleted.
+    const el = await e.start(pod, { args: ['--fencing-timeout=3s', '--owner-check-interval=1s'] });
+    const r = await el.waitFor((x) => x.state === 'follower' && x.name !== '', 30_000, 'following the lock');
+    assert.equal(r.name, 'pinned-by-hand');
+    assert.equal(r.is_leader, false);
+    assert.equal(await el.readyz(), 200);
+    await eventually(
+      'five watch rounds',
+      async () => ((await el.metric('elector_api_requests_total{operation="watch"}')) ?? 0) >= 5,
+    );
+    assert.equal(await el.metric('elector_api_requests_total{operation="delete"}'), 0);
+    assert.equal(await el.metric('elector_api_requests_total{operation="get-pod"}'), 0);
+    assert.equal((await e.lease())?.metadata?.resourceVersion, lock.metadata?.resourceVersion, 'untouched');
+    assert.equal((await el.get()).body.name, 'pinned-by-hand');
+    // Its maker removes it: an ordinary election follows.
+    await e.deleteLease();
+    await el.waitFor((x) => x.is_leader, 30_000, 'leads once the lock is gone');
+  });
+
   test('a foreign client-go Lease of the same name: unknown, clear log, no write; recovers when it goes', async () => {
     const e = await election('el-foreign');
     const pod = await e.pod('app-0');

@@ -499,33 +499,47 @@ describe('mixed and odd Leases', () => {
     );
   });
 
-  test('orphaned NAIS Lease (no owner) whose pod is gone: reclaimed', async () => {
+  test('a lock made by hand (holderIdentity only, no owner, not ours) whose pod does not exist: followed, never deleted', async () => {
     const e = start();
-    const orphan = { ...naisLease(OTHER), owners: [] };
-    e.store.expect('list', () => ({ lease: orphan, resourceVersion: '30' }));
-    e.store.expect('getPod', () => null);
-    e.store.expect('deleteLease', () => {});
+    const lock = { ...naisLease(OTHER), owners: [] };
+    e.store.expect('list', () => ({ lease: lock, resourceVersion: '30' }));
     await e.clock.advance(0);
-    assert.equal(e.store.callsOf('deleteLease').length, 1);
+    e.store.watch0.open();
+    // Hours pass: no pod is looked up (the strict store fails any getPod), nothing deleted.
+    for (let i = 0; i < 10; i++) {
+      await e.clock.advance(TIMING.ownerCheckIntervalMs);
+      e.store.watch0.event({ type: 'BOOKMARK', resourceVersion: `${31 + i}` });
+    }
+    assert.deepEqual(e.store.callsOf('deleteLease'), []);
+    assert.deepEqual(e.store.callsOf('getPod'), []);
+    assert.deepEqual(
+      { state: e.verdict.state, name: e.verdict.name, reason: e.verdict.reason },
+      { state: 'follower', name: OTHER.name, reason: 'held-lock' },
+    );
   });
 
-  test('orphaned NAIS Lease whose pod runs: unknown until checked, then follower with its uid', async () => {
+  test("a lock made by hand naming this pod's hostname: leader, as a NAIS client would conclude", async () => {
     const e = start();
-    const orphan = { ...naisLease(OTHER), owners: [] };
-    e.store.expect('list', () => ({ lease: orphan, resourceVersion: '30' }));
-    let release!: () => void;
-    e.store.expect(
-      'getPod',
-      () => new Promise((resolve) => (release = () => resolve(pod(OTHER.name, OTHER.uid)))),
-    );
-    await e.clock.advance(0);
-    assert.equal(e.verdict.reason, 'owner-pending');
-    release();
+    const lock = { ...naisLease({ name: ME.hostname, uid: 'whatever' }), owners: [] };
+    e.store.expect('list', () => ({ lease: lock, resourceVersion: '30' }));
     await e.clock.advance(0);
     assert.deepEqual(
-      { state: e.verdict.state, name: e.verdict.name, uid: e.verdict.uid },
-      { state: 'follower', name: OTHER.name, uid: OTHER.uid },
+      { state: e.verdict.state, name: e.verdict.name, reason: e.verdict.reason },
+      { state: 'leader', name: ME.hostname, reason: 'held-lock' },
     );
+  });
+
+  test('a lock made by hand, then removed by its maker: campaign', async () => {
+    const e = start();
+    const lock = { ...naisLease(OTHER), owners: [] };
+    e.store.expect('list', () => ({ lease: lock, resourceVersion: '30' }));
+    await e.clock.advance(0);
+    e.store.watch0.open();
+    e.store.expect('getPod', () => SELF);
+    e.store.expect('create', (d) => ourLease({ name: d.owner.name, uid: d.owner.uid }));
+    e.store.watch0.event({ type: 'DELETED', lease: lock });
+    await e.clock.advance(TIMING.campaignJitterMs);
+    assert.equal(e.store.callsOf('create').length, 1);
   });
 });
 
