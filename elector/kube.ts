@@ -18,6 +18,7 @@ import { Agent as HttpsAgent, request as httpsRequest, type AgentOptions } from 
 import { createInterface } from 'node:readline';
 import {
   ApiError,
+  electorContainerState,
   type ElectionStore,
   type LeaseDraft,
   type LeaseRecord,
@@ -67,13 +68,19 @@ export function leaseRecord(lease: V1Lease): LeaseRecord {
   };
 }
 
-function podRecord(pod: V1Pod): PodRecord {
+/** The parts of a Pod the election reads, from the API object (JSON). */
+export function podRecord(pod: V1Pod): PodRecord {
   const deletion = pod.metadata?.deletionTimestamp as unknown;
   return {
     name: pod.metadata?.name ?? '',
     uid: pod.metadata?.uid ?? '',
+    resourceVersion: pod.metadata?.resourceVersion ?? '',
     phase: pod.status?.phase,
     terminating: deletion !== undefined && deletion !== null,
+    elector: electorContainerState([
+      ...(pod.status?.initContainerStatuses ?? []),
+      ...(pod.status?.containerStatuses ?? []),
+    ]),
   };
 }
 
@@ -278,7 +285,21 @@ export function createKubeStore(options: KubeStoreOptions): ElectionStore {
     },
 
     watch(request) {
-      return watchLeases(kc, leases, fieldSelector, request, timeoutMs);
+      return watchOne(kc, leases, fieldSelector, request, timeoutMs, 'watch leases', (raw) =>
+        watchEvent(raw, (obj) => ({ lease: leaseRecord(obj) })),
+      );
+    },
+
+    watchPod(request) {
+      return watchOne(
+        kc,
+        `/api/v1/namespaces/${encodeURIComponent(namespace)}/pods`,
+        `metadata.name=${request.name}`,
+        request,
+        timeoutMs,
+        `watch pod ${request.name}`,
+        (raw) => watchEvent(raw, (obj) => ({ pod: podRecord(obj as V1Pod) })),
+      );
     },
   };
 }
@@ -294,17 +315,25 @@ interface RawWatchEvent {
   };
 }
 
-/** One watch request on the Lease; see {@link ElectionStore.watch}. */
-async function watchLeases(
+/** One watch request on one object (by name); see {@link ElectionStore.watch}. */
+async function watchOne<E>(
   kc: KubeConfig,
-  leases: string,
+  collection: string,
   fieldSelector: string,
-  req: Parameters<ElectionStore['watch']>[0],
+  req: {
+    resourceVersion: string;
+    timeoutSeconds: number;
+    signal: AbortSignal;
+    onOpen: () => void;
+    onEvent: (event: E) => void;
+  },
   connectTimeoutMs: number,
+  what: string,
+  toEvent: (raw: RawWatchEvent) => E | undefined,
 ): Promise<void> {
   const { url, options } = await requestOptions(kc, {
     method: 'GET',
-    path: leases,
+    path: collection,
     query: {
       watch: 'true',
       fieldSelector,
@@ -319,7 +348,7 @@ async function watchLeases(
     let settled = false;
     // Until the server answers, a stuck connection is ours to end.
     const connectTimer = setTimeout(
-      () => clientRequest.destroy(new ApiError('watch leases: no response in time', 0, 'Timeout')),
+      () => clientRequest.destroy(new ApiError(`${what}: no response in time`, 0, 'Timeout')),
       connectTimeoutMs,
     );
     const settle = (err?: ApiError) => {
@@ -343,13 +372,13 @@ async function watchLeases(
           const status = parseStatus(body);
           settle(
             new ApiError(
-              `watch leases: ${res.statusCode} ${status.message ?? status.reason ?? ''}`.trim(),
+              `${what}: ${res.statusCode} ${status.message ?? status.reason ?? ''}`.trim(),
               res.statusCode ?? 0,
               status.reason ?? '',
             ),
           );
         });
-        res.on('error', (err) => settle(toApiError(err, 'watch leases')));
+        res.on('error', (err) => settle(toApiError(err, what)));
         return;
       }
       req.onOpen();
@@ -362,32 +391,35 @@ async function watchLeases(
         } catch {
           return; // a torn line can only come with a broken stream, which ends below
         }
-        const event = watchEvent(raw);
+        const event = toEvent(raw);
         if (event) req.onEvent(event);
       });
-      res.on('error', (err) => settle(toApiError(err, 'watch leases')));
+      res.on('error', (err) => settle(toApiError(err, what)));
       // readline re-emits its input's errors; they are handled on `res` above.
       lines.on('error', () => {});
-      res.on('aborted', () => settle(new ApiError('watch leases: stream aborted', 0)));
-      res.on('close', () => settle(res.complete ? undefined : new ApiError('watch leases: stream cut', 0)));
+      res.on('aborted', () => settle(new ApiError(`${what}: stream aborted`, 0)));
+      res.on('close', () => settle(res.complete ? undefined : new ApiError(`${what}: stream cut`, 0)));
     });
     const onAbort = () => {
       clientRequest.destroy();
       settle();
     };
     req.signal.addEventListener('abort', onAbort, { once: true });
-    clientRequest.on('error', (err) => settle(toApiError(err, 'watch leases')));
+    clientRequest.on('error', (err) => settle(toApiError(err, what)));
     clientRequest.end();
   });
 }
 
-function watchEvent(raw: RawWatchEvent): WatchEvent | undefined {
+function watchEvent<T extends object>(
+  raw: RawWatchEvent,
+  body: (obj: V1Lease) => T,
+): ({ type: 'ADDED' | 'MODIFIED' | 'DELETED' } & T) | Exclude<WatchEvent, { lease: unknown }> | undefined {
   const obj = raw.object;
   switch (raw.type) {
     case 'ADDED':
     case 'MODIFIED':
     case 'DELETED':
-      return obj ? { type: raw.type, lease: leaseRecord(obj) } : undefined;
+      return obj ? { type: raw.type, ...body(obj) } : undefined;
     case 'BOOKMARK':
       return { type: 'BOOKMARK', resourceVersion: obj?.metadata?.resourceVersion ?? '' };
     case 'ERROR':

@@ -21,6 +21,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { CONTAINER_NAME } from '../../common/constants.ts';
 import type { ClusterClient } from '../harness/client.ts';
 import { PodSandbox } from '../harness/pod-sandbox.ts';
+import { reportPodStopped } from '../harness/pod-status.ts';
 
 export const CHAOS_NODE = 'chaos-node';
 
@@ -256,10 +257,15 @@ export class ChaosKubelet {
   async #terminate(state: PodState, pod: V1Pod | undefined): Promise<void> {
     await this.stopContainer(state);
     if (!pod?.metadata?.deletionTimestamp) return;
-    // The kubelet's last word: the containers are gone, remove the object (retried while
-    // the API server is down).
+    // The kubelet's last word: the containers are gone, report them terminated (the status
+    // the elector's watch on the leader's Pod reads), then remove the object (both retried
+    // while the API server is down).
+    const ref = { name: state.name, namespace: this.#o.namespace, uid: state.uid };
+    let reported = false;
     for (let attempt = 0; this.#running || attempt === 0; attempt++) {
       try {
+        if (!reported) await reportPodStopped(this.#core, ref);
+        reported = true;
         await this.#core.deleteNamespacedPod({
           name: state.name,
           namespace: this.#o.namespace,

@@ -613,10 +613,17 @@ class ScheduleRun {
         const s = t?.sandbox;
         if (!t || !s) return void r.notes.push('no leader to cut off');
         const from = performance.now();
+        // No allowance for the cut-off pod here (its partition is not reported to the
+        // checker): the others must not lead until it has fenced itself, so any moment with
+        // two claimants fails the schedule. That wait is the designed no-leader window.
+        designedIf(
+          true,
+          'the leader was force-deleted while it may still run: nobody leads until its fencing bound ran out',
+          from,
+        );
         this.k.hold(t);
         s.cutApiServer();
         const p: Partition = { pod: t.key, from, to: Infinity };
-        this.partitions.push(p);
         await sleep(fault.deleteAfterMs);
         await retryApi('force-delete pod', () =>
           this.core.deleteNamespacedPod({ name: t.name, namespace: this.namespace, gracePeriodSeconds: 0 }),

@@ -17,13 +17,24 @@ import {
   LEASE_ANNOTATION_LEADER_HOSTNAME,
   LEASE_ANNOTATION_LEADER_POD,
   LEASE_ANNOTATION_LEADER_UID,
+  LEASE_ANNOTATION_TAKEOVER_AT,
   LEASE_LABEL_ELECTION,
   LEASE_LABEL_MANAGED_BY,
 } from '../../../common/constants.ts';
 import { electorRules } from '../../../common/rbac.ts';
-import { deletePod, setPodPhase } from '../../harness/elector-process.ts';
+import { deletePod, forceDeletePod, setPodPhase } from '../../harness/elector-process.ts';
 import { sharedCluster, type TestCluster } from '../../harness/shared.ts';
-import { ELECTION, TestElection, allAgree, eventually, naisLease, ownerUid } from './helpers.ts';
+import {
+  ELECTION,
+  TestElection,
+  allAgree,
+  eventually,
+  naisLease,
+  overlaps,
+  ownerUid,
+  partitionableApi,
+  recordClaims,
+} from './helpers.ts';
 
 let cluster: TestCluster;
 let current: TestElection[] = [];
@@ -153,7 +164,62 @@ describe('failover', () => {
     );
     const oldView = await old.get();
     assert.equal(oldView.body.is_leader, false, 'the deleted pod claims nothing');
-    assert.equal(ownerUid(await e.lease()), rest.find((x) => x.hostname === second)!.pod.uid);
+    const lease = await e.lease();
+    assert.equal(ownerUid(lease), rest.find((x) => x.hostname === second)!.pod.uid);
+    // The kubelet's last status said the old elector stopped: no fenced takeover.
+    assert.equal(lease?.metadata?.annotations?.[LEASE_ANNOTATION_TAKEOVER_AT], undefined);
+    assert.ok(failoverMs < 10_000, `failover took ${failoverMs.toFixed(0)} ms`);
+  });
+
+  test('a leader cut off from the API server and force-deleted: the takeover waits until it has fenced itself, never two claims', async (t) => {
+    const e = await election('el-forced');
+    const fencing = ['--fencing-timeout=4s'];
+    const [a, b, c] = await Promise.all(['app-a', 'app-b', 'app-c'].map((n) => e.pod(n)));
+    const relay = await partitionableApi(e.kubeconfigPath);
+    try {
+      const ea = await e.start(a!, { args: fencing, kubeconfigPath: relay.kubeconfig });
+      await ea.waitFor((x) => x.is_leader, 30_000, 'a leads');
+      const others = [await e.start(b!, { args: fencing }), await e.start(c!, { args: fencing })];
+      await allAgree([ea, ...others]);
+      const recorder = recordClaims([ea, ...others]);
+
+      // The node of a is cut off, and its pod is force-deleted (the runbook step for a pod
+      // stuck on an unreachable node): the object goes while its status says running.
+      const cutAt = performance.now();
+      relay.cut();
+      await forceDeletePod(e.kc, a!);
+      const deletedAt = performance.now();
+      let leader = '';
+      await eventually(
+        'a new leader among the others',
+        async () => {
+          const answers = await Promise.all(others.map((x) => x.get()));
+          const l = answers.find((r) => r.body.is_leader);
+          leader = l?.body.name ?? '';
+          return l !== undefined && answers.every((r) => r.body.name === leader);
+        },
+        60_000,
+      );
+      const ledAt = performance.now();
+      // Keep watching a while: a must stay fenced, the new leader alone.
+      await sleep(1000);
+      const samples = await recorder.stop();
+      assert.deepEqual(overlaps(samples), [], 'two pods claimed at once');
+      const aLastClaim = Math.max(
+        ...samples.filter((x) => x.who === ea.hostname && x.claims).map((x) => x.at),
+      );
+      const newFirstClaim = Math.min(...samples.filter((x) => x.who === leader && x.claims).map((x) => x.at));
+      t.diagnostic(
+        `cut -> a stopped claiming: ${(aLastClaim - cutAt).toFixed(0)} ms (bound 4000); force delete -> new leader claims: ${(newFirstClaim - deletedAt).toFixed(0)} ms; no-leader gap ${(newFirstClaim - aLastClaim).toFixed(0)} ms`,
+      );
+      assert.ok(aLastClaim < newFirstClaim);
+      assert.ok(ea.running, 'the cut-off elector kept running throughout');
+      const lease = await e.lease();
+      assert.ok(lease?.metadata?.annotations?.[LEASE_ANNOTATION_TAKEOVER_AT], 'a fenced takeover');
+      assert.ok(ledAt - deletedAt >= 4000, 'not before the fencing bound');
+    } finally {
+      await relay.close();
+    }
   });
 
   for (const phase of ['Succeeded', 'Failed'] as const) {
@@ -323,7 +389,8 @@ describe('RBAC', () => {
     assert.equal(await can('get', 'leases', 'another-election'), false);
     assert.equal(await can('list', 'leases'), false, 'list of all leases');
     assert.equal(await can('list', 'pods', undefined, ''), false);
-    assert.equal(await can('watch', 'pods', undefined, ''), false);
+    // Watching the leader's one Pod (its last status before deletion): granted on purpose.
+    assert.equal(await can('watch', 'pods', 'x', ''), true);
     assert.equal(await can('get', 'secrets', 'x', ''), false);
   });
 

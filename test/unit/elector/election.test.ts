@@ -4,7 +4,14 @@
  */
 import assert from 'node:assert/strict';
 import { afterEach, describe, test } from 'node:test';
-import { ApiError, type LeaseDraft } from '../../../elector/election.ts';
+import {
+  ApiError,
+  TAKEOVER_MARGIN_MS,
+  takeoverAt,
+  type LeaseDraft,
+  type LeaseRecord,
+} from '../../../elector/election.ts';
+import { LEASE_ANNOTATION_TAKEOVER_AT } from '../../../common/constants.ts';
 import { ME, SELF, TIMING, naisLease, ourLease, pod, startElection } from './fakes.ts';
 
 const OTHER = { name: 'app-1', uid: 'uid-other' };
@@ -308,7 +315,16 @@ describe('re-election', () => {
     assert.equal(e.verdict.state, 'follower');
     assert.equal(e.verdict.name, '');
     e.store.expect('getPod', () => SELF);
-    e.store.expect('create', () => mine);
+    // The leader's Pod was last seen running and its deletion not seen: read it. It runs (the
+    // Lease was deleted by hand): its elector saw the deletion, no fence.
+    e.store.expect('getPod', () => pod(OTHER.name, OTHER.uid));
+    e.store.expect('create', (d) => {
+      assert.deepEqual(
+        Object.keys(d.annotations).filter((k) => k.endsWith('/takeover-at')),
+        [],
+      );
+      return mine;
+    });
     await e.clock.advance(TIMING.campaignJitterMs / 2 - 1);
     assert.equal(e.store.callsOf('create').length, 0, 'waits for the jitter');
     await e.clock.advance(1);
@@ -540,6 +556,162 @@ describe('mixed and odd Leases', () => {
     e.store.watch0.event({ type: 'DELETED', lease: lock });
     await e.clock.advance(TIMING.campaignJitterMs);
     assert.equal(e.store.callsOf('create').length, 1);
+  });
+});
+
+describe("the leader's Pod vanished: take over at once only when its elector is known to have stopped", () => {
+  /** A follower of `theirs`, its owner checked, watching the leader's Pod. */
+  async function following() {
+    const e = start({ random: () => 0 });
+    e.store.expect('list', () => ({ lease: theirs, resourceVersion: '30' }));
+    e.store.expect('getPod', () => pod(OTHER.name, OTHER.uid, { resourceVersion: '25' }));
+    await e.clock.advance(0);
+    e.store.watch0.open();
+    await e.clock.advance(0);
+    // The Pod watch starts from the owner check's GET: no GET of its own.
+    assert.deepEqual(e.store.callsOf('watchPod'), [`${OTHER.name}@25`]);
+    e.store.podWatch.open();
+    return e;
+  }
+  const takeoverAnnotation = (d: LeaseDraft) => d.annotations[LEASE_ANNOTATION_TAKEOVER_AT];
+
+  test('graceful deletion (the kubelet reported the elector terminated, then removed the object): at once', async () => {
+    const e = await following();
+    const ending = pod(OTHER.name, OTHER.uid, { terminating: true, resourceVersion: '40' });
+    e.store.podWatch.event({ type: 'MODIFIED', pod: ending });
+    e.store.podWatch.event({
+      type: 'DELETED',
+      pod: { ...ending, elector: 'terminated', phase: 'Failed', resourceVersion: '41' },
+    });
+    e.store.expect('getPod', () => SELF);
+    e.store.expect('create', (d) => {
+      assert.equal(takeoverAnnotation(d), undefined, 'no fence');
+      return mine;
+    });
+    e.store.watch0.event({ type: 'DELETED', lease: { ...theirs, resourceVersion: '42' } });
+    await e.clock.advance(0);
+    assert.equal(e.store.callsOf('create').length, 1);
+    e.store.watch0.event({ type: 'ADDED', lease: mine });
+    await e.clock.advance(0);
+    assert.equal(e.verdict.state, 'leader');
+  });
+
+  test('older kubelets: terminating and the elector container terminated (phase still Running) also counts', async () => {
+    const e = await following();
+    e.store.podWatch.event({
+      type: 'DELETED',
+      pod: pod(OTHER.name, OTHER.uid, { terminating: true, elector: 'terminated', resourceVersion: '41' }),
+    });
+    e.store.expect('getPod', () => SELF);
+    e.store.expect('create', (d) => (assert.equal(takeoverAnnotation(d), undefined), mine));
+    e.store.watch0.event({ type: 'DELETED', lease: { ...theirs, resourceVersion: '42' } });
+    await e.clock.advance(0);
+    assert.equal(e.store.callsOf('create').length, 1);
+  });
+
+  test('forced deletion (the object went while its status said running): the Lease is won at once, leadership starts after the fencing bound', async () => {
+    const e = await following();
+    e.store.podWatch.event({ type: 'DELETED', pod: pod(OTHER.name, OTHER.uid, { resourceVersion: '41' }) });
+    const goneAt = e.clock.now();
+    let created: LeaseRecord | undefined;
+    e.store.expect('getPod', () => SELF);
+    e.store.expect('getPod', () => null); // the old leader's Pod: gone
+    e.store.expect('create', (d) => {
+      const at = takeoverAnnotation(d);
+      assert.ok(at, 'a fenced takeover');
+      assert.ok(Date.parse(at) >= goneAt + TIMING.fencingTimeoutMs + TAKEOVER_MARGIN_MS);
+      created = { ...mine, annotations: { ...mine.annotations, ...d.annotations } };
+      return created;
+    });
+    e.store.watch0.event({ type: 'DELETED', lease: { ...theirs, resourceVersion: '42' } });
+    await e.clock.advance(0);
+    assert.ok(created);
+    e.store.watch0.event({ type: 'ADDED', lease: created });
+    await e.clock.advance(0);
+    assert.deepEqual(
+      { state: e.verdict.state, name: e.verdict.name, reason: e.verdict.reason },
+      { state: 'follower', name: '', reason: 'takeover-wait' },
+      'no claim while the old elector may still claim',
+    );
+    const until = takeoverAt(created)!;
+    // Bookmarks keep the view confirmed all along.
+    while (e.clock.now() < until - 10_000) {
+      await e.clock.advance(10_000);
+      e.store.watch0.event({ type: 'BOOKMARK', resourceVersion: '43' });
+    }
+    await e.clock.advance(until - e.clock.now() - 1);
+    assert.equal(e.verdict.reason, 'takeover-wait');
+    assert.ok(!e.verdicts.some((v) => v.state === 'leader'), 'never leader before the takeover moment');
+    await e.clock.advance(2);
+    assert.equal(e.verdict.state, 'leader');
+  });
+
+  test('a deletion the Pod watch never showed (the object is just gone): fenced', async () => {
+    const e = await following();
+    e.store.expect('getPod', () => SELF);
+    e.store.expect('getPod', () => null);
+    e.store.expect('create', (d) => (assert.ok(takeoverAnnotation(d)), mine));
+    e.store.watch0.event({ type: 'DELETED', lease: { ...theirs, resourceVersion: '42' } });
+    // A second for the Pod watch to catch up, then the fenced campaign.
+    await e.clock.advance(999);
+    assert.equal(e.store.callsOf('create').length, 0);
+    await e.clock.advance(2);
+    assert.equal(e.store.callsOf('create').length, 1);
+  });
+
+  test('the Pod watch delivers the graceful end while the takeover waits for it: at once', async () => {
+    const e = await following();
+    e.store.expect('getPod', () => SELF);
+    e.store.expect('getPod', () => null);
+    e.store.expect('create', (d) => (assert.equal(takeoverAnnotation(d), undefined), mine));
+    e.store.watch0.event({ type: 'DELETED', lease: { ...theirs, resourceVersion: '42' } });
+    await e.clock.advance(100);
+    e.store.podWatch.event({
+      type: 'DELETED',
+      pod: pod(OTHER.name, OTHER.uid, { phase: 'Succeeded', elector: 'terminated', resourceVersion: '41' }),
+    });
+    await e.clock.advance(0);
+    assert.equal(e.store.callsOf('create').length, 1);
+  });
+
+  test('the leader finished (the Pod watch saw Succeeded): judged and reclaimed at once, no owner-check interval, no fence', async () => {
+    const e = await following();
+    const done = pod(OTHER.name, OTHER.uid, {
+      phase: 'Succeeded',
+      elector: 'terminated',
+      resourceVersion: '50',
+    });
+    e.store.expect('getPod', () => done);
+    e.store.expect('deleteLease', () => {});
+    e.store.podWatch.event({ type: 'MODIFIED', pod: done });
+    await e.clock.advance(0);
+    assert.equal(e.store.callsOf('deleteLease').length, 1);
+    e.store.expect('getPod', () => SELF);
+    e.store.expect('create', (d) => (assert.equal(takeoverAnnotation(d), undefined), mine));
+    e.store.watch0.event({ type: 'DELETED', lease: { ...theirs, resourceVersion: '51' } });
+    await e.clock.advance(0);
+    assert.equal(e.store.callsOf('create').length, 1);
+  });
+
+  test('a candidate that starts during a fenced takeover follows it and claims nothing', async () => {
+    const e = start();
+    const fenced = ourLease(OTHER, { uid: 'lease-fenced', rv: '60' });
+    const at = e.clock.now() + 30_000;
+    fenced.annotations[LEASE_ANNOTATION_TAKEOVER_AT] = new Date(at).toISOString();
+    e.store.expect('list', () => ({ lease: fenced, resourceVersion: '60' }));
+    e.store.allow('getPod', () => pod(OTHER.name, OTHER.uid));
+    await e.clock.advance(0);
+    e.store.watch0.open();
+    assert.deepEqual(
+      { state: e.verdict.state, name: e.verdict.name, reason: e.verdict.reason },
+      { state: 'follower', name: '', reason: 'takeover-wait' },
+    );
+    assert.deepEqual(e.store.callsOf('create'), []);
+    await e.clock.advance(30_001 - (e.clock.now() - (at - 30_000)));
+    assert.deepEqual(
+      { state: e.verdict.state, name: e.verdict.name },
+      { state: 'follower', name: OTHER.name },
+    );
   });
 });
 
