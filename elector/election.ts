@@ -322,6 +322,13 @@ export function takeoverAt(lease: LeaseRecord): number | undefined {
   return Number.isNaN(ms) ? Number.MAX_SAFE_INTEGER : ms;
 }
 
+/**
+ * How long one watch on the leader's Pod lasts. It is not what confirms the view (the Lease
+ * watch is), so it can be long: a stalled one only costs knowledge of how the Pod ended,
+ * which makes a takeover fenced (slower), never unsafe.
+ */
+export const POD_WATCH_SECONDS = 300;
+
 /** Extra wait of a fenced takeover beyond the fencing bound: timers of a loaded node run late. */
 export const TAKEOVER_MARGIN_MS = 2000;
 
@@ -1099,6 +1106,17 @@ export class Election {
     return { podName: holder.podName, podUid };
   }
 
+  /** Moves the next owner check of the Lease naming `t`'s Pod to `at` (a GET the watch makes needless). */
+  #deferOwnerCheck(t: PodTrack, at: number): void {
+    const o = this.#memory.owner;
+    const target = this.#podTarget();
+    if (!o || !target || target.podUid !== t.podUid || o.leaseUid !== this.#view.lease?.uid) return;
+    const nextCheckAt = at === Infinity ? Number.MAX_SAFE_INTEGER : Math.min(o.nextCheckAt, at);
+    if (nextCheckAt === o.nextCheckAt) return;
+    this.#memory = { ...this.#memory, owner: { ...o, nextCheckAt } };
+    this.#changed.fire();
+  }
+
   /** A state of the tracked Pod arrived; a finished leader seen by the watch is judged at once. */
   #podSeen(t: PodTrack, pod: PodRecord, how: 'checked' | 'watched' | 'deleted'): void {
     t.last = pod;
@@ -1106,7 +1124,18 @@ export class Election {
     if (how === 'deleted') t.deleted = true;
     const o = this.#memory.owner;
     const finished = pod.phase === 'Succeeded' || pod.phase === 'Failed';
-    if (how === 'watched' && finished && o && o.nextCheckAt > this.#o.clock.now()) {
+    if (how === 'deleted' && o) {
+      // The garbage collector removes a Lease its owner's deletion leaves behind; an orphaned
+      // Lease has none, so the owner check (404: reclaim) runs now. For an owned Lease it
+      // runs after the usual interval, in case the garbage collector is down.
+      const lease = this.#view.lease;
+      const orphan = lease !== null && classifyLease(lease).kind === 'orphan';
+      const now = this.#o.clock.now();
+      this.#memory = {
+        ...this.#memory,
+        owner: { ...o, nextCheckAt: orphan ? now : now + this.#o.timing.ownerCheckIntervalMs },
+      };
+    } else if (how === 'watched' && finished && o && o.nextCheckAt > this.#o.clock.now()) {
       this.#memory = { ...this.#memory, owner: { ...o, nextCheckAt: this.#o.clock.now() } };
     }
     this.#changed.fire();
@@ -1144,7 +1173,7 @@ export class Election {
       let failure: ApiError | undefined;
       let stalled = false;
       const startedAt = clock.now();
-      const stallTimer = clock.setTimer(timing.watchTimeoutSeconds * 1000 + timing.watchGraceMs, () => {
+      const stallTimer = clock.setTimer(POD_WATCH_SECONDS * 1000 + timing.watchGraceMs, () => {
         stalled = true;
         stop.abort();
       });
@@ -1161,10 +1190,13 @@ export class Election {
         await store.watchPod({
           name: track.podName,
           resourceVersion: track.resourceVersion!,
-          timeoutSeconds: timing.watchTimeoutSeconds,
+          timeoutSeconds: POD_WATCH_SECONDS,
           signal: AbortSignal.any([signal, stop.signal]),
           onOpen: () => {
             failures = 0;
+            // While the watch runs it reports what the periodic owner check would find, at
+            // once: the check (a GET) waits; it comes back when the watch fails.
+            this.#deferOwnerCheck(track, Infinity);
           },
           onEvent: (event) => {
             if (signal.aborted || stop.signal.aborted) return;
@@ -1209,6 +1241,7 @@ export class Election {
         this.#changed.fire();
         continue;
       }
+      if (failure || stalled) this.#deferOwnerCheck(track, clock.now() + timing.ownerCheckIntervalMs);
       if (failure && !stalled) {
         const wait = backoffMs(failures++, timing, random);
         this.#apiError('watch-pod', failure, wait);

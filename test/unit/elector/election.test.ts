@@ -693,6 +693,45 @@ describe("the leader's Pod vanished: take over at once only when its elector is 
     assert.equal(e.store.callsOf('create').length, 1);
   });
 
+  test('while the Pod watch runs, no periodic owner GET; once it fails, the GETs come back', async () => {
+    const e = await following();
+    for (let i = 0; i < 4; i++) {
+      await e.clock.advance(TIMING.ownerCheckIntervalMs);
+      e.store.watch0.event({ type: 'BOOKMARK', resourceVersion: `${31 + i}` });
+    }
+    assert.equal(e.store.callsOf('getPod').length, 1, 'only the first check');
+    e.store.allow('getPod', () => pod(OTHER.name, OTHER.uid, { resourceVersion: '26' }));
+    e.store.podWatch.fail(new ApiError('connection reset', 0));
+    await e.clock.advance(TIMING.ownerCheckIntervalMs);
+    assert.equal(e.store.callsOf('getPod').length, 2);
+  });
+
+  test('an orphaned Lease whose Pod the watch saw deleted (gracefully) is reclaimed at once, and taken over at once', async () => {
+    const e = start({ random: () => 0 });
+    const orphan = { ...theirs, owners: [] };
+    e.store.expect('list', () => ({ lease: orphan, resourceVersion: '30' }));
+    e.store.expect('getPod', () => pod(OTHER.name, OTHER.uid, { resourceVersion: '25' }));
+    await e.clock.advance(0);
+    e.store.watch0.open();
+    e.store.podWatch.open();
+    e.store.expect('getPod', () => null);
+    e.store.expect('deleteLease', () => {});
+    e.store.podWatch.event({
+      type: 'DELETED',
+      pod: pod(OTHER.name, OTHER.uid, { phase: 'Succeeded', terminating: true, elector: 'terminated' }),
+    });
+    await e.clock.advance(0);
+    assert.equal(e.store.callsOf('deleteLease').length, 1);
+    e.store.expect('getPod', () => SELF);
+    e.store.expect(
+      'create',
+      (d) => (assert.equal(d.annotations[LEASE_ANNOTATION_TAKEOVER_AT], undefined), mine),
+    );
+    e.store.watch0.event({ type: 'DELETED', lease: { ...orphan, resourceVersion: '31' } });
+    await e.clock.advance(0);
+    assert.equal(e.store.callsOf('create').length, 1);
+  });
+
   test('a candidate that starts during a fenced takeover follows it and claims nothing', async () => {
     const e = start();
     const fenced = ourLease(OTHER, { uid: 'lease-fenced', rv: '60' });
