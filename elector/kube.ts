@@ -1,20 +1,18 @@
 /**
  * The elector's only Kubernetes client: the {@link ElectionStore} the election runs on,
  * for one Lease in one namespace, with exactly the permissions of common/rbac.ts (leases
- * create; get/list/watch/delete by name; pods get).
+ * create; get/list/watch/delete by name; pods get and watch).
  *
- * Credentials come from @kubernetes/client-node's `KubeConfig` (in-cluster token with
- * rotation, KUBECONFIG, client certificates, exec plugins, proxies). The five requests
- * themselves are plain HTTP on the options it produces (`applyToHTTPSOptions`), for two
- * reasons: the generated API classes and their model serializer are most of the library,
- * and leaving them out of the bundle takes a third off the sidecar's memory (the README's
- * figures); and one request path with an AbortSignal and a deadline covers everything,
- * including the watch (the library's `Watch` cannot be aborted before the server answers,
- * so a request to a partitioned server would hang beyond our control).
+ * Credentials come from a {@link KubeAccess} (credentials.ts: the in-cluster service account
+ * or a kubeconfig, client-node only for the rare kubeconfig that needs it). The requests are
+ * plain HTTP on node:https: one request path with an AbortSignal and a deadline covers
+ * everything, including the watch (client-node's `Watch` cannot be aborted before the server
+ * answers, so a request to a partitioned server would hang beyond our control), and the
+ * library's generated API classes stay out of the sidecar (README: its memory).
  */
-import { KubeConfig, type V1Lease, type V1LeaseList, type V1Pod } from '@kubernetes/client-node';
-import { request as httpRequest, type IncomingMessage, type RequestOptions } from 'node:http';
-import { Agent as HttpsAgent, request as httpsRequest, type AgentOptions } from 'node:https';
+import type { V1Lease, V1LeaseList, V1Pod } from '@kubernetes/client-node';
+import { request as httpRequest, type IncomingMessage } from 'node:http';
+import { request as httpsRequest } from 'node:https';
 import { createInterface } from 'node:readline';
 import {
   ApiError,
@@ -25,21 +23,10 @@ import {
   type PodRecord,
   type WatchEvent,
 } from './election.ts';
-
-/** In a pod: the mounted service-account token; elsewhere: `KUBECONFIG` or ~/.kube/config. */
-export function loadKubeConfig(): KubeConfig {
-  const kc = new KubeConfig();
-  kc.loadFromDefault();
-  return kc;
-}
-
-/** The API server URL the KubeConfig points at (for logs). */
-export function apiServerUrl(kc: KubeConfig): string {
-  return kc.getCurrentCluster()?.server ?? '';
-}
+import type { HeaderedOptions, KubeAccess } from './credentials.ts';
 
 export interface KubeStoreOptions {
-  kubeConfig: KubeConfig;
+  access: KubeAccess;
   namespace: string;
   election: string;
   /** Deadline of every request, and of a watch until the server answers; default 10 s. */
@@ -139,50 +126,22 @@ interface Exchange {
   what: string;
 }
 
-/**
- * One keep-alive agent per KubeConfig and TLS identity. `applyToHTTPSOptions` makes a new
- * `https.Agent` for every request, so every request would open its own TCP connection and
- * do a full TLS handshake (both sides' CPU, and milliseconds on a campaign's path: the own-Pod
- * GET and the CREATE run back to back); the watch that follows a watch, the CREATE that
- * follows the GET reuse the connection instead. Idle sockets close after a minute, before
- * kube-apiserver's own idle timeout (90 s). A proxy agent is left as it is; new TLS material
- * (a rotated client certificate) gets a new agent.
- */
-const agents = new WeakMap<KubeConfig, { key: string; agent: HttpsAgent }>();
-const TLS_KEYS = ['ca', 'cert', 'key', 'pfx', 'passphrase', 'rejectUnauthorized', 'servername'] as const;
-
-function sharedAgent(kc: KubeConfig, fresh: unknown): HttpsAgent | undefined {
-  if (!(fresh instanceof HttpsAgent) || fresh.constructor !== HttpsAgent) return undefined;
-  const tls: AgentOptions = {};
-  for (const k of TLS_KEYS) if (fresh.options[k] !== undefined) Object.assign(tls, { [k]: fresh.options[k] });
-  const key = JSON.stringify(TLS_KEYS.map((k) => tls[k] ?? null));
-  const cached = agents.get(kc);
-  if (cached?.key === key) return cached.agent;
-  const agent = new HttpsAgent({ ...tls, keepAlive: true, timeout: 60_000, maxFreeSockets: 2 });
-  agents.set(kc, { key, agent });
-  return agent;
-}
-
 /** Where a request goes and with which credentials. */
 async function requestOptions(
-  kc: KubeConfig,
+  access: KubeAccess,
   ex: Pick<Exchange, 'method' | 'path' | 'query'>,
-): Promise<{ url: URL; options: RequestOptions & { headers: Record<string, string> } }> {
-  const server = kc.getCurrentCluster()?.server;
-  if (!server) throw new ApiError('the kubeconfig has no current cluster', 0);
-  const url = new URL(`${server.replace(/\/$/, '')}${ex.path}`);
+): Promise<{ url: URL; options: HeaderedOptions }> {
+  const url = new URL(`${access.server}${ex.path}`);
   for (const [k, v] of Object.entries(ex.query ?? {})) url.searchParams.set(k, v);
-  const options: RequestOptions & { headers: Record<string, string> } = { method: ex.method, headers: {} };
-  await kc.applyToHTTPSOptions(options);
-  const agent = sharedAgent(kc, options.agent);
-  if (agent) options.agent = agent;
+  const options: HeaderedOptions = { method: ex.method, headers: {} };
+  await access.apply(options);
   options.headers['Accept'] = 'application/json';
   return { url, options };
 }
 
 /** One request with a JSON answer: resolves with the body on 2xx, rejects with an ApiError otherwise. */
-async function exchange<T>(kc: KubeConfig, ex: Exchange, timeoutMs: number): Promise<T> {
-  const { url, options } = await requestOptions(kc, ex);
+async function exchange<T>(access: KubeAccess, ex: Exchange, timeoutMs: number): Promise<T> {
+  const { url, options } = await requestOptions(access, ex);
   const payload = ex.body === undefined ? undefined : JSON.stringify(ex.body);
   if (payload !== undefined) {
     options.headers['Content-Type'] = 'application/json';
@@ -223,7 +182,7 @@ async function exchange<T>(kc: KubeConfig, ex: Exchange, timeoutMs: number): Pro
 }
 
 export function createKubeStore(options: KubeStoreOptions): ElectionStore {
-  const { kubeConfig: kc, namespace, election } = options;
+  const { access: kc, namespace, election } = options;
   const timeoutMs = options.requestTimeoutMs ?? 10_000;
   const leases = `/apis/coordination.k8s.io/v1/namespaces/${encodeURIComponent(namespace)}/leases`;
   const fieldSelector = `metadata.name=${election}`;
@@ -317,7 +276,7 @@ interface RawWatchEvent {
 
 /** One watch request on one object (by name); see {@link ElectionStore.watch}. */
 async function watchOne<E>(
-  kc: KubeConfig,
+  kc: KubeAccess,
   collection: string,
   fieldSelector: string,
   req: {

@@ -16,6 +16,7 @@ import {
   type PodWatchEvent,
   type WatchEvent,
 } from '../../../elector/election.ts';
+import { kubeConfigAccess } from '../../../elector/credentials.ts';
 import { createKubeStore, podRecord } from '../../../elector/kube.ts';
 import { ME } from './fakes.ts';
 
@@ -57,7 +58,12 @@ before(async () => {
     contexts: [{ name: 'x', cluster: 'c', user: 'u' }],
     currentContext: 'x',
   });
-  store = createKubeStore({ kubeConfig: kc, namespace: 'ns', election: 'app', requestTimeoutMs: 500 });
+  store = createKubeStore({
+    access: kubeConfigAccess(kc, 'test'),
+    namespace: 'ns',
+    election: 'app',
+    requestTimeoutMs: 500,
+  });
 });
 after(async () => {
   for (const s of openSockets) s.destroy();
@@ -233,7 +239,7 @@ describe('requests', () => {
       contexts: [{ name: 'x', cluster: 'c', user: 'u' }],
       currentContext: 'x',
     });
-    const dead = createKubeStore({ kubeConfig: kc, namespace: 'ns', election: 'app' });
+    const dead = createKubeStore({ access: kubeConfigAccess(kc, 'test'), namespace: 'ns', election: 'app' });
     await assert.rejects(
       dead.list(AbortSignal.timeout(2000)),
       (err) => err instanceof ApiError && err.code === 0,
