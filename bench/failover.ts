@@ -197,6 +197,7 @@ const cluster = await startCluster();
 const figures: Record<string, Record<keyof Round, Stats>> = {};
 try {
   for (const [n, rounds] of plan) {
+    if (rounds === 0) continue; // `node bench/failover.ts 10 0 0`: N=3 only
     const r = await runN(cluster, n, rounds);
     figures[`N=${n}`] = {
       gcMs: stats(r.map((x) => x.gcMs)),

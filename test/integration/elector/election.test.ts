@@ -23,6 +23,7 @@ import {
 } from '../../../common/constants.ts';
 import { electorRules } from '../../../common/rbac.ts';
 import { deletePod, forceDeletePod, setPodPhase } from '../../harness/elector-process.ts';
+import { reportPodStopped } from '../../harness/pod-status.ts';
 import { sharedCluster, type TestCluster } from '../../harness/shared.ts';
 import {
   ELECTION,
@@ -252,10 +253,38 @@ describe('failover', () => {
     });
   }
 
-  test('a Lease orphaned by --cascade=orphan is reclaimed once its pod is gone', async () => {
+  test('a Lease orphaned by --cascade=orphan is reclaimed once its pod is gone, at once when the end was seen', async () => {
     const e = await election('el-orphan');
     const [a, b] = await Promise.all([e.pod('app-a'), e.pod('app-b')]);
     const ea = await e.start(a);
+    await ea.waitFor((r) => r.is_leader, 30_000, 'a leads');
+    const eb = await e.start(b);
+    await eb.waitFor((r) => r.name === 'app-a', 30_000, 'b follows a');
+    // A graceful end as a kubelet carries it out: containers stopped and reported, then the
+    // object goes; `--cascade=orphan` leaves the Lease without its owner.
+    const t0 = performance.now();
+    await ea.kill();
+    await reportPodStopped(e.kc.makeApiClient(CoreV1Api), a);
+    await e.kc
+      .makeApiClient(CoreV1Api)
+      .deleteNamespacedPod({ name: 'app-a', namespace: e.namespace, propagationPolicy: 'Orphan' });
+    await eb.waitFor((r) => r.is_leader, 10_000, 'b leads');
+    const lease = await e.lease();
+    assert.equal(ownerUid(lease), b.uid);
+    assert.equal(lease?.metadata?.annotations?.[LEASE_ANNOTATION_TAKEOVER_AT], undefined, 'no fence');
+    assert.ok(performance.now() - t0 < 10_000);
+    // Seen finished (the kubelet's report) or gone: either way reclaimed by b.
+    assert.ok(
+      ['owner-finished', 'owner-missing'].includes(
+        String(eb.logLines().find((l) => l.msg === 'lease reclaimed')?.['reason']),
+      ),
+    );
+  });
+
+  test('an orphaned Lease met by a candidate that did not see its pod end: reclaimed, the takeover fenced', async () => {
+    const e = await election('el-orphan-late');
+    const [a, b] = await Promise.all([e.pod('app-a'), e.pod('app-b')]);
+    const ea = await e.start(a, { args: ['--fencing-timeout=3s'] });
     await ea.waitFor((r) => r.is_leader, 30_000, 'a leads');
     await ea.kill();
     await e.kc
@@ -265,9 +294,11 @@ describe('failover', () => {
       const l = await e.lease();
       return l !== undefined && (l.metadata?.ownerReferences ?? []).length === 0;
     });
-    const eb = await e.start(b);
+    const t0 = performance.now();
+    const eb = await e.start(b, { args: ['--fencing-timeout=3s'] });
     await eb.waitFor((r) => r.is_leader, 30_000, 'b leads');
-    assert.equal(ownerUid(await e.lease()), b.uid);
+    assert.ok(performance.now() - t0 >= 3000, 'not before the fencing bound');
+    assert.ok((await e.lease())?.metadata?.annotations?.[LEASE_ANNOTATION_TAKEOVER_AT], 'fenced');
     assert.equal(eb.logLines().find((l) => l.msg === 'lease reclaimed')?.['reason'], 'owner-missing');
   });
 });
@@ -427,7 +458,7 @@ describe('SSE on shutdown', () => {
     const reader = res.body!.getReader();
     const chunk = (await reader.read()).value as Uint8Array | undefined;
     const first = new TextDecoder().decode(chunk);
-    assert.match(first, /^retry: \d+\nid: \d+\ndata: \{.*"is_leader":true.*\}\n\n$/);
+    assert.match(first, /^data: \{.*"is_leader":true.*\}\nid: \d+\nretry: \d+\n\n$/);
     const ended = (async () => {
       for (;;) {
         const { done } = await reader.read();
