@@ -264,8 +264,22 @@ export class ChaosKubelet {
     let reported = false;
     for (let attempt = 0; this.#running || attempt === 0; attempt++) {
       try {
-        if (!reported) await reportPodStopped(this.#core, ref);
-        reported = true;
+        if (!reported) {
+          try {
+            await reportPodStopped(this.#core, ref);
+          } catch (err) {
+            const code = (err as { code?: number }).code;
+            if (code === 404) return;
+            // 409: the object changed since it was read (the orphan finalizer removed, say):
+            // read it again. Another refusal: remove the object without the report.
+            if (code === 409 || code === undefined || code >= 500) {
+              await sleep(Math.min(1000, 100 * 2 ** attempt));
+              continue;
+            }
+            this.#o.log?.(`status report for ${state.key} refused (${code}): removing it without`);
+          }
+          reported = true;
+        }
         await this.#core.deleteNamespacedPod({
           name: state.name,
           namespace: this.#o.namespace,
