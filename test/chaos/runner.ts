@@ -682,6 +682,15 @@ class ScheduleRun {
             to: gone ?? Infinity,
             reason: "the deleted leader's pod object still exists (terminating, or held by a finalizer)",
           });
+          if (fault.mode === 'grace0') {
+            // Removed while its status said running: its elector may still run, so the
+            // takeover waits its fencing bound (plus the elector's 2 s margin).
+            r.designed.push({
+              from: deletedAt,
+              to: deletedAt + F + 2000 + this.o.slackMs,
+              reason: 'a leader deleted with grace 0 (forced): the takeover is fenced',
+            });
+          }
         }
         r.notes.push(
           gone === undefined
