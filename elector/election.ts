@@ -329,6 +329,9 @@ export function takeoverAt(lease: LeaseRecord): number | undefined {
  */
 export const POD_WATCH_SECONDS = 300;
 
+/** How long a fenced campaign waits for a candidate that can take over at once. */
+export const FENCED_CAMPAIGN_DELAY_MS = 1000;
+
 /** Extra wait of a fenced takeover beyond the fencing bound: timers of a loaded node run late. */
 export const TAKEOVER_MARGIN_MS = 2000;
 
@@ -946,6 +949,20 @@ export class Election {
       return;
     }
     if (signal.aborted) return;
+    if (takeover) {
+      // A candidate that saw the old leader end takes over at once: give it the head start,
+      // so that one that knows less (it started late) does not impose a needless fence. The
+      // fence counts from the Lease's disappearance, so waiting here does not lengthen it.
+      const until = clock.now() + FENCED_CAMPAIGN_DELAY_MS;
+      while (!signal.aborted && this.#view.generation === generation && clock.now() < until) {
+        await this.#wait(until, signal);
+      }
+      if (signal.aborted) return;
+      if (this.#view.generation !== generation) {
+        this.#o.onNote({ type: 'campaign', result: 'lost', detail: 'another candidate took over first' });
+        return;
+      }
+    }
 
     // 4c. CREATE the Lease. 201 = won, 409 = lost; the watch reports the winner either way.
     try {

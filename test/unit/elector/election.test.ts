@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { afterEach, describe, test } from 'node:test';
 import {
   ApiError,
+  FENCED_CAMPAIGN_DELAY_MS,
   TAKEOVER_MARGIN_MS,
   takeoverAt,
   type LeaseDraft,
@@ -625,6 +626,8 @@ describe("the leader's Pod vanished: take over at once only when its elector is 
     });
     e.store.watch0.event({ type: 'DELETED', lease: { ...theirs, resourceVersion: '42' } });
     await e.clock.advance(0);
+    assert.equal(created, undefined, 'a head start for a candidate that can take over at once');
+    await e.clock.advance(FENCED_CAMPAIGN_DELAY_MS);
     assert.ok(created);
     e.store.watch0.event({ type: 'ADDED', lease: created });
     await e.clock.advance(0);
@@ -652,11 +655,27 @@ describe("the leader's Pod vanished: take over at once only when its elector is 
     e.store.expect('getPod', () => null);
     e.store.expect('create', (d) => (assert.ok(takeoverAnnotation(d)), mine));
     e.store.watch0.event({ type: 'DELETED', lease: { ...theirs, resourceVersion: '42' } });
-    // A second for the Pod watch to catch up, then the fenced campaign.
-    await e.clock.advance(999);
+    // A second for the Pod watch to catch up, a second's head start for others, then the
+    // fenced campaign.
+    await e.clock.advance(999 + FENCED_CAMPAIGN_DELAY_MS);
     assert.equal(e.store.callsOf('create').length, 0);
     await e.clock.advance(2);
     assert.equal(e.store.callsOf('create').length, 1);
+  });
+
+  test('a candidate that would fence yields to one that takes over at once meanwhile', async () => {
+    const e = await following();
+    e.store.podWatch.event({ type: 'DELETED', pod: pod(OTHER.name, OTHER.uid, { resourceVersion: '41' }) });
+    e.store.expect('getPod', () => SELF);
+    e.store.expect('getPod', () => null);
+    e.store.watch0.event({ type: 'DELETED', lease: { ...theirs, resourceVersion: '42' } });
+    await e.clock.advance(500);
+    const third = ourLease({ name: 'app-2', uid: 'uid-2' }, { uid: 'lease-2', rv: '43' });
+    e.store.watch0.event({ type: 'ADDED', lease: third });
+    e.store.allow('getPod', () => pod('app-2', 'uid-2'));
+    await e.clock.advance(FENCED_CAMPAIGN_DELAY_MS);
+    assert.deepEqual(e.store.callsOf('create'), [], 'no campaign once another has won');
+    assert.deepEqual({ state: e.verdict.state, name: e.verdict.name }, { state: 'follower', name: 'app-2' });
   });
 
   test('the Pod watch delivers the graceful end while the takeover waits for it: at once', async () => {
