@@ -60,6 +60,14 @@ export const LEASE_ANNOTATION_LEADER_POD = `${DOMAIN}/leader-pod`;
  * still be judged by the UID of the Pod that won it, not by a name a new Pod may reuse.
  */
 export const LEASE_ANNOTATION_LEADER_UID = `${DOMAIN}/leader-uid`;
+/**
+ * When the leader of a fenced takeover may start to lead (RFC 3339). Written when the Lease
+ * was won after the previous leader's Pod vanished while its elector may still have been
+ * running (forced deletion, node unreachable): until then nobody leads, so that the old
+ * elector has fenced itself first, and a candidate that starts meanwhile follows this Lease
+ * instead of winning one of its own.
+ */
+export const LEASE_ANNOTATION_TAKEOVER_AT = `${DOMAIN}/takeover-at`;
 
 /** The env pairs every app container gets unless it already sets them. */
 export function appEnv(electionPort: number): { name: string; value: string }[] {

@@ -10,7 +10,15 @@
  * - leases `delete` on the election's Lease only: reclaiming a Lease whose owner Pod is gone
  *   or finished, always with UID and resourceVersion preconditions.
  * - pods `get`: to learn whether a Lease's owner Pod still exists and whether it finished.
- * No update or patch of any Lease, nothing on Secrets, no list of pods.
+ * - pods `watch`: a follower watches the leader's one Pod (`fieldSelector=metadata.name=`),
+ *   because only the watch's DELETED event carries the Pod's last status: whether the kubelet
+ *   confirmed that the old elector stopped (then the takeover is immediate) or the object was
+ *   force-deleted while it ran (then the takeover waits out its fencing bound). RBAC cannot
+ *   name the Pods (they come and go), so the grant covers the namespace's Pods: a token that
+ *   can `get` any Pod of the namespace by name can now also stream them. It still cannot
+ *   `list` them, and the elector only ever watches one Pod by name.
+ * No update or patch of any Lease, nothing on Secrets, no list of pods, nothing cluster-wide
+ * (the node's heartbeat Lease in kube-node-lease would need a ClusterRole; it is not used).
  */
 import type { V1PolicyRule, V1Role, V1RoleBinding } from '@kubernetes/client-node';
 import { DOMAIN, PROJECT } from './constants.ts';
@@ -27,7 +35,7 @@ export function electorRules(election: string): V1PolicyRule[] {
       resourceNames: [election],
       verbs: ['get', 'list', 'watch', 'delete'],
     },
-    { apiGroups: [''], resources: ['pods'], verbs: ['get'] },
+    { apiGroups: [''], resources: ['pods'], verbs: ['get', 'watch'] },
   ];
 }
 

@@ -53,7 +53,7 @@ export interface ElectorConfig {
   logLevel: LogLevel;
   /** How long the Lease may go unconfirmed before the elector stops claiming anything. */
   fencingTimeoutMs: number;
-  /** How often a follower checks that the leader's Pod still exists and has not finished. */
+  /** How often a follower checks the leader's Pod while its watch on that Pod is down. */
   ownerCheckIntervalMs: number;
   /** Upper bound of the random delay before a campaign, so candidates do not all hit at once. */
   campaignJitterMs: number;
@@ -150,7 +150,7 @@ export const OPTIONS: readonly OptionSpec[] = [
     env: 'ELECTOR_OWNER_CHECK_INTERVAL',
     default: '30s',
     description:
-      "How often followers check the leader's Pod (gone, finished or replaced means the Lease is reclaimed). 1s to 1h.",
+      "How often followers check the leader's Pod (gone, finished or replaced means the Lease is reclaimed) while their watch on it is down; while it runs, it reports such changes at once. 1s to 1h.",
   },
   {
     key: 'campaignJitter',

@@ -22,16 +22,19 @@
  *  5. A Lease held by another Pod: check that Pod now and every `ownerCheckIntervalMs`.
  *     If it is gone, replaced by a new Pod of the same name, or finished (Succeeded/Failed),
  *     DELETE the Lease with UID and resourceVersion preconditions (exactly that Lease, as
- *     judged) and go to 4 when the watch reports the deletion.
+ *     judged) and go to 4 when the watch reports the deletion. A Lease that names only a
+ *     holder (no owner, not ours: a lock made by hand) is followed by name, never reclaimed.
  *  6. The verdict: leader when the Lease's owner UID is the own Pod's UID; follower of the
  *     named leader otherwise; `unknown` when the view is older than `fencingTimeoutMs`
  *     (self-fencing), when the Lease is not an election Lease, or when the leader's name is
  *     the own hostname but the owner is another Pod (a recreated StatefulSet pod).
  */
 import {
+  CONTAINER_NAME,
   LEASE_ANNOTATION_LEADER_HOSTNAME,
   LEASE_ANNOTATION_LEADER_POD,
   LEASE_ANNOTATION_LEADER_UID,
+  LEASE_ANNOTATION_TAKEOVER_AT,
   LEASE_LABEL_ELECTION,
   LEASE_LABEL_MANAGED_BY,
   PROJECT,
@@ -74,9 +77,15 @@ export interface LeaseRecord {
 export interface PodRecord {
   name: string;
   uid: string;
+  resourceVersion: string;
   phase: string | undefined;
   /** metadata.deletionTimestamp is set: the pod is shutting down. */
   terminating: boolean;
+  /**
+   * The elector container's state as the kubelet last reported it (a native sidecar's
+   * init container status, or a classic container's); undefined when not reported.
+   */
+  elector: 'running' | 'waiting' | 'terminated' | undefined;
 }
 
 /** The Lease a campaign creates, as plain data (the adapter builds the API object). */
@@ -95,7 +104,12 @@ export type WatchEvent =
   | { type: 'BOOKMARK'; resourceVersion: string }
   | { type: 'ERROR'; code: number; reason: string; message: string };
 
-export type Operation = 'list' | 'watch' | 'create' | 'get-pod' | 'delete';
+export type PodWatchEvent =
+  | { type: 'ADDED' | 'MODIFIED' | 'DELETED'; pod: PodRecord }
+  | { type: 'BOOKMARK'; resourceVersion: string }
+  | { type: 'ERROR'; code: number; reason: string; message: string };
+
+export type Operation = 'list' | 'watch' | 'create' | 'get-pod' | 'watch-pod' | 'delete';
 
 /** An error from the API, by HTTP status; `code` 0 means no response (network, timeout). */
 export class ApiError extends Error {
@@ -138,6 +152,18 @@ export interface ElectionStore {
   create(draft: LeaseDraft, signal: AbortSignal): Promise<LeaseRecord>;
   /** GET a Pod in the election's namespace; null when it does not exist (404). */
   getPod(name: string, signal: AbortSignal): Promise<PodRecord | null>;
+  /**
+   * WATCH one Pod (`fieldSelector=metadata.name=<name>`) from `resourceVersion`: the leader's,
+   * so that its last state before deletion (did the kubelet stop its elector?) is known.
+   */
+  watchPod(request: {
+    name: string;
+    resourceVersion: string;
+    timeoutSeconds: number;
+    signal: AbortSignal;
+    onOpen: () => void;
+    onEvent: (event: PodWatchEvent) => void;
+  }): Promise<void>;
   /** DELETE the Lease only if it still has this UID and resourceVersion (409 otherwise). */
   deleteLease(preconditions: { uid: string; resourceVersion: string }, signal: AbortSignal): Promise<void>;
 }
@@ -200,12 +226,21 @@ export type Holder =
       format: 'lifelease' | 'nais';
     }
   | {
-      /** An election Lease whose ownerReference is gone (`--cascade=orphan`): judge by the pod it names. */
+      /** Our Lease whose ownerReference is gone (`--cascade=orphan`): judge by the pod it names. */
       kind: 'orphan';
       name: string;
       podName: string;
-      /** From our annotation; undefined for a NAIS Lease (resolved by the owner check). */
+      /** From our annotation; undefined when someone removed it (resolved by the owner check). */
       podUid: string | undefined;
+    }
+  | {
+      /**
+       * A lock someone made by hand (or any other writer): a `holderIdentity`, but neither an
+       * owner nor our labels. Followed by name, never reclaimed: nothing says which Pod it
+       * means or whether that Pod is gone, and deleting a lock a person set is not ours to do.
+       */
+      kind: 'held';
+      name: string;
     }
   | { kind: 'foreign'; reason: string };
 
@@ -249,14 +284,19 @@ export function classifyLease(lease: LeaseRecord): Holder {
     const podUid = lease.annotations[LEASE_ANNOTATION_LEADER_UID] || undefined;
     if (podName) return { kind: 'orphan', name: annotatedName || holderIdentity || podName, podName, podUid };
   } else if (holderIdentity) {
-    // NAIS's elector names its Pod by hostname, which is the pod name unless overridden.
-    return { kind: 'orphan', name: holderIdentity, podName: holderIdentity, podUid: undefined };
+    // NAIS's own Leases always carry an owner; without one this is a hand-made lock (or a NAIS
+    // Lease orphaned by hand, which looks the same): follow it, never delete it.
+    return { kind: 'held', name: holderIdentity };
   }
   return { kind: 'foreign', reason: 'the Lease has neither an owner Pod nor a holderIdentity' };
 }
 
-/** The Lease this elector creates when it campaigns. */
-export function leaseDraft(identity: Identity, nowMs: number): LeaseDraft {
+/** The Lease this elector creates when it campaigns; `takeoverAtMs` for a fenced takeover. */
+export function leaseDraft(identity: Identity, nowMs: number, takeoverAtMs?: number): LeaseDraft {
+  const takeover =
+    takeoverAtMs === undefined
+      ? {}
+      : { [LEASE_ANNOTATION_TAKEOVER_AT]: new Date(Math.ceil(takeoverAtMs)).toISOString() };
   return {
     name: identity.election,
     namespace: identity.namespace,
@@ -268,8 +308,58 @@ export function leaseDraft(identity: Identity, nowMs: number): LeaseDraft {
       [LEASE_ANNOTATION_LEADER_HOSTNAME]: identity.hostname,
       [LEASE_ANNOTATION_LEADER_POD]: identity.podName,
       [LEASE_ANNOTATION_LEADER_UID]: identity.podUid,
+      ...takeover,
     },
   };
+}
+
+/** When a fenced takeover's leader may start to lead (ms), or undefined for an ordinary Lease. */
+export function takeoverAt(lease: LeaseRecord): number | undefined {
+  const text = lease.annotations[LEASE_ANNOTATION_TAKEOVER_AT];
+  if (text === undefined) return undefined;
+  const ms = Date.parse(text);
+  // Unreadable: the safe reading is "not yet", for as long as any fencing bound can last.
+  return Number.isNaN(ms) ? Number.MAX_SAFE_INTEGER : ms;
+}
+
+/**
+ * How long one watch on the leader's Pod lasts. It is not what confirms the view (the Lease
+ * watch is), so it can be long: a stalled one only costs knowledge of how the Pod ended,
+ * which makes a takeover fenced (slower), never unsafe.
+ */
+export const POD_WATCH_SECONDS = 300;
+
+/** How long a fenced campaign waits for a candidate that can take over at once. */
+export const FENCED_CAMPAIGN_DELAY_MS = 1000;
+
+/** Extra wait of a fenced takeover beyond the fencing bound: timers of a loaded node run late. */
+export const TAKEOVER_MARGIN_MS = 2000;
+
+/**
+ * Whether the kubelet has confirmed that this Pod's elector stopped for good: the Pod reached
+ * a final phase (all its containers stopped), or it was being deleted and its elector
+ * container is reported terminated (a terminating Pod's containers are not restarted).
+ * A Pod object deleted while this is false (forced deletion, its node cut off) may still
+ * run an elector that believes it leads, until its own fencing bound runs out.
+ */
+export function electorStopped(pod: PodRecord): boolean {
+  if (pod.phase === 'Succeeded' || pod.phase === 'Failed') return true;
+  return pod.terminating && pod.elector === 'terminated';
+}
+
+/** The elector container's state from a Pod's status, as {@link PodRecord.elector}. */
+export function electorContainerState(
+  statuses: readonly {
+    name?: string;
+    state?: { running?: unknown; waiting?: unknown; terminated?: unknown };
+  }[],
+): PodRecord['elector'] {
+  const s = statuses.find((c) => c.name === CONTAINER_NAME)?.state;
+  if (!s) return undefined;
+  if (s.running) return 'running';
+  if (s.terminated) return 'terminated';
+  if (s.waiting) return 'waiting';
+  return undefined;
 }
 
 export type ReclaimReason = 'owner-missing' | 'owner-replaced' | 'owner-finished';
@@ -334,6 +424,9 @@ export interface Memory {
         /** 201 or 409 came back, or the own pod may not campaign: wait for the next "no Lease". */
         done: boolean;
         failures: number;
+        /** The Lease whose disappearance this campaign follows (none at start-up), and when it went. */
+        after?:
+          { lease: LeaseRecord; podName: string; podUid: string | undefined; goneAt: number } | undefined;
       }
     | undefined;
   owner:
@@ -376,6 +469,7 @@ export function decideAction(
   }
   const holder = classifyLease(lease);
   if (holder.kind === 'foreign') return { type: 'wait', until: undefined, why: 'foreign-lease' };
+  if (holder.kind === 'held') return { type: 'wait', until: undefined, why: 'held-lock' };
   if (holder.podUid === identity.podUid) return { type: 'wait', until: undefined, why: 'leading' };
   const o = memory.owner;
   if (o === undefined || o.leaseUid !== lease.uid || now >= o.nextCheckAt) {
@@ -405,6 +499,23 @@ export function decideVerdict(
   if (lease === null) return none('follower', 'no-lease');
   const holder = classifyLease(lease);
   if (holder.kind === 'foreign') return none('unknown', 'foreign-lease');
+  // A fenced takeover: the previous leader may still believe it leads until this moment.
+  const takeover = takeoverAt(lease);
+  if (takeover !== undefined && now < takeover) return none('follower', 'takeover-wait');
+  if (holder.kind === 'held') {
+    // Only a name: this pod leads when the lock names its hostname (what a NAIS client
+    // concludes from the same Lease), and follows it otherwise.
+    if (holder.name === identity.hostname) {
+      return {
+        state: 'leader',
+        name: identity.hostname,
+        pod: identity.podName,
+        uid: identity.podUid,
+        reason: 'held-lock',
+      };
+    }
+    return { state: 'follower', name: holder.name, pod: '', uid: '', reason: 'held-lock' };
+  }
   let uid = holder.podUid;
   if (uid === undefined && memory.owner?.leaseUid === lease.uid) uid = memory.owner.resolvedUid;
   if (uid === undefined) return none('unknown', 'owner-pending');
@@ -448,6 +559,18 @@ export interface ElectionOptions {
   onNote: (note: Note) => void;
 }
 
+/** What a follower knows of the leader's Pod, from its own watch on that one Pod. */
+interface PodTrack {
+  podName: string;
+  podUid: string;
+  /** The last state seen (the final one once deleted); undefined when never seen. */
+  last: PodRecord | undefined;
+  /** The object is gone (or its name now belongs to another Pod). */
+  deleted: boolean;
+  /** Where the watch resumes; undefined: GET the Pod first. */
+  resourceVersion: string | undefined;
+}
+
 /** Resolves all current waiters at once; a new wait starts a new round. */
 class Wakeup {
   #resolve: (() => void) | undefined;
@@ -465,9 +588,11 @@ class Wakeup {
 }
 
 /**
- * Runs the election until its signal aborts. Three loops share one view: the sync loop
+ * Runs the election until its signal aborts. Four loops share one view: the sync loop
  * (list + watch) is the only writer of the view; the act loop campaigns and reclaims; the
- * fence loop republishes the verdict when the view grows too old.
+ * fence loop republishes the verdict when the view grows too old or a fenced takeover's
+ * moment comes; the pod loop watches the leader's one Pod, so that its last state before it
+ * vanished is known.
  */
 export class Election {
   readonly #o: ElectionOptions;
@@ -475,6 +600,8 @@ export class Election {
   #memory: Memory = { campaign: undefined, owner: undefined };
   #verdict: Verdict = { state: 'unknown', name: '', pod: '', uid: '', reason: 'starting' };
   #changed = new Wakeup();
+  /** The leader's Pod as this follower's watch on it last saw it (see {@link PodTrack}). */
+  #track: PodTrack | undefined;
 
   constructor(options: ElectionOptions) {
     this.#o = options;
@@ -501,7 +628,12 @@ export class Election {
     const onAbort = () => this.#changed.fire();
     signal.addEventListener('abort', onAbort, { once: true });
     try {
-      await Promise.all([this.#syncLoop(signal), this.#actLoop(signal), this.#fenceLoop(signal)]);
+      await Promise.all([
+        this.#syncLoop(signal),
+        this.#actLoop(signal),
+        this.#fenceLoop(signal),
+        this.#podLoop(signal),
+      ]);
     } finally {
       signal.removeEventListener('abort', onAbort);
     }
@@ -525,7 +657,22 @@ export class Election {
       if (lease === null) {
         // 4. (prepare) A new "no Lease" view: campaign, after a random jitter when the Lease
         //    just went away (every candidate sees that at once); at start-up without delay.
+        //    Remember whose Lease went: whether its elector is known to have stopped decides
+        //    whether the takeover must be fenced.
         const jitter = first ? 0 : Math.floor(this.#o.random() * this.#o.timing.campaignJitterMs);
+        const gone = prev === null ? undefined : classifyLease(prev);
+        const after =
+          gone && (gone.kind === 'pod' || gone.kind === 'orphan')
+            ? {
+                lease: prev!,
+                podName: gone.podName,
+                podUid:
+                  gone.podUid ??
+                  (this.#memory.owner?.leaseUid === prev!.uid ? this.#memory.owner.resolvedUid : undefined),
+                // Now, not `at` (a list's start): the deletion happened before we saw it.
+                goneAt: this.#o.clock.now(),
+              }
+            : undefined;
         this.#memory = {
           ...this.#memory,
           campaign: {
@@ -533,6 +680,7 @@ export class Election {
             notBefore: this.#o.clock.now() + jitter,
             done: false,
             failures: 0,
+            ...(after ? { after } : {}),
           },
         };
       }
@@ -755,6 +903,7 @@ export class Election {
           done,
           failures: nextFailures,
           notBefore: retry ? clock.now() + backoffMs(failures, timing, random) : clock.now(),
+          ...(c?.after ? { after: c.after } : {}),
         },
       };
     };
@@ -779,10 +928,52 @@ export class Election {
       return;
     }
 
-    // 4b. CREATE the Lease. 201 = won, 409 = lost; the watch reports the winner either way.
+    // 4b. Whether the previous leader's elector is known to have stopped. If not (its Pod
+    //     vanished without the kubelet confirming that: forced deletion, node cut off), the
+    //     takeover is fenced: the Lease is won now, so that no other candidate wins one, but
+    //     it names the moment its leader may start, once the old elector's fencing bound
+    //     (counted from the Lease's disappearance, after which it could confirm nothing) has
+    //     run out.
+    let takeover: { at: number; why: string } | undefined;
     try {
-      await store.create(leaseDraft(identity, clock.now()), signal);
-      this.#o.onNote({ type: 'campaign', result: 'won', detail: `created Lease ${identity.election}` });
+      takeover = c?.after ? await this.#takeoverFence(c.after, signal) : undefined;
+    } catch (err) {
+      if (signal.aborted) return;
+      this.#apiError('get-pod', err, undefined);
+      this.#o.onNote({
+        type: 'campaign',
+        result: 'error',
+        detail: "could not read the previous leader's pod",
+      });
+      finish(false, true);
+      return;
+    }
+    if (signal.aborted) return;
+    if (takeover) {
+      // A candidate that saw the old leader end takes over at once: give it the head start,
+      // so that one that knows less (it started late) does not impose a needless fence. The
+      // fence counts from the Lease's disappearance, so waiting here does not lengthen it.
+      const until = clock.now() + FENCED_CAMPAIGN_DELAY_MS;
+      while (!signal.aborted && this.#view.generation === generation && clock.now() < until) {
+        await this.#wait(until, signal);
+      }
+      if (signal.aborted) return;
+      if (this.#view.generation !== generation) {
+        this.#o.onNote({ type: 'campaign', result: 'lost', detail: 'another candidate took over first' });
+        return;
+      }
+    }
+
+    // 4c. CREATE the Lease. 201 = won, 409 = lost; the watch reports the winner either way.
+    try {
+      await store.create(leaseDraft(identity, clock.now(), takeover?.at), signal);
+      this.#o.onNote({
+        type: 'campaign',
+        result: 'won',
+        detail: takeover
+          ? `created Lease ${identity.election}, leading from ${new Date(takeover.at).toISOString()} (${takeover.why})`
+          : `created Lease ${identity.election}`,
+      });
       finish(true, false);
     } catch (err) {
       if (signal.aborted) return;
@@ -827,6 +1018,21 @@ export class Election {
     if (signal.aborted) return;
     const judgement = judgeOwner({ podName, podUid }, pod);
     schedule(0, judgement.reclaim ? undefined : judgement.ownerUid);
+    // What the Pod watch starts from (or learns from: a Pod gone before we saw how it ended).
+    const target = this.#podTarget();
+    if (target) {
+      let t = this.#track;
+      if (t === undefined || t.podUid !== target.podUid) {
+        t = { ...target, last: undefined, deleted: false, resourceVersion: undefined };
+        this.#track = t;
+      }
+      if (pod !== null && pod.uid === t.podUid) {
+        if (!t.deleted) this.#podSeen(t, pod, 'checked');
+      } else if (!t.deleted) {
+        t.deleted = true;
+        this.#changed.fire();
+      }
+    }
     this.#o.onNote({ type: 'owner-checked', podName, alive: !judgement.reclaim });
     this.#publish();
     if (!judgement.reclaim) return;
@@ -891,9 +1097,219 @@ export class Election {
     const { clock, timing } = this.#o;
     while (!signal.aborted) {
       this.#publish();
+      const now = clock.now();
       const at = this.#view.confirmedAt;
-      const deadline = at === undefined ? undefined : at + timing.fencingTimeoutMs + 1;
-      await this.#wait(deadline !== undefined && deadline > clock.now() ? deadline : undefined, signal);
+      const fence = at === undefined ? undefined : at + timing.fencingTimeoutMs + 1;
+      const takeover = this.#view.lease ? takeoverAt(this.#view.lease) : undefined;
+      const deadlines = [fence, takeover === undefined ? undefined : takeover + 1].filter(
+        (d): d is number => d !== undefined && d > now && d < Number.MAX_SAFE_INTEGER,
+      );
+      await this.#wait(deadlines.length > 0 ? Math.min(...deadlines) : undefined, signal);
     }
+  }
+
+  // --- the leader's Pod ------------------------------------------------------------------
+
+  /** The Pod to watch: the one the current Lease names, when it is another's. */
+  #podTarget(): { podName: string; podUid: string } | undefined {
+    const lease = this.#view.lease;
+    if (lease === null) return undefined;
+    const holder = classifyLease(lease);
+    if (holder.kind !== 'pod' && holder.kind !== 'orphan') return undefined;
+    const podUid =
+      holder.podUid ??
+      (this.#memory.owner?.leaseUid === lease.uid ? this.#memory.owner.resolvedUid : undefined);
+    if (podUid === undefined || podUid === this.#o.identity.podUid) return undefined;
+    return { podName: holder.podName, podUid };
+  }
+
+  /** Moves the next owner check of the Lease naming `t`'s Pod to `at` (a GET the watch makes needless). */
+  #deferOwnerCheck(t: PodTrack, at: number): void {
+    const o = this.#memory.owner;
+    const target = this.#podTarget();
+    if (!o || !target || target.podUid !== t.podUid || o.leaseUid !== this.#view.lease?.uid) return;
+    const nextCheckAt = at === Infinity ? Number.MAX_SAFE_INTEGER : Math.min(o.nextCheckAt, at);
+    if (nextCheckAt === o.nextCheckAt) return;
+    this.#memory = { ...this.#memory, owner: { ...o, nextCheckAt } };
+    this.#changed.fire();
+  }
+
+  /** A state of the tracked Pod arrived; a finished leader seen by the watch is judged at once. */
+  #podSeen(t: PodTrack, pod: PodRecord, how: 'checked' | 'watched' | 'deleted'): void {
+    t.last = pod;
+    t.resourceVersion = pod.resourceVersion;
+    if (how === 'deleted') t.deleted = true;
+    const o = this.#memory.owner;
+    const finished = pod.phase === 'Succeeded' || pod.phase === 'Failed';
+    if (how === 'deleted' && o) {
+      // The garbage collector removes a Lease its owner's deletion leaves behind; an orphaned
+      // Lease has none, so the owner check (404: reclaim) runs now. For an owned Lease it
+      // runs after the usual interval, in case the garbage collector is down.
+      const lease = this.#view.lease;
+      const orphan = lease !== null && classifyLease(lease).kind === 'orphan';
+      const now = this.#o.clock.now();
+      this.#memory = {
+        ...this.#memory,
+        owner: { ...o, nextCheckAt: orphan ? now : now + this.#o.timing.ownerCheckIntervalMs },
+      };
+    } else if (how === 'watched' && finished && o && o.nextCheckAt > this.#o.clock.now()) {
+      this.#memory = { ...this.#memory, owner: { ...o, nextCheckAt: this.#o.clock.now() } };
+    }
+    this.#changed.fire();
+  }
+
+  /**
+   * Watches the leader's one Pod (by name), from the owner check's GET, resuming without
+   * a gap. The DELETED event carries the Pod's last state: whether the kubelet confirmed that
+   * its elector stopped. A Pod seen finished is judged at once (no owner-check interval).
+   */
+  async #podLoop(signal: AbortSignal): Promise<void> {
+    const { store, clock, timing, random } = this.#o;
+    let failures = 0;
+    while (!signal.aborted) {
+      const target = this.#podTarget();
+      let t = this.#track;
+      if (target && (t === undefined || t.podUid !== target.podUid)) {
+        t = { ...target, last: undefined, deleted: false, resourceVersion: undefined };
+        this.#track = t;
+        failures = 0;
+      }
+      if (!target || !t || t.deleted || !isConfirmed(this.#view, clock.now(), timing)) {
+        await this.#wait(undefined, signal);
+        continue;
+      }
+      if (t.resourceVersion === undefined) {
+        // The owner check's GET gives the state to start from (no GET of our own).
+        await this.#wait(undefined, signal);
+        continue;
+      }
+
+      const track = t;
+      const stop = new AbortController();
+      let expired = false;
+      let failure: ApiError | undefined;
+      let stalled = false;
+      const startedAt = clock.now();
+      const stallTimer = clock.setTimer(POD_WATCH_SECONDS * 1000 + timing.watchGraceMs, () => {
+        stalled = true;
+        stop.abort();
+      });
+      // Another leader: stop watching this one's Pod.
+      let watching = true;
+      void (async () => {
+        while (watching && !stop.signal.aborted) {
+          await this.#changed.wait();
+          const next = this.#podTarget();
+          if (next && next.podUid !== track.podUid) stop.abort();
+        }
+      })();
+      try {
+        await store.watchPod({
+          name: track.podName,
+          resourceVersion: track.resourceVersion!,
+          timeoutSeconds: POD_WATCH_SECONDS,
+          signal: AbortSignal.any([signal, stop.signal]),
+          onOpen: () => {
+            failures = 0;
+            // While the watch runs it reports what the periodic owner check would find, at
+            // once: the check (a GET) waits; it comes back when the watch fails.
+            this.#deferOwnerCheck(track, Infinity);
+          },
+          onEvent: (event) => {
+            if (signal.aborted || stop.signal.aborted) return;
+            switch (event.type) {
+              case 'ADDED':
+              case 'MODIFIED':
+              case 'DELETED':
+                if (event.pod.name !== track.podName) return;
+                if (event.pod.uid !== track.podUid) {
+                  // The name belongs to another Pod now: ours was deleted unseen.
+                  track.deleted = true;
+                  this.#changed.fire();
+                  stop.abort();
+                  return;
+                }
+                this.#podSeen(track, event.pod, event.type === 'DELETED' ? 'deleted' : 'watched');
+                if (event.type === 'DELETED') stop.abort();
+                return;
+              case 'BOOKMARK':
+                if (event.resourceVersion) track.resourceVersion = event.resourceVersion;
+                return;
+              case 'ERROR':
+                if (event.code === 410) expired = true;
+                else failure ??= new ApiError(event.message || event.reason, event.code, event.reason);
+                return;
+            }
+          },
+        });
+      } catch (err) {
+        if (!stop.signal.aborted) failure ??= asApiError(err);
+      } finally {
+        watching = false;
+        stallTimer.cancel();
+        this.#changed.fire(); // ends the target watcher above
+      }
+      if (signal.aborted) return;
+      if (expired || failure?.code === 410) {
+        // Too old to resume: the owner check reads the Pod afresh, now.
+        track.resourceVersion = undefined;
+        const o = this.#memory.owner;
+        if (o) this.#memory = { ...this.#memory, owner: { ...o, nextCheckAt: clock.now() } };
+        this.#changed.fire();
+        continue;
+      }
+      if (failure || stalled) this.#deferOwnerCheck(track, clock.now() + timing.ownerCheckIntervalMs);
+      if (failure && !stalled) {
+        const wait = backoffMs(failures++, timing, random);
+        this.#apiError('watch-pod', failure, wait);
+        await this.#sleep(wait, signal);
+        continue;
+      }
+      if (!stalled && !stop.signal.aborted && clock.now() - startedAt < 1000) {
+        await this.#sleep(backoffMs(failures++, timing, random), signal);
+      }
+    }
+  }
+
+  /**
+   * Whether taking over after `after`'s Lease went must be fenced, and until when. Not when
+   * the previous leader's elector is known to have stopped (the kubelet reported it: a
+   * graceful deletion, a finished Pod), nor when its Pod still exists and runs (the Lease was
+   * deleted by hand: its elector saw that, or fences itself as it always does).
+   */
+  async #takeoverFence(
+    after: NonNullable<NonNullable<Memory['campaign']>['after']>,
+    signal: AbortSignal,
+  ): Promise<{ at: number; why: string } | undefined> {
+    const { identity, store, timing, clock } = this.#o;
+    if (after.podUid === identity.podUid) return undefined; // our own Lease: we saw it go
+    const fenced = (why: string) => ({
+      at: after.goneAt + timing.fencingTimeoutMs + TAKEOVER_MARGIN_MS,
+      why,
+    });
+    const known = () => {
+      const t = this.#track;
+      return t !== undefined && after.podUid !== undefined && t.podUid === after.podUid ? t : undefined;
+    };
+    const stopped = () => {
+      const last = known()?.last;
+      return last !== undefined && electorStopped(last);
+    };
+    if (stopped()) return undefined;
+    // Not seen stopped: read the Pod (a consistent read).
+    const pod = await store.getPod(after.podName, signal);
+    if (pod !== null && (after.podUid === undefined || pod.uid === after.podUid)) {
+      if (electorStopped(pod) || !pod.terminating) return undefined;
+    }
+    // Gone (or going) without the kubelet's word yet. Our watch on it may lag the Lease's
+    // watch by a moment: give it a second to deliver the Pod's last state.
+    const t = known();
+    if (t && !t.deleted) {
+      const until = clock.now() + 1000;
+      while (!signal.aborted && !t.deleted && clock.now() < until) await this.#wait(until, signal);
+      if (stopped()) return undefined;
+    }
+    if (t?.deleted && t.last) return fenced(`pod ${after.podName} was deleted while its elector ran`);
+    return fenced(`pod ${after.podName} is gone and nothing says its elector stopped`);
   }
 }

@@ -1,44 +1,32 @@
 /**
  * The elector's only Kubernetes client: the {@link ElectionStore} the election runs on,
  * for one Lease in one namespace, with exactly the permissions of common/rbac.ts (leases
- * create; get/list/watch/delete by name; pods get).
+ * create; get/list/watch/delete by name; pods get and watch).
  *
- * Credentials come from @kubernetes/client-node's `KubeConfig` (in-cluster token with
- * rotation, KUBECONFIG, client certificates, exec plugins, proxies). The five requests
- * themselves are plain HTTP on the options it produces (`applyToHTTPSOptions`), for two
- * reasons: the generated API classes and their model serializer are most of the library,
- * and leaving them out of the bundle takes a third off the sidecar's memory (the README's
- * figures); and one request path with an AbortSignal and a deadline covers everything,
- * including the watch (the library's `Watch` cannot be aborted before the server answers,
- * so a request to a partitioned server would hang beyond our control).
+ * Credentials come from a {@link KubeAccess} (credentials.ts: the in-cluster service account
+ * or a kubeconfig, client-node only for the rare kubeconfig that needs it). The requests are
+ * plain HTTP on node:https: one request path with an AbortSignal and a deadline covers
+ * everything, including the watch (client-node's `Watch` cannot be aborted before the server
+ * answers, so a request to a partitioned server would hang beyond our control), and the
+ * library's generated API classes stay out of the sidecar (README: its memory).
  */
-import { KubeConfig, type V1Lease, type V1LeaseList, type V1Pod } from '@kubernetes/client-node';
-import { request as httpRequest, type IncomingMessage, type RequestOptions } from 'node:http';
-import { Agent as HttpsAgent, request as httpsRequest, type AgentOptions } from 'node:https';
+import type { V1Lease, V1LeaseList, V1Pod } from '@kubernetes/client-node';
+import { request as httpRequest, type IncomingMessage } from 'node:http';
+import { request as httpsRequest } from 'node:https';
 import { createInterface } from 'node:readline';
 import {
   ApiError,
+  electorContainerState,
   type ElectionStore,
   type LeaseDraft,
   type LeaseRecord,
   type PodRecord,
   type WatchEvent,
 } from './election.ts';
-
-/** In a pod: the mounted service-account token; elsewhere: `KUBECONFIG` or ~/.kube/config. */
-export function loadKubeConfig(): KubeConfig {
-  const kc = new KubeConfig();
-  kc.loadFromDefault();
-  return kc;
-}
-
-/** The API server URL the KubeConfig points at (for logs). */
-export function apiServerUrl(kc: KubeConfig): string {
-  return kc.getCurrentCluster()?.server ?? '';
-}
+import type { HeaderedOptions, KubeAccess } from './credentials.ts';
 
 export interface KubeStoreOptions {
-  kubeConfig: KubeConfig;
+  access: KubeAccess;
   namespace: string;
   election: string;
   /** Deadline of every request, and of a watch until the server answers; default 10 s. */
@@ -67,13 +55,19 @@ export function leaseRecord(lease: V1Lease): LeaseRecord {
   };
 }
 
-function podRecord(pod: V1Pod): PodRecord {
+/** The parts of a Pod the election reads, from the API object (JSON). */
+export function podRecord(pod: V1Pod): PodRecord {
   const deletion = pod.metadata?.deletionTimestamp as unknown;
   return {
     name: pod.metadata?.name ?? '',
     uid: pod.metadata?.uid ?? '',
+    resourceVersion: pod.metadata?.resourceVersion ?? '',
     phase: pod.status?.phase,
     terminating: deletion !== undefined && deletion !== null,
+    elector: electorContainerState([
+      ...(pod.status?.initContainerStatuses ?? []),
+      ...(pod.status?.containerStatuses ?? []),
+    ]),
   };
 }
 
@@ -132,50 +126,22 @@ interface Exchange {
   what: string;
 }
 
-/**
- * One keep-alive agent per KubeConfig and TLS identity. `applyToHTTPSOptions` makes a new
- * `https.Agent` for every request, so every request would open its own TCP connection and
- * do a full TLS handshake (both sides' CPU, and milliseconds on a campaign's path: the own-Pod
- * GET and the CREATE run back to back); the watch that follows a watch, the CREATE that
- * follows the GET reuse the connection instead. Idle sockets close after a minute, before
- * kube-apiserver's own idle timeout (90 s). A proxy agent is left as it is; new TLS material
- * (a rotated client certificate) gets a new agent.
- */
-const agents = new WeakMap<KubeConfig, { key: string; agent: HttpsAgent }>();
-const TLS_KEYS = ['ca', 'cert', 'key', 'pfx', 'passphrase', 'rejectUnauthorized', 'servername'] as const;
-
-function sharedAgent(kc: KubeConfig, fresh: unknown): HttpsAgent | undefined {
-  if (!(fresh instanceof HttpsAgent) || fresh.constructor !== HttpsAgent) return undefined;
-  const tls: AgentOptions = {};
-  for (const k of TLS_KEYS) if (fresh.options[k] !== undefined) Object.assign(tls, { [k]: fresh.options[k] });
-  const key = JSON.stringify(TLS_KEYS.map((k) => tls[k] ?? null));
-  const cached = agents.get(kc);
-  if (cached?.key === key) return cached.agent;
-  const agent = new HttpsAgent({ ...tls, keepAlive: true, timeout: 60_000, maxFreeSockets: 2 });
-  agents.set(kc, { key, agent });
-  return agent;
-}
-
 /** Where a request goes and with which credentials. */
 async function requestOptions(
-  kc: KubeConfig,
+  access: KubeAccess,
   ex: Pick<Exchange, 'method' | 'path' | 'query'>,
-): Promise<{ url: URL; options: RequestOptions & { headers: Record<string, string> } }> {
-  const server = kc.getCurrentCluster()?.server;
-  if (!server) throw new ApiError('the kubeconfig has no current cluster', 0);
-  const url = new URL(`${server.replace(/\/$/, '')}${ex.path}`);
+): Promise<{ url: URL; options: HeaderedOptions }> {
+  const url = new URL(`${access.server}${ex.path}`);
   for (const [k, v] of Object.entries(ex.query ?? {})) url.searchParams.set(k, v);
-  const options: RequestOptions & { headers: Record<string, string> } = { method: ex.method, headers: {} };
-  await kc.applyToHTTPSOptions(options);
-  const agent = sharedAgent(kc, options.agent);
-  if (agent) options.agent = agent;
+  const options: HeaderedOptions = { method: ex.method, headers: {} };
+  await access.apply(options);
   options.headers['Accept'] = 'application/json';
   return { url, options };
 }
 
 /** One request with a JSON answer: resolves with the body on 2xx, rejects with an ApiError otherwise. */
-async function exchange<T>(kc: KubeConfig, ex: Exchange, timeoutMs: number): Promise<T> {
-  const { url, options } = await requestOptions(kc, ex);
+async function exchange<T>(access: KubeAccess, ex: Exchange, timeoutMs: number): Promise<T> {
+  const { url, options } = await requestOptions(access, ex);
   const payload = ex.body === undefined ? undefined : JSON.stringify(ex.body);
   if (payload !== undefined) {
     options.headers['Content-Type'] = 'application/json';
@@ -216,7 +182,7 @@ async function exchange<T>(kc: KubeConfig, ex: Exchange, timeoutMs: number): Pro
 }
 
 export function createKubeStore(options: KubeStoreOptions): ElectionStore {
-  const { kubeConfig: kc, namespace, election } = options;
+  const { access: kc, namespace, election } = options;
   const timeoutMs = options.requestTimeoutMs ?? 10_000;
   const leases = `/apis/coordination.k8s.io/v1/namespaces/${encodeURIComponent(namespace)}/leases`;
   const fieldSelector = `metadata.name=${election}`;
@@ -278,7 +244,21 @@ export function createKubeStore(options: KubeStoreOptions): ElectionStore {
     },
 
     watch(request) {
-      return watchLeases(kc, leases, fieldSelector, request, timeoutMs);
+      return watchOne(kc, leases, fieldSelector, request, timeoutMs, 'watch leases', (raw) =>
+        watchEvent(raw, (obj) => ({ lease: leaseRecord(obj) })),
+      );
+    },
+
+    watchPod(request) {
+      return watchOne(
+        kc,
+        `/api/v1/namespaces/${encodeURIComponent(namespace)}/pods`,
+        `metadata.name=${request.name}`,
+        request,
+        timeoutMs,
+        `watch pod ${request.name}`,
+        (raw) => watchEvent(raw, (obj) => ({ pod: podRecord(obj as V1Pod) })),
+      );
     },
   };
 }
@@ -294,17 +274,25 @@ interface RawWatchEvent {
   };
 }
 
-/** One watch request on the Lease; see {@link ElectionStore.watch}. */
-async function watchLeases(
-  kc: KubeConfig,
-  leases: string,
+/** One watch request on one object (by name); see {@link ElectionStore.watch}. */
+async function watchOne<E>(
+  kc: KubeAccess,
+  collection: string,
   fieldSelector: string,
-  req: Parameters<ElectionStore['watch']>[0],
+  req: {
+    resourceVersion: string;
+    timeoutSeconds: number;
+    signal: AbortSignal;
+    onOpen: () => void;
+    onEvent: (event: E) => void;
+  },
   connectTimeoutMs: number,
+  what: string,
+  toEvent: (raw: RawWatchEvent) => E | undefined,
 ): Promise<void> {
   const { url, options } = await requestOptions(kc, {
     method: 'GET',
-    path: leases,
+    path: collection,
     query: {
       watch: 'true',
       fieldSelector,
@@ -319,7 +307,7 @@ async function watchLeases(
     let settled = false;
     // Until the server answers, a stuck connection is ours to end.
     const connectTimer = setTimeout(
-      () => clientRequest.destroy(new ApiError('watch leases: no response in time', 0, 'Timeout')),
+      () => clientRequest.destroy(new ApiError(`${what}: no response in time`, 0, 'Timeout')),
       connectTimeoutMs,
     );
     const settle = (err?: ApiError) => {
@@ -343,13 +331,13 @@ async function watchLeases(
           const status = parseStatus(body);
           settle(
             new ApiError(
-              `watch leases: ${res.statusCode} ${status.message ?? status.reason ?? ''}`.trim(),
+              `${what}: ${res.statusCode} ${status.message ?? status.reason ?? ''}`.trim(),
               res.statusCode ?? 0,
               status.reason ?? '',
             ),
           );
         });
-        res.on('error', (err) => settle(toApiError(err, 'watch leases')));
+        res.on('error', (err) => settle(toApiError(err, what)));
         return;
       }
       req.onOpen();
@@ -362,32 +350,35 @@ async function watchLeases(
         } catch {
           return; // a torn line can only come with a broken stream, which ends below
         }
-        const event = watchEvent(raw);
+        const event = toEvent(raw);
         if (event) req.onEvent(event);
       });
-      res.on('error', (err) => settle(toApiError(err, 'watch leases')));
+      res.on('error', (err) => settle(toApiError(err, what)));
       // readline re-emits its input's errors; they are handled on `res` above.
       lines.on('error', () => {});
-      res.on('aborted', () => settle(new ApiError('watch leases: stream aborted', 0)));
-      res.on('close', () => settle(res.complete ? undefined : new ApiError('watch leases: stream cut', 0)));
+      res.on('aborted', () => settle(new ApiError(`${what}: stream aborted`, 0)));
+      res.on('close', () => settle(res.complete ? undefined : new ApiError(`${what}: stream cut`, 0)));
     });
     const onAbort = () => {
       clientRequest.destroy();
       settle();
     };
     req.signal.addEventListener('abort', onAbort, { once: true });
-    clientRequest.on('error', (err) => settle(toApiError(err, 'watch leases')));
+    clientRequest.on('error', (err) => settle(toApiError(err, what)));
     clientRequest.end();
   });
 }
 
-function watchEvent(raw: RawWatchEvent): WatchEvent | undefined {
+function watchEvent<T extends object>(
+  raw: RawWatchEvent,
+  body: (obj: V1Lease) => T,
+): ({ type: 'ADDED' | 'MODIFIED' | 'DELETED' } & T) | Exclude<WatchEvent, { lease: unknown }> | undefined {
   const obj = raw.object;
   switch (raw.type) {
     case 'ADDED':
     case 'MODIFIED':
     case 'DELETED':
-      return obj ? { type: raw.type, lease: leaseRecord(obj) } : undefined;
+      return obj ? { type: raw.type, ...body(obj) } : undefined;
     case 'BOOKMARK':
       return { type: 'BOOKMARK', resourceVersion: obj?.metadata?.resourceVersion ?? '' };
     case 'ERROR':

@@ -10,7 +10,8 @@ import { hostname } from 'node:os';
 import { pino, stdTimeFunctions, type DestinationStream, type Logger } from 'pino';
 import { parseConfig, type ElectorConfig } from './config.ts';
 import { Election, timingFor, type Clock } from './election.ts';
-import { apiServerUrl, createKubeStore, loadKubeConfig } from './kube.ts';
+import { loadKubeAccess, type KubeAccess } from './credentials.ts';
+import { createKubeStore } from './kube.ts';
 import { LeaderBoard } from './leader.ts';
 import { countingStore, createMetrics, logNote, recordNote } from './observe.ts';
 import { buildElectionApi, buildMetricsApi, buildProbeApi, listenAll, type Listening } from './server.ts';
@@ -78,9 +79,9 @@ async function main(): Promise<void> {
   const log = createLogger(config, board);
   const { identity } = config;
 
-  let kubeConfig: ReturnType<typeof loadKubeConfig>;
+  let access: KubeAccess;
   try {
-    kubeConfig = loadKubeConfig();
+    access = await loadKubeAccess();
   } catch (err) {
     log.fatal({ err }, 'cannot load Kubernetes credentials (in-cluster service account or KUBECONFIG)');
     process.exitCode = 1;
@@ -98,7 +99,7 @@ async function main(): Promise<void> {
     sseClients: () => board.subscriberCount,
   });
   const store = countingStore(
-    createKubeStore({ kubeConfig, namespace: config.namespace, election: config.election }),
+    createKubeStore({ access, namespace: config.namespace, election: config.election }),
     metrics.apiRequests,
   );
   const election = new Election({
@@ -171,7 +172,8 @@ async function main(): Promise<void> {
       http: api.map(addressOf),
       probe: addressOf(probes[0]!),
       metrics: config.metrics ? addressOf(probes[1]!) : null,
-      apiServer: apiServerUrl(kubeConfig),
+      apiServer: access.server,
+      credentials: access.source,
       hostname: identity.hostname,
       podUid: identity.podUid,
       fencingTimeoutMs: config.fencingTimeoutMs,

@@ -102,7 +102,7 @@ export function createMetrics(sources: MetricSources): ElectorMetrics {
     }),
     apiRequests: new Counter({
       name: 'elector_api_requests_total',
-      help: 'Kubernetes API requests made, by operation (list, watch, create, get-pod, delete).',
+      help: 'Kubernetes API requests made, by operation (list, watch, create, get-pod, watch-pod, delete).',
       labelNames: ['operation'],
       registers,
     }),
@@ -136,7 +136,7 @@ export function createMetrics(sources: MetricSources): ElectorMetrics {
   metrics.isLeader.set(0);
   for (const s of states) metrics.state.set({ state: s }, s === 'unknown' ? 1 : 0);
   for (const r of ['won', 'lost', 'error', 'skipped']) metrics.campaigns.inc({ result: r }, 0);
-  for (const op of ['list', 'watch', 'create', 'get-pod', 'delete'])
+  for (const op of ['list', 'watch', 'create', 'get-pod', 'watch-pod', 'delete'])
     metrics.apiRequests.inc({ operation: op }, 0);
   return metrics;
 }
@@ -148,6 +148,7 @@ export function countingStore(store: ElectionStore, counter: Counter<'operation'
     watch: (request) => (counter.inc({ operation: 'watch' }), store.watch(request)),
     create: (draft, signal) => (counter.inc({ operation: 'create' }), store.create(draft, signal)),
     getPod: (name, signal) => (counter.inc({ operation: 'get-pod' }), store.getPod(name, signal)),
+    watchPod: (request) => (counter.inc({ operation: 'watch-pod' }), store.watchPod(request)),
     deleteLease: (pre, signal) => (counter.inc({ operation: 'delete' }), store.deleteLease(pre, signal)),
   };
 }
@@ -204,9 +205,9 @@ export function logNote(log: Logger, note: Note): void {
           {
             lease: lease.uid,
             holder: holder.name,
-            holderPod: holder.podName,
-            holderUid: holder.podUid ?? null,
-            kind: holder.kind === 'pod' ? holder.format : 'orphan',
+            holderPod: holder.kind === 'held' ? null : holder.podName,
+            holderUid: holder.kind === 'held' ? null : (holder.podUid ?? null),
+            kind: holder.kind === 'pod' ? holder.format : holder.kind,
           },
           'lease observed',
         );

@@ -3,7 +3,8 @@
  * the probe server (`/healthz`, `/readyz`, `/metrics`). App factories return fastify
  * instances that tests drive with `inject()` or real sockets; {@link listenAll} binds them.
  *
- * SSE: one `data:` event on connect and one per change, each with an `id:`; a `retry:` hint;
+ * SSE: one `data:` event on connect and one per change, the `data:` line first and an `id:`
+ * after it; a `retry:` hint;
  * heartbeat comments; `X-Accel-Buffering: no` for proxies. Writes never wait: a client whose
  * socket buffer stays full is disconnected rather than allowed to hold anything up, and a
  * closed client is unsubscribed at once. Beyond `maxClients` open streams, new ones get 503
@@ -60,10 +61,14 @@ function baseOptions(logger: FastifyBaseLogger) {
   } as const;
 }
 
-/** Frames one SSE event. */
+/**
+ * Frames one SSE event. The `data:` line comes first: NAIS's elector sends nothing else, and
+ * clients written for it read the first line of an event and strip `data: ` (NAIS's own
+ * test does exactly that). `id:` and `retry:` follow it; EventSource takes fields in any order.
+ */
 export function sseEvent(snapshot: Snapshot, retryMs?: number): string {
   const retry = retryMs === undefined ? '' : `retry: ${retryMs}\n`;
-  return `${retry}id: ${snapshot.id}\ndata: ${JSON.stringify(snapshot.result)}\n\n`;
+  return `data: ${JSON.stringify(snapshot.result)}\nid: ${snapshot.id}\n${retry}\n`;
 }
 
 /** The election API: `GET /` and `GET /sse`. */

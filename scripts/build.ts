@@ -18,6 +18,11 @@ const result = await build({
   platform: 'node',
   target: 'node24',
   format: 'esm',
+  // Code loaded only on demand goes into its own chunk: the elector imports client-node only
+  // for a kubeconfig its own reader does not handle (elector/credentials.ts), so the sidecar
+  // does not carry it in memory.
+  splitting: true,
+  chunkNames: 'chunks/[name]-[hash]',
   sourcemap: 'linked',
   minifySyntax: true,
   legalComments: 'linked',

@@ -22,6 +22,7 @@ import { ANNOTATION_INJECTED, CONTAINER_NAME } from '../common/constants.ts';
 import { startCluster, type Cluster } from '../test/harness/cluster.ts';
 import { Kubelet, REPO_ROOT } from '../test/harness/kubelet.ts';
 import type { PodSandbox } from '../test/harness/pod-sandbox.ts';
+import { reportPodStopped } from '../test/harness/pod-status.ts';
 import { installWebhook, type InstalledWebhook } from '../test/harness/system.ts';
 import { onSseEvents } from '../test/harness/sse.ts';
 
@@ -229,9 +230,16 @@ async function main(): Promise<void> {
   await sleep(500);
 
   const coord = cluster.kubeConfig.makeApiClient(CoordinationV1Api);
-  await core.deleteNamespacedPod({ name: leader, namespace: NS });
+  // A graceful deletion ends with the kubelet's word that the containers stopped, then the
+  // object goes (the elector takes over at once only on that word). The stand-in kubelet
+  // stops the containers right after.
   deleteAt = performance.now();
-  say(`deleted pod ${leader} ${dim('(the kubelet stand-in stops its containers, as a kubelet would)')}`);
+  const leaderUid = (await core.readNamespacedPod({ name: leader, namespace: NS })).metadata!.uid!;
+  await reportPodStopped(core, { name: leader, namespace: NS, uid: leaderUid });
+  await core.deleteNamespacedPod({ name: leader, namespace: NS });
+  say(
+    `deleted pod ${leader} ${dim('(reported stopped, then removed; the kubelet stand-in stops its containers)')}`,
+  );
   let leaseGoneAt = 0;
   let newLeader = '';
   let newLeaderAt = 0;

@@ -847,9 +847,9 @@ export function oddLeases(self: {
           preferredHolder: 'x',
         },
       },
-      // Without renewTime and leaseDurationSeconds it reads as an orphaned NAIS Lease of a
-      // pod that does not exist, so it is reclaimed and the elector leads (see the report).
-      leads: true,
+      // Without renewTime and leaseDurationSeconds it reads as a lock made by hand: followed
+      // by its holder's name, never deleted, so the elector does not lead while it is there.
+      leads: false,
     },
   ];
 }

@@ -30,6 +30,8 @@ export async function buildBundle(): Promise<Bundle> {
     ...common,
     entryPoints: { elector: 'elector/main.ts', webhook: 'webhook/main.ts' },
     bundle: true,
+    splitting: true,
+    chunkNames: 'chunks/[name]-[hash]',
     sourcemap: 'linked',
     minifySyntax: true,
     banner: {

@@ -21,6 +21,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { CONTAINER_NAME } from '../../common/constants.ts';
 import type { ClusterClient } from '../harness/client.ts';
 import { PodSandbox } from '../harness/pod-sandbox.ts';
+import { reportPodStopped } from '../harness/pod-status.ts';
 
 export const CHAOS_NODE = 'chaos-node';
 
@@ -256,10 +257,29 @@ export class ChaosKubelet {
   async #terminate(state: PodState, pod: V1Pod | undefined): Promise<void> {
     await this.stopContainer(state);
     if (!pod?.metadata?.deletionTimestamp) return;
-    // The kubelet's last word: the containers are gone, remove the object (retried while
-    // the API server is down).
+    // The kubelet's last word: the containers are gone, report them terminated (the status
+    // the elector's watch on the leader's Pod reads), then remove the object (both retried
+    // while the API server is down).
+    const ref = { name: state.name, namespace: this.#o.namespace, uid: state.uid };
+    let reported = false;
     for (let attempt = 0; this.#running || attempt === 0; attempt++) {
       try {
+        if (!reported) {
+          try {
+            await reportPodStopped(this.#core, ref);
+          } catch (err) {
+            const code = (err as { code?: number }).code;
+            if (code === 404) return;
+            // 409: the object changed since it was read (the orphan finalizer removed, say):
+            // read it again. Another refusal: remove the object without the report.
+            if (code === 409 || code === undefined || code >= 500) {
+              await sleep(Math.min(1000, 100 * 2 ** attempt));
+              continue;
+            }
+            this.#o.log?.(`status report for ${state.key} refused (${code}): removing it without`);
+          }
+          reported = true;
+        }
         await this.#core.deleteNamespacedPod({
           name: state.name,
           namespace: this.#o.namespace,

@@ -613,10 +613,17 @@ class ScheduleRun {
         const s = t?.sandbox;
         if (!t || !s) return void r.notes.push('no leader to cut off');
         const from = performance.now();
+        // No allowance for the cut-off pod here (its partition is not reported to the
+        // checker): the others must not lead until it has fenced itself, so any moment with
+        // two claimants fails the schedule. That wait is the designed no-leader window.
+        designedIf(
+          true,
+          'the leader was force-deleted while it may still run: nobody leads until its fencing bound ran out',
+          from,
+        );
         this.k.hold(t);
         s.cutApiServer();
         const p: Partition = { pod: t.key, from, to: Infinity };
-        this.partitions.push(p);
         await sleep(fault.deleteAfterMs);
         await retryApi('force-delete pod', () =>
           this.core.deleteNamespacedPod({ name: t.name, namespace: this.namespace, gracePeriodSeconds: 0 }),
@@ -675,6 +682,15 @@ class ScheduleRun {
             to: gone ?? Infinity,
             reason: "the deleted leader's pod object still exists (terminating, or held by a finalizer)",
           });
+          if (fault.mode === 'grace0') {
+            // Removed while its status said running: its elector may still run, so the
+            // takeover waits its fencing bound (plus the elector's 2 s margin).
+            r.designed.push({
+              from: deletedAt,
+              to: deletedAt + F + 2000 + this.o.slackMs,
+              reason: 'a leader deleted with grace 0 (forced): the takeover is fenced',
+            });
+          }
         }
         r.notes.push(
           gone === undefined

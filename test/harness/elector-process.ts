@@ -22,6 +22,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { electorRole, electorRoleBinding } from '../../common/rbac.ts';
 import type { ClusterClient } from './client.ts';
 import { ManagedProcess, startBudget } from './process.ts';
+import { reportPodStopped } from './pod-status.ts';
 
 const REPO_ROOT = path.resolve(import.meta.dirname, '../..');
 
@@ -62,9 +63,26 @@ export async function createPod(
   return { name, namespace, uid: pod.metadata!.uid! };
 }
 
-/** Deletes a Pod object (immediate for an unscheduled pod). */
+/**
+ * Ends a Pod as a kubelet does on a graceful deletion: reports its containers terminated
+ * and a final phase, then removes the object. (The pod is unscheduled, so the API server
+ * removes it at once; the status comes first, as from a kubelet.) The elector process itself
+ * is the caller's to stop.
+ */
 export async function deletePod(kc: KubeConfig, pod: PodRef): Promise<void> {
-  await kc.makeApiClient(CoreV1Api).deleteNamespacedPod({ name: pod.name, namespace: pod.namespace });
+  const core = kc.makeApiClient(CoreV1Api);
+  await reportPodStopped(core, pod);
+  await core.deleteNamespacedPod({ name: pod.name, namespace: pod.namespace });
+}
+
+/**
+ * Deletes a Pod object while its status still says it runs: `kubectl delete --grace-period=0
+ * --force`, or the object of a pod on an unreachable node. Its elector may still run.
+ */
+export async function forceDeletePod(kc: KubeConfig, pod: PodRef): Promise<void> {
+  await kc
+    .makeApiClient(CoreV1Api)
+    .deleteNamespacedPod({ name: pod.name, namespace: pod.namespace, gracePeriodSeconds: 0 });
 }
 
 /** Sets a Pod's phase through the status subresource (e.g. Succeeded, Failed). */

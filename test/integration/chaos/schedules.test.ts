@@ -112,21 +112,28 @@ describe('fault schedules (sample)', () => {
     });
   }
 
-  test('the checker sees a real overlap: with a bound shorter than the electors', (t) => {
+  test('partition + force-delete: no overlap even without any allowance; the checker would see one', (t) => {
     const forced = results.find((r) => r.faults.some((f) => f.fault.kind === 'partition-force-delete'));
     assert.ok(forced, 'the partition-force-delete schedule ran');
-    // Told the truth (4 s), the cut-off leader's claims are excused; told 200 ms, they are not:
-    // it went on claiming past that while the new leader led, as the design allows up to 4 s.
+    // No allowance for anybody: the others waited until the cut-off leader had fenced itself.
     assert.equal(
-      check(forced.history, {
-        partitions: forced.partitions,
-        fencingBoundMs: DEFAULT_CHAOS.fencingMs,
-        slackMs: DEFAULT_CHAOS.slackMs,
-      }).violations.length,
+      check(forced.history, { partitions: [], fencingBoundMs: 0, slackMs: 0 }).violations.length,
       0,
     );
-    const strict = check(forced.history, { partitions: forced.partitions, fencingBoundMs: 200, slackMs: 0 });
-    assert.ok(strict.violations.length > 0, 'an overlap the short bound does not excuse');
+    // The checker is not blind to it: the cut-off leader's answers moved 8 s later (past the
+    // fenced takeover, 4 s + 2 s after the deletion) overlap the new leader's and are flagged.
+    const note = forced.faults
+      .flatMap((f) => f.notes)
+      .map((n) => /^cut (\S+) off, force-deleted/.exec(n)?.[1])
+      .find((k) => k !== undefined);
+    assert.ok(note, 'the cut-off pod is named in the notes');
+    const shifted = forced.history.map((o) =>
+      o.pod === note
+        ? { ...o, t: o.t + 8000, ...(o.since === undefined ? {} : { since: o.since + 8000 }) }
+        : o,
+    );
+    const strict = check(shifted, { partitions: [], fencingBoundMs: 0, slackMs: 0 });
+    assert.ok(strict.violations.length > 0, 'a moved overlap is flagged');
     t.diagnostic(strict.violations[0]!.reason);
     t.diagnostic(`\n${statsTable(statsByType(results, 'type'))}`);
   });

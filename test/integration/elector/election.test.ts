@@ -17,13 +17,25 @@ import {
   LEASE_ANNOTATION_LEADER_HOSTNAME,
   LEASE_ANNOTATION_LEADER_POD,
   LEASE_ANNOTATION_LEADER_UID,
+  LEASE_ANNOTATION_TAKEOVER_AT,
   LEASE_LABEL_ELECTION,
   LEASE_LABEL_MANAGED_BY,
 } from '../../../common/constants.ts';
 import { electorRules } from '../../../common/rbac.ts';
-import { deletePod, setPodPhase } from '../../harness/elector-process.ts';
+import { deletePod, forceDeletePod, setPodPhase } from '../../harness/elector-process.ts';
+import { reportPodStopped } from '../../harness/pod-status.ts';
 import { sharedCluster, type TestCluster } from '../../harness/shared.ts';
-import { ELECTION, TestElection, allAgree, eventually, naisLease, ownerUid } from './helpers.ts';
+import {
+  ELECTION,
+  TestElection,
+  allAgree,
+  eventually,
+  naisLease,
+  overlaps,
+  ownerUid,
+  partitionableApi,
+  recordClaims,
+} from './helpers.ts';
 
 let cluster: TestCluster;
 let current: TestElection[] = [];
@@ -153,7 +165,62 @@ describe('failover', () => {
     );
     const oldView = await old.get();
     assert.equal(oldView.body.is_leader, false, 'the deleted pod claims nothing');
-    assert.equal(ownerUid(await e.lease()), rest.find((x) => x.hostname === second)!.pod.uid);
+    const lease = await e.lease();
+    assert.equal(ownerUid(lease), rest.find((x) => x.hostname === second)!.pod.uid);
+    // The kubelet's last status said the old elector stopped: no fenced takeover.
+    assert.equal(lease?.metadata?.annotations?.[LEASE_ANNOTATION_TAKEOVER_AT], undefined);
+    assert.ok(failoverMs < 10_000, `failover took ${failoverMs.toFixed(0)} ms`);
+  });
+
+  test('a leader cut off from the API server and force-deleted: the takeover waits until it has fenced itself, never two claims', async (t) => {
+    const e = await election('el-forced');
+    const fencing = ['--fencing-timeout=4s'];
+    const [a, b, c] = await Promise.all(['app-a', 'app-b', 'app-c'].map((n) => e.pod(n)));
+    const relay = await partitionableApi(e.kubeconfigPath);
+    try {
+      const ea = await e.start(a!, { args: fencing, kubeconfigPath: relay.kubeconfig });
+      await ea.waitFor((x) => x.is_leader, 30_000, 'a leads');
+      const others = [await e.start(b!, { args: fencing }), await e.start(c!, { args: fencing })];
+      await allAgree([ea, ...others]);
+      const recorder = recordClaims([ea, ...others]);
+
+      // The node of a is cut off, and its pod is force-deleted (the runbook step for a pod
+      // stuck on an unreachable node): the object goes while its status says running.
+      const cutAt = performance.now();
+      relay.cut();
+      await forceDeletePod(e.kc, a!);
+      const deletedAt = performance.now();
+      let leader = '';
+      await eventually(
+        'a new leader among the others',
+        async () => {
+          const answers = await Promise.all(others.map((x) => x.get()));
+          const l = answers.find((r) => r.body.is_leader);
+          leader = l?.body.name ?? '';
+          return l !== undefined && answers.every((r) => r.body.name === leader);
+        },
+        60_000,
+      );
+      const ledAt = performance.now();
+      // Keep watching a while: a must stay fenced, the new leader alone.
+      await sleep(1000);
+      const samples = await recorder.stop();
+      assert.deepEqual(overlaps(samples), [], 'two pods claimed at once');
+      const aLastClaim = Math.max(
+        ...samples.filter((x) => x.who === ea.hostname && x.claims).map((x) => x.at),
+      );
+      const newFirstClaim = Math.min(...samples.filter((x) => x.who === leader && x.claims).map((x) => x.at));
+      t.diagnostic(
+        `cut -> a stopped claiming: ${(aLastClaim - cutAt).toFixed(0)} ms (bound 4000); force delete -> new leader claims: ${(newFirstClaim - deletedAt).toFixed(0)} ms; no-leader gap ${(newFirstClaim - aLastClaim).toFixed(0)} ms`,
+      );
+      assert.ok(aLastClaim < newFirstClaim);
+      assert.ok(ea.running, 'the cut-off elector kept running throughout');
+      const lease = await e.lease();
+      assert.ok(lease?.metadata?.annotations?.[LEASE_ANNOTATION_TAKEOVER_AT], 'a fenced takeover');
+      assert.ok(ledAt - deletedAt >= 4000, 'not before the fencing bound');
+    } finally {
+      await relay.close();
+    }
   });
 
   for (const phase of ['Succeeded', 'Failed'] as const) {
@@ -186,10 +253,38 @@ describe('failover', () => {
     });
   }
 
-  test('a Lease orphaned by --cascade=orphan is reclaimed once its pod is gone', async () => {
+  test('a Lease orphaned by --cascade=orphan is reclaimed once its pod is gone, at once when the end was seen', async () => {
     const e = await election('el-orphan');
     const [a, b] = await Promise.all([e.pod('app-a'), e.pod('app-b')]);
     const ea = await e.start(a);
+    await ea.waitFor((r) => r.is_leader, 30_000, 'a leads');
+    const eb = await e.start(b);
+    await eb.waitFor((r) => r.name === 'app-a', 30_000, 'b follows a');
+    // A graceful end as a kubelet carries it out: containers stopped and reported, then the
+    // object goes; `--cascade=orphan` leaves the Lease without its owner.
+    const t0 = performance.now();
+    await ea.kill();
+    await reportPodStopped(e.kc.makeApiClient(CoreV1Api), a);
+    await e.kc
+      .makeApiClient(CoreV1Api)
+      .deleteNamespacedPod({ name: 'app-a', namespace: e.namespace, propagationPolicy: 'Orphan' });
+    await eb.waitFor((r) => r.is_leader, 10_000, 'b leads');
+    const lease = await e.lease();
+    assert.equal(ownerUid(lease), b.uid);
+    assert.equal(lease?.metadata?.annotations?.[LEASE_ANNOTATION_TAKEOVER_AT], undefined, 'no fence');
+    assert.ok(performance.now() - t0 < 10_000);
+    // Seen finished (the kubelet's report) or gone: either way reclaimed by b.
+    assert.ok(
+      ['owner-finished', 'owner-missing'].includes(
+        String(eb.logLines().find((l) => l.msg === 'lease reclaimed')?.['reason']),
+      ),
+    );
+  });
+
+  test('an orphaned Lease met by a candidate that did not see its pod end: reclaimed, the takeover fenced', async () => {
+    const e = await election('el-orphan-late');
+    const [a, b] = await Promise.all([e.pod('app-a'), e.pod('app-b')]);
+    const ea = await e.start(a, { args: ['--fencing-timeout=3s'] });
     await ea.waitFor((r) => r.is_leader, 30_000, 'a leads');
     await ea.kill();
     await e.kc
@@ -199,9 +294,11 @@ describe('failover', () => {
       const l = await e.lease();
       return l !== undefined && (l.metadata?.ownerReferences ?? []).length === 0;
     });
-    const eb = await e.start(b);
+    const t0 = performance.now();
+    const eb = await e.start(b, { args: ['--fencing-timeout=3s'] });
     await eb.waitFor((r) => r.is_leader, 30_000, 'b leads');
-    assert.equal(ownerUid(await e.lease()), b.uid);
+    assert.ok(performance.now() - t0 >= 3000, 'not before the fencing bound');
+    assert.ok((await e.lease())?.metadata?.annotations?.[LEASE_ANNOTATION_TAKEOVER_AT], 'fenced');
     assert.equal(eb.logLines().find((l) => l.msg === 'lease reclaimed')?.['reason'], 'owner-missing');
   });
 });
@@ -224,6 +321,33 @@ describe('other writers of the Lease', () => {
     await deletePod(e.kc, nais);
     await eo.waitFor((x) => x.is_leader, 30_000, 'ours leads after the NAIS pod is gone');
     assert.equal((await e.lease())?.spec?.holderIdentity, 'ours-0');
+  });
+
+  test('a lock made by hand (a holderIdentity, no owner, none of our metadata) is followed, never deleted', async () => {
+    const e = await election('el-hand');
+    const pod = await e.pod('app-0');
+    const lock = await e.createLease({
+      metadata: { name: ELECTION },
+      spec: { holderIdentity: 'pinned-by-hand', acquireTime: new V1MicroTime(Date.now()) },
+    });
+    // A 3 s fencing bound renews the watch every second, and the owner check would run every
+    // second: several rounds in which the lock could have been judged and deleted.
+    const el = await e.start(pod, { args: ['--fencing-timeout=3s', '--owner-check-interval=1s'] });
+    const r = await el.waitFor((x) => x.state === 'follower' && x.name !== '', 30_000, 'following the lock');
+    assert.equal(r.name, 'pinned-by-hand');
+    assert.equal(r.is_leader, false);
+    assert.equal(await el.readyz(), 200);
+    await eventually(
+      'five watch rounds',
+      async () => ((await el.metric('elector_api_requests_total{operation="watch"}')) ?? 0) >= 5,
+    );
+    assert.equal(await el.metric('elector_api_requests_total{operation="delete"}'), 0);
+    assert.equal(await el.metric('elector_api_requests_total{operation="get-pod"}'), 0);
+    assert.equal((await e.lease())?.metadata?.resourceVersion, lock.metadata?.resourceVersion, 'untouched');
+    assert.equal((await el.get()).body.name, 'pinned-by-hand');
+    // Its maker removes it: an ordinary election follows.
+    await e.deleteLease();
+    await el.waitFor((x) => x.is_leader, 30_000, 'leads once the lock is gone');
   });
 
   test('a foreign client-go Lease of the same name: unknown, clear log, no write; recovers when it goes', async () => {
@@ -296,7 +420,8 @@ describe('RBAC', () => {
     assert.equal(await can('get', 'leases', 'another-election'), false);
     assert.equal(await can('list', 'leases'), false, 'list of all leases');
     assert.equal(await can('list', 'pods', undefined, ''), false);
-    assert.equal(await can('watch', 'pods', undefined, ''), false);
+    // Watching the leader's one Pod (its last status before deletion): granted on purpose.
+    assert.equal(await can('watch', 'pods', 'x', ''), true);
     assert.equal(await can('get', 'secrets', 'x', ''), false);
   });
 
@@ -333,7 +458,7 @@ describe('SSE on shutdown', () => {
     const reader = res.body!.getReader();
     const chunk = (await reader.read()).value as Uint8Array | undefined;
     const first = new TextDecoder().decode(chunk);
-    assert.match(first, /^retry: \d+\nid: \d+\ndata: \{.*"is_leader":true.*\}\n\n$/);
+    assert.match(first, /^data: \{.*"is_leader":true.*\}\nid: \d+\nretry: \d+\n\n$/);
     const ended = (async () => {
       for (;;) {
         const { done } = await reader.read();

@@ -134,7 +134,8 @@ describe('garbage collector down', () => {
     assert.notEqual(fresh.uid, old.uid);
     assert.equal(ownerUid(await e.lease()), old.uid, 'the old Lease is still there (no GC)');
 
-    const eNew = await e.start(fresh);
+    // It did not see the old web-0 end, so its takeover is fenced: a short bound keeps it brief.
+    const eNew = await e.start(fresh, { args: ['--fencing-timeout=3s'] });
     const rec = record([eNew]);
     await eNew.waitFor((r) => r.is_leader, 30_000, 'new web-0 leads');
     await rec.stop();
@@ -166,6 +167,8 @@ describe('garbage collector down', () => {
       x.logLines().filter((l) => l.msg === 'lease reclaimed' && l['result'] === 'deleted'),
     );
     assert.equal(reclaims.length, 1, 'exactly one reclaim deleted the Lease');
-    assert.equal(reclaims[0]?.['reason'], 'owner-missing');
+    // The kubelet reports the pod finished before removing it: the followers' watch on it sees
+    // that first (owner-finished); a follower that only saw the 404 says owner-missing.
+    assert.ok(['owner-finished', 'owner-missing'].includes(String(reclaims[0]?.['reason'])));
   });
 });

@@ -4,6 +4,8 @@
  */
 import { CoordinationV1Api, V1MicroTime, type KubeConfig, type V1Lease } from '@kubernetes/client-node';
 import assert from 'node:assert/strict';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { connect, createServer, type Socket } from 'node:net';
 import type { ClusterClient } from '../../harness/client.ts';
 import {
   createPod,
@@ -132,4 +134,128 @@ export async function allAgree(electors: ElectorProcess[], timeoutMs = 30_000): 
 export function ownerUid(lease: V1Lease | undefined): string | undefined {
   assert.ok(lease, 'no lease');
   return lease.metadata?.ownerReferences?.[0]?.uid;
+}
+
+/**
+ * A TCP relay between one elector and the API server that a test can cut like a network
+ * partition: from `cut()` on, nothing passes either way and nothing is closed (packets
+ * dropped, as to a node that became unreachable), so the elector learns of it only by its
+ * own deadlines. `kubeconfig` is a copy of the elector's kubeconfig pointed at the relay.
+ */
+export async function partitionableApi(kubeconfigPath: string): Promise<{
+  kubeconfig: string;
+  cut(): void;
+  close(): Promise<void>;
+}> {
+  const doc = JSON.parse(readFileSync(kubeconfigPath, 'utf8')) as {
+    clusters: { cluster: { server: string } }[];
+  };
+  const target = new URL(doc.clusters[0]!.cluster.server);
+  const sockets = new Set<Socket>();
+  const pairs: [Socket, Socket][] = [];
+  let isCut = false;
+  const server = createServer((client) => {
+    sockets.add(client);
+    client.on('error', () => {});
+    client.on('close', () => sockets.delete(client));
+    if (isCut) return; // accepted, never answered
+    const upstream = connect(Number(target.port), target.hostname);
+    sockets.add(upstream);
+    upstream.on('error', () => client.destroy());
+    upstream.on('close', () => sockets.delete(upstream));
+    client.on('close', () => upstream.destroy());
+    client.pipe(upstream);
+    upstream.pipe(client);
+    pairs.push([client, upstream]);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as { port: number }).port;
+  doc.clusters[0]!.cluster.server = `${target.protocol}//127.0.0.1:${port}`;
+  const kubeconfig = `${kubeconfigPath}.relay-${port}`;
+  writeFileSync(kubeconfig, JSON.stringify(doc), { mode: 0o600 });
+  return {
+    kubeconfig,
+    cut() {
+      isCut = true;
+      for (const [a, b] of pairs) {
+        a.unpipe(b);
+        b.unpipe(a);
+        a.pause();
+        b.pause();
+      }
+    },
+    async close() {
+      for (const s of sockets) s.destroy();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+/** One observation of an elector's answer. */
+export interface Sample {
+  at: number;
+  who: string;
+  claims: boolean;
+}
+
+/**
+ * Polls `GET /` of each elector every `everyMs` in the background. A pod claims when its
+ * app would lead by either NAIS-compatible reading: `is_leader`, or `name` equal to its
+ * hostname.
+ */
+export function recordClaims(electors: ElectorProcess[], everyMs = 25) {
+  const samples: Sample[] = [];
+  let running = true;
+  const loop = (async () => {
+    while (running) {
+      await Promise.all(
+        electors.map(async (e) => {
+          if (!e.running) return;
+          try {
+            const { status, body } = await e.get();
+            const claims = status === 200 && (body.is_leader || body.name === e.hostname);
+            samples.push({ at: performance.now(), who: e.hostname, claims });
+          } catch {
+            // not answering: claims nothing
+          }
+        }),
+      );
+      await new Promise((resolve) => setTimeout(resolve, everyMs));
+    }
+  })();
+  return {
+    samples,
+    async stop(): Promise<Sample[]> {
+      running = false;
+      await loop;
+      return samples;
+    },
+  };
+}
+
+/** Moments where two pods claimed: a claim sample of one between two claim samples of another. */
+export function overlaps(samples: Sample[]): string[] {
+  const byWho = new Map<string, Sample[]>();
+  for (const s of samples) byWho.set(s.who, [...(byWho.get(s.who) ?? []), s]);
+  // Each pod's claim intervals: from a claiming sample to the next non-claiming one.
+  const intervals: { who: string; from: number; to: number }[] = [];
+  for (const [who, list] of byWho) {
+    let from: number | undefined;
+    for (const s of list) {
+      if (s.claims && from === undefined) from = s.at;
+      if (!s.claims && from !== undefined) {
+        intervals.push({ who, from, to: s.at });
+        from = undefined;
+      }
+    }
+    if (from !== undefined) intervals.push({ who, from, to: list.at(-1)!.at });
+  }
+  const found: string[] = [];
+  for (const a of intervals)
+    for (const b of intervals)
+      if (a.who < b.who && a.from < b.to && b.from < a.to)
+        found.push(
+          `${a.who} [${a.from.toFixed(0)}, ${a.to.toFixed(0)}] and ${b.who} [${b.from.toFixed(0)}, ${b.to.toFixed(0)}]`,
+        );
+  return found;
 }

@@ -52,9 +52,9 @@ describe('classifyLease', () => {
       expect: { kind: 'orphan', name: 'host-1', podName: 'app-1', podUid: 'u1' },
     },
     {
-      name: "NAIS's Lease orphaned: judged by holderIdentity as pod name, uid unknown",
+      name: 'a holderIdentity alone (a lock made by hand, or a NAIS Lease orphaned by hand): held, by name',
       lease: { ...naisLease({ name: 'app-2', uid: 'u2' }), owners: [] },
-      expect: { kind: 'orphan', name: 'app-2', podName: 'app-2', podUid: undefined },
+      expect: { kind: 'held', name: 'app-2' },
     },
   ];
   for (const c of cases) {
@@ -226,6 +226,11 @@ describe('decideAction', () => {
       view: fresh({ ...theirs, leaseDurationSeconds: 10 }),
       expect: 'wait',
     },
+    {
+      name: 'a lock made by hand: nothing to do, ever (no pod check, no reclaim)',
+      view: fresh({ ...theirs, owners: [], labels: {}, annotations: {} }),
+      expect: 'wait',
+    },
     { name: "another's Lease, never checked: check its owner", view: fresh(theirs), expect: 'check-owner' },
     {
       name: "another's Lease, checked recently: wait for the interval",
@@ -302,18 +307,19 @@ describe('decideVerdict', () => {
       expect: ['unknown', '', 'name-collision'],
     },
     {
-      name: 'orphaned NAIS Lease, owner not yet checked',
+      name: 'a lock made by hand: followed by name, no pod check needed',
       view: fresh({ ...naisLease(OTHER), owners: [] }),
-      expect: ['unknown', '', 'owner-pending'],
+      expect: ['follower', OTHER.name, 'held-lock'],
     },
     {
-      name: 'orphaned NAIS Lease, owner checked and running',
-      view: fresh({ ...naisLease(OTHER), owners: [] }),
-      memory: {
-        ...noMemory,
-        owner: { leaseUid: naisLease(OTHER).uid, nextCheckAt: NOW + 1, failures: 0, resolvedUid: OTHER.uid },
-      },
-      expect: ['follower', OTHER.name, 'follower'],
+      name: 'a lock made by hand naming our hostname: leader',
+      view: fresh({ ...naisLease({ name: ME.hostname, uid: 'x' }), owners: [] }),
+      expect: ['leader', ME.hostname, 'held-lock'],
+    },
+    {
+      name: 'our orphaned Lease, owner not yet checked (uid annotation removed)',
+      view: fresh({ ...ourLease(OTHER), owners: [], annotations: {} }),
+      expect: ['unknown', '', 'owner-pending'],
     },
     {
       name: 'our orphaned Lease naming us by uid: leader',

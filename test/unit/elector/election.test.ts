@@ -4,7 +4,15 @@
  */
 import assert from 'node:assert/strict';
 import { afterEach, describe, test } from 'node:test';
-import { ApiError, type LeaseDraft } from '../../../elector/election.ts';
+import {
+  ApiError,
+  FENCED_CAMPAIGN_DELAY_MS,
+  TAKEOVER_MARGIN_MS,
+  takeoverAt,
+  type LeaseDraft,
+  type LeaseRecord,
+} from '../../../elector/election.ts';
+import { LEASE_ANNOTATION_TAKEOVER_AT } from '../../../common/constants.ts';
 import { ME, SELF, TIMING, naisLease, ourLease, pod, startElection } from './fakes.ts';
 
 const OTHER = { name: 'app-1', uid: 'uid-other' };
@@ -308,7 +316,16 @@ describe('re-election', () => {
     assert.equal(e.verdict.state, 'follower');
     assert.equal(e.verdict.name, '');
     e.store.expect('getPod', () => SELF);
-    e.store.expect('create', () => mine);
+    // The leader's Pod was last seen running and its deletion not seen: read it. It runs (the
+    // Lease was deleted by hand): its elector saw the deletion, no fence.
+    e.store.expect('getPod', () => pod(OTHER.name, OTHER.uid));
+    e.store.expect('create', (d) => {
+      assert.deepEqual(
+        Object.keys(d.annotations).filter((k) => k.endsWith('/takeover-at')),
+        [],
+      );
+      return mine;
+    });
     await e.clock.advance(TIMING.campaignJitterMs / 2 - 1);
     assert.equal(e.store.callsOf('create').length, 0, 'waits for the jitter');
     await e.clock.advance(1);
@@ -499,32 +516,259 @@ describe('mixed and odd Leases', () => {
     );
   });
 
-  test('orphaned NAIS Lease (no owner) whose pod is gone: reclaimed', async () => {
+  test('a lock made by hand (holderIdentity only, no owner, not ours) whose pod does not exist: followed, never deleted', async () => {
     const e = start();
-    const orphan = { ...naisLease(OTHER), owners: [] };
-    e.store.expect('list', () => ({ lease: orphan, resourceVersion: '30' }));
-    e.store.expect('getPod', () => null);
-    e.store.expect('deleteLease', () => {});
+    const lock = { ...naisLease(OTHER), owners: [] };
+    e.store.expect('list', () => ({ lease: lock, resourceVersion: '30' }));
     await e.clock.advance(0);
-    assert.equal(e.store.callsOf('deleteLease').length, 1);
+    e.store.watch0.open();
+    // Hours pass: no pod is looked up (the strict store fails any getPod), nothing deleted.
+    for (let i = 0; i < 10; i++) {
+      await e.clock.advance(TIMING.ownerCheckIntervalMs);
+      e.store.watch0.event({ type: 'BOOKMARK', resourceVersion: `${31 + i}` });
+    }
+    assert.deepEqual(e.store.callsOf('deleteLease'), []);
+    assert.deepEqual(e.store.callsOf('getPod'), []);
+    assert.deepEqual(
+      { state: e.verdict.state, name: e.verdict.name, reason: e.verdict.reason },
+      { state: 'follower', name: OTHER.name, reason: 'held-lock' },
+    );
   });
 
-  test('orphaned NAIS Lease whose pod runs: unknown until checked, then follower with its uid', async () => {
+  test("a lock made by hand naming this pod's hostname: leader, as a NAIS client would conclude", async () => {
     const e = start();
-    const orphan = { ...naisLease(OTHER), owners: [] };
-    e.store.expect('list', () => ({ lease: orphan, resourceVersion: '30' }));
-    let release!: () => void;
-    e.store.expect(
-      'getPod',
-      () => new Promise((resolve) => (release = () => resolve(pod(OTHER.name, OTHER.uid)))),
-    );
-    await e.clock.advance(0);
-    assert.equal(e.verdict.reason, 'owner-pending');
-    release();
+    const lock = { ...naisLease({ name: ME.hostname, uid: 'whatever' }), owners: [] };
+    e.store.expect('list', () => ({ lease: lock, resourceVersion: '30' }));
     await e.clock.advance(0);
     assert.deepEqual(
-      { state: e.verdict.state, name: e.verdict.name, uid: e.verdict.uid },
-      { state: 'follower', name: OTHER.name, uid: OTHER.uid },
+      { state: e.verdict.state, name: e.verdict.name, reason: e.verdict.reason },
+      { state: 'leader', name: ME.hostname, reason: 'held-lock' },
+    );
+  });
+
+  test('a lock made by hand, then removed by its maker: campaign', async () => {
+    const e = start();
+    const lock = { ...naisLease(OTHER), owners: [] };
+    e.store.expect('list', () => ({ lease: lock, resourceVersion: '30' }));
+    await e.clock.advance(0);
+    e.store.watch0.open();
+    e.store.expect('getPod', () => SELF);
+    e.store.expect('create', (d) => ourLease({ name: d.owner.name, uid: d.owner.uid }));
+    e.store.watch0.event({ type: 'DELETED', lease: lock });
+    await e.clock.advance(TIMING.campaignJitterMs);
+    assert.equal(e.store.callsOf('create').length, 1);
+  });
+});
+
+describe("the leader's Pod vanished: take over at once only when its elector is known to have stopped", () => {
+  /** A follower of `theirs`, its owner checked, watching the leader's Pod. */
+  async function following() {
+    const e = start({ random: () => 0 });
+    e.store.expect('list', () => ({ lease: theirs, resourceVersion: '30' }));
+    e.store.expect('getPod', () => pod(OTHER.name, OTHER.uid, { resourceVersion: '25' }));
+    await e.clock.advance(0);
+    e.store.watch0.open();
+    await e.clock.advance(0);
+    // The Pod watch starts from the owner check's GET: no GET of its own.
+    assert.deepEqual(e.store.callsOf('watchPod'), [`${OTHER.name}@25`]);
+    e.store.podWatch.open();
+    return e;
+  }
+  const takeoverAnnotation = (d: LeaseDraft) => d.annotations[LEASE_ANNOTATION_TAKEOVER_AT];
+
+  test('graceful deletion (the kubelet reported the elector terminated, then removed the object): at once', async () => {
+    const e = await following();
+    const ending = pod(OTHER.name, OTHER.uid, { terminating: true, resourceVersion: '40' });
+    e.store.podWatch.event({ type: 'MODIFIED', pod: ending });
+    e.store.podWatch.event({
+      type: 'DELETED',
+      pod: { ...ending, elector: 'terminated', phase: 'Failed', resourceVersion: '41' },
+    });
+    e.store.expect('getPod', () => SELF);
+    e.store.expect('create', (d) => {
+      assert.equal(takeoverAnnotation(d), undefined, 'no fence');
+      return mine;
+    });
+    e.store.watch0.event({ type: 'DELETED', lease: { ...theirs, resourceVersion: '42' } });
+    await e.clock.advance(0);
+    assert.equal(e.store.callsOf('create').length, 1);
+    e.store.watch0.event({ type: 'ADDED', lease: mine });
+    await e.clock.advance(0);
+    assert.equal(e.verdict.state, 'leader');
+  });
+
+  test('older kubelets: terminating and the elector container terminated (phase still Running) also counts', async () => {
+    const e = await following();
+    e.store.podWatch.event({
+      type: 'DELETED',
+      pod: pod(OTHER.name, OTHER.uid, { terminating: true, elector: 'terminated', resourceVersion: '41' }),
+    });
+    e.store.expect('getPod', () => SELF);
+    e.store.expect('create', (d) => (assert.equal(takeoverAnnotation(d), undefined), mine));
+    e.store.watch0.event({ type: 'DELETED', lease: { ...theirs, resourceVersion: '42' } });
+    await e.clock.advance(0);
+    assert.equal(e.store.callsOf('create').length, 1);
+  });
+
+  test('forced deletion (the object went while its status said running): the Lease is won at once, leadership starts after the fencing bound', async () => {
+    const e = await following();
+    e.store.podWatch.event({ type: 'DELETED', pod: pod(OTHER.name, OTHER.uid, { resourceVersion: '41' }) });
+    const goneAt = e.clock.now();
+    let created: LeaseRecord | undefined;
+    e.store.expect('getPod', () => SELF);
+    e.store.expect('getPod', () => null); // the old leader's Pod: gone
+    e.store.expect('create', (d) => {
+      const at = takeoverAnnotation(d);
+      assert.ok(at, 'a fenced takeover');
+      assert.ok(Date.parse(at) >= goneAt + TIMING.fencingTimeoutMs + TAKEOVER_MARGIN_MS);
+      created = { ...mine, annotations: { ...mine.annotations, ...d.annotations } };
+      return created;
+    });
+    e.store.watch0.event({ type: 'DELETED', lease: { ...theirs, resourceVersion: '42' } });
+    await e.clock.advance(0);
+    assert.equal(created, undefined, 'a head start for a candidate that can take over at once');
+    await e.clock.advance(FENCED_CAMPAIGN_DELAY_MS);
+    assert.ok(created);
+    e.store.watch0.event({ type: 'ADDED', lease: created });
+    await e.clock.advance(0);
+    assert.deepEqual(
+      { state: e.verdict.state, name: e.verdict.name, reason: e.verdict.reason },
+      { state: 'follower', name: '', reason: 'takeover-wait' },
+      'no claim while the old elector may still claim',
+    );
+    const until = takeoverAt(created)!;
+    // Bookmarks keep the view confirmed all along.
+    while (e.clock.now() < until - 10_000) {
+      await e.clock.advance(10_000);
+      e.store.watch0.event({ type: 'BOOKMARK', resourceVersion: '43' });
+    }
+    await e.clock.advance(until - e.clock.now() - 1);
+    assert.equal(e.verdict.reason, 'takeover-wait');
+    assert.ok(!e.verdicts.some((v) => v.state === 'leader'), 'never leader before the takeover moment');
+    await e.clock.advance(2);
+    assert.equal(e.verdict.state, 'leader');
+  });
+
+  test('a deletion the Pod watch never showed (the object is just gone): fenced', async () => {
+    const e = await following();
+    e.store.expect('getPod', () => SELF);
+    e.store.expect('getPod', () => null);
+    e.store.expect('create', (d) => (assert.ok(takeoverAnnotation(d)), mine));
+    e.store.watch0.event({ type: 'DELETED', lease: { ...theirs, resourceVersion: '42' } });
+    // A second for the Pod watch to catch up, a second's head start for others, then the
+    // fenced campaign.
+    await e.clock.advance(999 + FENCED_CAMPAIGN_DELAY_MS);
+    assert.equal(e.store.callsOf('create').length, 0);
+    await e.clock.advance(2);
+    assert.equal(e.store.callsOf('create').length, 1);
+  });
+
+  test('a candidate that would fence yields to one that takes over at once meanwhile', async () => {
+    const e = await following();
+    e.store.podWatch.event({ type: 'DELETED', pod: pod(OTHER.name, OTHER.uid, { resourceVersion: '41' }) });
+    e.store.expect('getPod', () => SELF);
+    e.store.expect('getPod', () => null);
+    e.store.watch0.event({ type: 'DELETED', lease: { ...theirs, resourceVersion: '42' } });
+    await e.clock.advance(500);
+    const third = ourLease({ name: 'app-2', uid: 'uid-2' }, { uid: 'lease-2', rv: '43' });
+    e.store.watch0.event({ type: 'ADDED', lease: third });
+    e.store.allow('getPod', () => pod('app-2', 'uid-2'));
+    await e.clock.advance(FENCED_CAMPAIGN_DELAY_MS);
+    assert.deepEqual(e.store.callsOf('create'), [], 'no campaign once another has won');
+    assert.deepEqual({ state: e.verdict.state, name: e.verdict.name }, { state: 'follower', name: 'app-2' });
+  });
+
+  test('the Pod watch delivers the graceful end while the takeover waits for it: at once', async () => {
+    const e = await following();
+    e.store.expect('getPod', () => SELF);
+    e.store.expect('getPod', () => null);
+    e.store.expect('create', (d) => (assert.equal(takeoverAnnotation(d), undefined), mine));
+    e.store.watch0.event({ type: 'DELETED', lease: { ...theirs, resourceVersion: '42' } });
+    await e.clock.advance(100);
+    e.store.podWatch.event({
+      type: 'DELETED',
+      pod: pod(OTHER.name, OTHER.uid, { phase: 'Succeeded', elector: 'terminated', resourceVersion: '41' }),
+    });
+    await e.clock.advance(0);
+    assert.equal(e.store.callsOf('create').length, 1);
+  });
+
+  test('the leader finished (the Pod watch saw Succeeded): judged and reclaimed at once, no owner-check interval, no fence', async () => {
+    const e = await following();
+    const done = pod(OTHER.name, OTHER.uid, {
+      phase: 'Succeeded',
+      elector: 'terminated',
+      resourceVersion: '50',
+    });
+    e.store.expect('getPod', () => done);
+    e.store.expect('deleteLease', () => {});
+    e.store.podWatch.event({ type: 'MODIFIED', pod: done });
+    await e.clock.advance(0);
+    assert.equal(e.store.callsOf('deleteLease').length, 1);
+    e.store.expect('getPod', () => SELF);
+    e.store.expect('create', (d) => (assert.equal(takeoverAnnotation(d), undefined), mine));
+    e.store.watch0.event({ type: 'DELETED', lease: { ...theirs, resourceVersion: '51' } });
+    await e.clock.advance(0);
+    assert.equal(e.store.callsOf('create').length, 1);
+  });
+
+  test('while the Pod watch runs, no periodic owner GET; once it fails, the GETs come back', async () => {
+    const e = await following();
+    for (let i = 0; i < 4; i++) {
+      await e.clock.advance(TIMING.ownerCheckIntervalMs);
+      e.store.watch0.event({ type: 'BOOKMARK', resourceVersion: `${31 + i}` });
+    }
+    assert.equal(e.store.callsOf('getPod').length, 1, 'only the first check');
+    e.store.allow('getPod', () => pod(OTHER.name, OTHER.uid, { resourceVersion: '26' }));
+    e.store.podWatch.fail(new ApiError('connection reset', 0));
+    await e.clock.advance(TIMING.ownerCheckIntervalMs);
+    assert.equal(e.store.callsOf('getPod').length, 2);
+  });
+
+  test('an orphaned Lease whose Pod the watch saw deleted (gracefully) is reclaimed at once, and taken over at once', async () => {
+    const e = start({ random: () => 0 });
+    const orphan = { ...theirs, owners: [] };
+    e.store.expect('list', () => ({ lease: orphan, resourceVersion: '30' }));
+    e.store.expect('getPod', () => pod(OTHER.name, OTHER.uid, { resourceVersion: '25' }));
+    await e.clock.advance(0);
+    e.store.watch0.open();
+    e.store.podWatch.open();
+    e.store.expect('getPod', () => null);
+    e.store.expect('deleteLease', () => {});
+    e.store.podWatch.event({
+      type: 'DELETED',
+      pod: pod(OTHER.name, OTHER.uid, { phase: 'Succeeded', terminating: true, elector: 'terminated' }),
+    });
+    await e.clock.advance(0);
+    assert.equal(e.store.callsOf('deleteLease').length, 1);
+    e.store.expect('getPod', () => SELF);
+    e.store.expect(
+      'create',
+      (d) => (assert.equal(d.annotations[LEASE_ANNOTATION_TAKEOVER_AT], undefined), mine),
+    );
+    e.store.watch0.event({ type: 'DELETED', lease: { ...orphan, resourceVersion: '31' } });
+    await e.clock.advance(0);
+    assert.equal(e.store.callsOf('create').length, 1);
+  });
+
+  test('a candidate that starts during a fenced takeover follows it and claims nothing', async () => {
+    const e = start();
+    const fenced = ourLease(OTHER, { uid: 'lease-fenced', rv: '60' });
+    const at = e.clock.now() + 30_000;
+    fenced.annotations[LEASE_ANNOTATION_TAKEOVER_AT] = new Date(at).toISOString();
+    e.store.expect('list', () => ({ lease: fenced, resourceVersion: '60' }));
+    e.store.allow('getPod', () => pod(OTHER.name, OTHER.uid));
+    await e.clock.advance(0);
+    e.store.watch0.open();
+    assert.deepEqual(
+      { state: e.verdict.state, name: e.verdict.name, reason: e.verdict.reason },
+      { state: 'follower', name: '', reason: 'takeover-wait' },
+    );
+    assert.deepEqual(e.store.callsOf('create'), []);
+    await e.clock.advance(30_001 - (e.clock.now() - (at - 30_000)));
+    assert.deepEqual(
+      { state: e.verdict.state, name: e.verdict.name },
+      { state: 'follower', name: OTHER.name },
     );
   });
 });

@@ -14,6 +14,7 @@ import {
   type LeaseRecord,
   type Note,
   type PodRecord,
+  type PodWatchEvent,
   type Timing,
   type WatchEvent,
 } from '../../../elector/election.ts';
@@ -80,19 +81,29 @@ export class FakeClock implements Clock {
   }
 }
 
-/** One watch request, driven by the test. */
-export class FakeWatch {
+/** One watch request (on the Lease, or on a Pod), driven by the test. */
+export class FakeWatch<E = WatchEvent> {
   readonly resourceVersion: string;
   readonly timeoutSeconds: number;
   readonly signal: AbortSignal;
   #onOpen: () => void;
-  #onEvent: (event: WatchEvent) => void;
+  #onEvent: (event: E) => void;
   #resolve!: () => void;
   #reject!: (err: unknown) => void;
   done = false;
   readonly promise: Promise<void>;
 
-  constructor(request: Parameters<ElectionStore['watch']>[0]) {
+  readonly name: string | undefined;
+
+  constructor(request: {
+    name?: string;
+    resourceVersion: string;
+    timeoutSeconds: number;
+    signal: AbortSignal;
+    onOpen: () => void;
+    onEvent: (event: E) => void;
+  }) {
+    this.name = request.name;
     this.resourceVersion = request.resourceVersion;
     this.timeoutSeconds = request.timeoutSeconds;
     this.signal = request.signal;
@@ -117,7 +128,7 @@ export class FakeWatch {
     return this;
   }
 
-  event(event: WatchEvent): this {
+  event(event: E): this {
     assert.ok(!this.done, 'event() on an ended watch');
     this.#onEvent(event);
     return this;
@@ -152,9 +163,11 @@ type Op = keyof Handlers;
  * (checked by `assertNoSurprises`) and rejected.
  */
 export class FakeStore implements ElectionStore {
-  readonly calls: { op: Op | 'watch'; arg?: unknown }[] = [];
+  readonly calls: { op: Op | 'watch' | 'watchPod'; arg?: unknown }[] = [];
   readonly unexpected: string[] = [];
   readonly watches: FakeWatch[] = [];
+  /** Watches on the leader's Pod, apart from the Lease's (`watch0`). */
+  readonly podWatches: FakeWatch<PodWatchEvent>[] = [];
   #once: { [K in Op]: Handlers[K][] } = { list: [], create: [], getPod: [], deleteLease: [] };
   #always: Partial<Handlers> = {};
 
@@ -169,7 +182,14 @@ export class FakeStore implements ElectionStore {
     return this;
   }
 
-  callsOf(op: Op | 'watch'): unknown[] {
+  /** The newest Pod watch; fails if there is none. */
+  get podWatch(): FakeWatch<PodWatchEvent> {
+    const w = this.podWatches.at(-1);
+    assert.ok(w, 'no pod watch was started');
+    return w;
+  }
+
+  callsOf(op: Op | 'watch' | 'watchPod'): unknown[] {
     return this.calls.filter((c) => c.op === op).map((c) => c.arg);
   }
 
@@ -213,6 +233,13 @@ export class FakeStore implements ElectionStore {
     this.calls.push({ op: 'watch', arg: request.resourceVersion });
     const w = new FakeWatch(request);
     this.watches.push(w);
+    return w.promise;
+  }
+
+  watchPod(request: Parameters<ElectionStore['watchPod']>[0]): Promise<void> {
+    this.calls.push({ op: 'watchPod', arg: `${request.name}@${request.resourceVersion}` });
+    const w = new FakeWatch<PodWatchEvent>(request);
+    this.podWatches.push(w);
     return w.promise;
   }
 
@@ -282,7 +309,15 @@ export function naisLease(
 }
 
 export function pod(name: string, uid: string, extra: Partial<PodRecord> = {}): PodRecord {
-  return { name, uid, phase: 'Running', terminating: false, ...extra };
+  return {
+    name,
+    uid,
+    resourceVersion: '1',
+    phase: 'Running',
+    terminating: false,
+    elector: 'running',
+    ...extra,
+  };
 }
 
 export const SELF = pod(ME.podName, ME.podUid);
@@ -325,7 +360,7 @@ export function startElection(options: { identity?: Identity; timing?: Timing; r
       await flush();
       await running;
       assert.equal(clock.pendingTimers, 0, 'timers left after stop');
-      for (const w of store.watches) assert.ok(w.done, 'a watch was left open');
+      for (const w of [...store.watches, ...store.podWatches]) assert.ok(w.done, 'a watch was left open');
     },
   };
 }

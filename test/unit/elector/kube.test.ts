@@ -3,14 +3,21 @@
  * (paths, selectors, bodies, preconditions) and how it reads answers, watch streams and
  * failures. The real API server is exercised by the integration tests.
  */
-import { KubeConfig } from '@kubernetes/client-node';
+import { KubeConfig, type V1ContainerStatus } from '@kubernetes/client-node';
 import assert from 'node:assert/strict';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { after, before, beforeEach, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { ApiError, leaseDraft, type ElectionStore, type WatchEvent } from '../../../elector/election.ts';
-import { createKubeStore } from '../../../elector/kube.ts';
+import {
+  ApiError,
+  leaseDraft,
+  type ElectionStore,
+  type PodWatchEvent,
+  type WatchEvent,
+} from '../../../elector/election.ts';
+import { kubeConfigAccess } from '../../../elector/credentials.ts';
+import { createKubeStore, podRecord } from '../../../elector/kube.ts';
 import { ME } from './fakes.ts';
 
 type Handler = (req: IncomingMessage, res: ServerResponse, body: string) => void;
@@ -51,7 +58,12 @@ before(async () => {
     contexts: [{ name: 'x', cluster: 'c', user: 'u' }],
     currentContext: 'x',
   });
-  store = createKubeStore({ kubeConfig: kc, namespace: 'ns', election: 'app', requestTimeoutMs: 500 });
+  store = createKubeStore({
+    access: kubeConfigAccess(kc, 'test'),
+    namespace: 'ns',
+    election: 'app',
+    requestTimeoutMs: 500,
+  });
 });
 after(async () => {
   for (const s of openSockets) s.destroy();
@@ -153,18 +165,48 @@ describe('requests', () => {
     );
   });
 
-  test('getPod: phase and deletion', async () => {
+  test('getPod: phase, deletion, resourceVersion and the elector container state', async () => {
     handler = (_req, res) =>
       json(res, 200, {
-        metadata: { name: 'p', uid: 'u', deletionTimestamp: '2024-01-01T00:00:00Z' },
+        metadata: { name: 'p', uid: 'u', resourceVersion: '81', deletionTimestamp: '2024-01-01T00:00:00Z' },
         status: { phase: 'Running' },
       });
     assert.deepEqual(await store.getPod('p', AbortSignal.timeout(2000)), {
       name: 'p',
       uid: 'u',
+      resourceVersion: '81',
       phase: 'Running',
       terminating: true,
+      elector: undefined,
     });
+  });
+
+  test('podRecord: the elector as a native sidecar (init container) or a classic container', () => {
+    const base = { metadata: { name: 'p', uid: 'u', resourceVersion: '1' } };
+    const sidecar = podRecord({
+      ...base,
+      status: {
+        initContainerStatuses: [
+          { name: 'elector', state: { terminated: { exitCode: 0 } } } as V1ContainerStatus,
+        ],
+        containerStatuses: [{ name: 'app', state: { running: {} } } as V1ContainerStatus],
+      },
+    });
+    assert.equal(sidecar.elector, 'terminated');
+    const classic = podRecord({
+      ...base,
+      status: { containerStatuses: [{ name: 'elector', state: { running: {} } } as V1ContainerStatus] },
+    });
+    assert.equal(classic.elector, 'running');
+    const waiting = podRecord({
+      ...base,
+      status: {
+        containerStatuses: [
+          { name: 'elector', state: { waiting: { reason: 'CrashLoopBackOff' } } } as V1ContainerStatus,
+        ],
+      },
+    });
+    assert.equal(waiting.elector, 'waiting');
   });
 
   test('deleteLease: uid and resourceVersion preconditions in the body', async () => {
@@ -197,7 +239,7 @@ describe('requests', () => {
       contexts: [{ name: 'x', cluster: 'c', user: 'u' }],
       currentContext: 'x',
     });
-    const dead = createKubeStore({ kubeConfig: kc, namespace: 'ns', election: 'app' });
+    const dead = createKubeStore({ access: kubeConfigAccess(kc, 'test'), namespace: 'ns', election: 'app' });
     await assert.rejects(
       dead.list(AbortSignal.timeout(2000)),
       (err) => err instanceof ApiError && err.code === 0,
@@ -253,6 +295,49 @@ describe('watch', () => {
     assert.equal(q.get('allowWatchBookmarks'), 'true');
     assert.equal(q.get('timeoutSeconds'), '5');
     assert.equal(seen[0]!.auth, 'Bearer secret-token');
+  });
+
+  test('watchPod: the one Pod by field selector, from a resourceVersion; its last state on DELETED', async () => {
+    handler = (_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      const podJson = (rv: string, extra: object) => ({
+        kind: 'Pod',
+        metadata: { name: 'leader-0', uid: 'u0', resourceVersion: rv, ...extra },
+        status: {
+          phase: 'Running',
+          containerStatuses: [{ name: 'elector', state: { terminated: { exitCode: 0 } } }],
+        },
+      });
+      res.write(
+        `${JSON.stringify({ type: 'MODIFIED', object: podJson('91', { deletionTimestamp: 'x' }) })}\n`,
+      );
+      res.end(`${JSON.stringify({ type: 'DELETED', object: podJson('92', { deletionTimestamp: 'x' }) })}\n`);
+    };
+    const events: PodWatchEvent[] = [];
+    await store.watchPod({
+      name: 'leader-0',
+      resourceVersion: '90',
+      timeoutSeconds: 7,
+      signal: AbortSignal.timeout(5000),
+      onOpen: () => {},
+      onEvent: (e) => events.push(e),
+    });
+    assert.deepEqual(
+      events.map((e) => e.type),
+      ['MODIFIED', 'DELETED'],
+    );
+    const last = events[1]!;
+    assert.ok(last.type === 'DELETED');
+    assert.deepEqual(
+      { rv: last.pod.resourceVersion, terminating: last.pod.terminating, elector: last.pod.elector },
+      { rv: '92', terminating: true, elector: 'terminated' },
+    );
+    assert.equal(seen[0]!.url.pathname, '/api/v1/namespaces/ns/pods');
+    const q = seen[0]!.url.searchParams;
+    assert.equal(q.get('watch'), 'true');
+    assert.equal(q.get('fieldSelector'), 'metadata.name=leader-0');
+    assert.equal(q.get('resourceVersion'), '90');
+    assert.equal(q.get('timeoutSeconds'), '7');
   });
 
   test('non-200 answer: rejects with the status code and reason, never opens', async () => {

@@ -208,6 +208,37 @@ describe('SSE', () => {
     c.close();
   });
 
+  test("every event's first line is `data: <JSON>` (a NAIS client reads that line alone); id and retry follow", async () => {
+    const board = new LeaderBoard();
+    board.publish(leader('a'), 1000);
+    const { url } = await serve(board, { retryMs: 1234, heartbeatMs: 3_600_000 });
+    let raw = '';
+    const req = request(`${url}/sse`, { agent: false });
+    req.on('response', (res) => {
+      res.setEncoding('utf8');
+      res.on('data', (chunk: string) => (raw += chunk));
+    });
+    req.end();
+    await until('first event', () => raw.includes('\n\n'));
+    board.publish(leader('b'), 2000);
+    await until('second event', () => raw.split('\n\n').length >= 3);
+    req.destroy();
+    const blocks = raw.split('\n\n').filter((b) => b !== '');
+    assert.equal(blocks.length, 2);
+    for (const block of blocks) {
+      const [first, ...rest] = block.split('\n');
+      // What NAIS's own SSE test does: the first line has the prefix, the rest of it is the JSON.
+      assert.ok(first!.startsWith('data: '), `first line ${JSON.stringify(first)}`);
+      assert.equal(typeof (JSON.parse(first!.slice(6)) as { name: unknown }).name, 'string');
+      assert.ok(
+        rest.every((line) => /^(id|retry): /.test(line)),
+        `other lines ${JSON.stringify(rest)}`,
+      );
+    }
+    assert.deepEqual(blocks[0]!.split('\n').slice(1), ['id: 1', 'retry: 1234']);
+    assert.deepEqual(blocks[1]!.split('\n').slice(1), ['id: 2']);
+  });
+
   test('heartbeat comments; a disconnected client is forgotten at once', async () => {
     const board = new LeaderBoard();
     const { url } = await serve(board, { heartbeatMs: 30 });
