@@ -510,7 +510,7 @@ function installHooks(): void {
 
 // --- start ------------------------------------------------------------------------------------
 
-function containerdConfig(bins: NodeBinaries): string {
+export function containerdConfig(bins: NodeBinaries): string {
   const d = (p: string) => JSON.stringify(path.join(NODE_ROOT, p));
   return `version = 3
 root = ${d('containerd/root')}
@@ -557,7 +557,7 @@ disabled_plugins = ["io.containerd.nri.v1.nri"]
 }
 const PAUSE_TAG = { value: '3.10.2' };
 
-function cniConfig(): string {
+export function cniConfig(): string {
   return JSON.stringify(
     {
       cniVersion: '1.0.0',
