@@ -16,6 +16,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { startCluster } from '../test/harness/cluster.ts';
 import { assertCanRunNode, nodeClusterOptions, startNode, sweepStaleNode } from '../test/harness/node.ts';
 import { resolveNodeBinaries } from '../test/harness/node-binaries.ts';
+import { ensureImages } from '../test/harness/image.ts';
 
 const root = path.resolve(import.meta.dirname, '..');
 const dir = path.join(root, '.cluster');
@@ -40,7 +41,7 @@ function supervisorPid(): number | undefined {
 }
 
 function usage(): void {
-  const [server, kubectl] = readFileSync(readyFile, 'utf8').trim().split('\n');
+  const [server, kubectl, projectImage, appImage] = readFileSync(readyFile, 'utf8').trim().split('\n');
   const rel = path.relative(process.cwd(), path.join(dir, 'kubeconfig')) || '.cluster/kubeconfig';
   console.log(`The ${kubectl ? 'cluster (control plane + node lifelease-node)' : 'control plane'} is running. Its admin kubeconfig: ${rel}
   export KUBECONFIG=${path.join(dir, 'kubeconfig')}
@@ -49,7 +50,10 @@ function usage(): void {
       ? `
   kubectl (built, same version as the cluster):
     alias kubectl=${kubectl}
-    kubectl get nodes,pods -A -o wide`
+    kubectl get nodes,pods -A -o wide
+  Images in the node's containerd: ${projectImage} (the project's, from the Dockerfile),
+    ${appImage} (sh + node, for test apps)
+  Install lifelease as an admin would:  kubectl apply -k manifests`
       : ''
   }
   Run the tests against it:   LIFELEASE_CLUSTER_DIR=${dir} npm test
@@ -106,6 +110,8 @@ async function serve(): Promise<void> {
   const log = (m: string) => console.error(`${new Date().toISOString().slice(11, 19)} ${m}`);
   // Build (or find) the node's binaries before the control plane's clock starts.
   const nodeBinaries = withNode ? await resolveNodeBinaries({ log }) : undefined;
+  // The project image (from the Dockerfile) and the test app image (sh + node), for the node.
+  const images = withNode ? await ensureImages({ log: (l) => log(`[image] ${l}`) }) : undefined;
   const cluster = await startCluster({
     stateDir: dir,
     keepStateDir: true,
@@ -114,9 +120,15 @@ async function serve(): Promise<void> {
     ...(withNode ? nodeClusterOptions() : {}),
   });
   const t0 = performance.now();
-  const node = nodeBinaries ? await startNode(cluster, { binaries: nodeBinaries, log }) : undefined;
+  const node =
+    nodeBinaries && images
+      ? await startNode(cluster, { binaries: nodeBinaries, images: [images.project, images.app], log })
+      : undefined;
   if (node) log(`node Ready ${((performance.now() - t0) / 1000).toFixed(1)} s after the control plane`);
-  writeFileSync(readyFile, `${cluster.server}\n${node ? `${node.binaries.kubectl}\n` : ''}`);
+  writeFileSync(
+    readyFile,
+    `${cluster.server}\n${node && images ? `${node.binaries.kubectl}\n${images.project.name}\n${images.app.name}\n` : ''}`,
+  );
   const stop = async () => {
     rmSync(readyFile, { force: true });
     await node?.stop();

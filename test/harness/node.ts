@@ -34,7 +34,9 @@ import {
   mkdirSync,
   openSync,
   readdirSync,
+  lstatSync,
   readFileSync,
+  rmdirSync,
   rmSync,
   statSync,
   writeFileSync,
@@ -211,7 +213,12 @@ function cgroupRoots(): string[] {
     .map((d) => path.join(base, d))
     .filter((d) => {
       try {
-        return statSync(d).isDirectory() && existsSync(path.join(d, 'cgroup.procs'));
+        // cpu and cpuacct are symlinks to cpu,cpuacct: count each hierarchy once.
+        return (
+          !lstatSync(d).isSymbolicLink() &&
+          statSync(d).isDirectory() &&
+          existsSync(path.join(d, 'cgroup.procs'))
+        );
       } catch {
         return false;
       }
@@ -285,13 +292,9 @@ function removeCgroup(dir: string): void {
   try {
     for (const e of readdirSync(dir, { withFileTypes: true }))
       if (e.isDirectory()) removeCgroup(path.join(dir, e.name));
-    rmSync(dir, { recursive: false, force: true });
+    rmdirSync(dir);
   } catch {
-    try {
-      spawnSync('rmdir', [dir]);
-    } catch {
-      // best effort; reported by the caller's check
-    }
+    // best effort; what is left is reported by sweepNode's check
   }
 }
 
@@ -346,8 +349,12 @@ export function sweepNode(log: (message: string) => void = () => {}): string[] {
   //    container (runc), the shims, containerd, and anything left in the kubepods cgroups.
   killAndWait(
     ourProcesses().filter((pid) => {
-      const cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
-      return cmd.includes('kubelet') || cmd.includes('kube-scheduler');
+      try {
+        const cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+        return cmd.includes('kubelet') || cmd.includes('kube-scheduler');
+      } catch {
+        return false;
+      }
     }),
   );
   const runcRoot = path.join(NODE_ROOT, 'runc', 'k8s.io');
