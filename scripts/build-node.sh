@@ -28,9 +28,8 @@ RUNC_VERSION="${RUNC_VERSION:-v1.5.3}"
 CNI_PLUGINS_VERSION="${CNI_PLUGINS_VERSION:-v1.10.0}"
 CACHE_ROOT="${CONTROL_PLANE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/k8s-leader-elector}"
 log() { printf '[node-build] %s\n' "$*" >&2; }
-here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-# shellcheck source=/dev/null
-[[ -f "$here/go-progress.sh" ]] && source "$here/go-progress.sh"
+# shellcheck source=lib/progress.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/progress.sh"
 
 K8S_BIN="$CACHE_ROOT/node-k8s-${KUBE_VERSION}/bin"
 CONTAINERD_BIN="$CACHE_ROOT/containerd-${CONTAINERD_VERSION}/bin"
@@ -90,11 +89,6 @@ export GOTOOLCHAIN=local GOFLAGS=-mod=mod
 start=$(date +%s)
 step_time() { log "$1 built in $(( $(date +%s) - $2 ))s"; }
 
-# One go build, with progress when scripts/go-progress.sh provides it.
-gobuild() {
-  if declare -F go_build_progress >/dev/null; then go_build_progress "$@"; else go build "$@"; fi
-}
-
 # A throwaway module that requires <module>@<version>, with tools.go importing <packages>.
 module_dir() { # dir module version package...
   local dir="$1" mod="$2" ver="$3"; shift 3
@@ -114,20 +108,23 @@ if (( need_k8s )); then
   staging="v0.${minor}"
   module_dir "$CACHE_ROOT/node-k8s-${KUBE_VERSION}/src" k8s.io/kubernetes "$KUBE_VERSION" \
     k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl
-  gomod=$(go mod download -json "k8s.io/kubernetes@${KUBE_VERSION}" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
+  heartbeat "downloading k8s.io/kubernetes $KUBE_VERSION" modcache_status \
+    sh -c 'go mod download -json "$1" > "$0"' "$PWD/download.json" "k8s.io/kubernetes@${KUBE_VERSION}"
+  gomod=$(sed -n 's/.*"GoMod": "\(.*\)".*/\1/p' download.json)
   [[ -f "$gomod" ]] || { log "could not download k8s.io/kubernetes@${KUBE_VERSION}"; exit 1; }
   goline=$(sed -n 's/^go \(.*\)$/\1/p' "$gomod" | head -n1)
   go mod edit -go="$goline"
   for m in $(sed -n 's/^[[:space:]]*\(k8s\.io\/[a-z0-9-]*\) v0\.0\.0$/\1/p' "$gomod" | sort -u); do
     go mod edit -replace="${m}=${m}@${staging}"
   done
-  go mod tidy
+  heartbeat "resolving and downloading the Kubernetes modules" modcache_status go mod tidy
   ldf="-s -w"
   for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
     ldf="$ldf -X $p.gitVersion=${KUBE_VERSION} -X $p.gitMajor=1 -X $p.gitMinor=${minor%%.*}"
   done
   mkdir -p "$K8S_BIN"
-  CGO_ENABLED=0 gobuild -trimpath -ldflags "$ldf" -o "$K8S_BIN/" \
+  export CGO_ENABLED=0
+  go_build "compiling kubelet, kube-scheduler and kubectl" -trimpath -ldflags "$ldf" -o "$K8S_BIN/" \
     k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl
   step_time "kubelet, kube-scheduler, kubectl" "$t"
 fi
@@ -139,9 +136,10 @@ if (( need_containerd )); then
   m=github.com/containerd/containerd/v2
   module_dir "$CACHE_ROOT/containerd-${CONTAINERD_VERSION}/src" "$m" "$CONTAINERD_VERSION" \
     "$m/cmd/containerd" "$m/cmd/containerd-shim-runc-v2" "$m/cmd/ctr"
-  go mod tidy
+  heartbeat "resolving and downloading the containerd modules" modcache_status go mod tidy
   mkdir -p "$CONTAINERD_BIN"
-  CGO_ENABLED=0 gobuild -trimpath -tags no_btrfs \
+  export CGO_ENABLED=0
+  go_build "compiling containerd" -trimpath -tags no_btrfs \
     -ldflags "-s -w -X $m/version.Version=${CONTAINERD_VERSION}" -o "$CONTAINERD_BIN/" \
     "$m/cmd/containerd" "$m/cmd/containerd-shim-runc-v2" "$m/cmd/ctr"
   step_time containerd "$t"
@@ -153,9 +151,10 @@ if (( need_runc )); then
   log "building runc $RUNC_VERSION (cgo, seccomp)"
   module_dir "$CACHE_ROOT/runc-${RUNC_VERSION}/src" github.com/opencontainers/runc "$RUNC_VERSION" \
     github.com/opencontainers/runc
-  go mod tidy
+  heartbeat "resolving and downloading the runc modules" modcache_status go mod tidy
   mkdir -p "$RUNC_BIN"
-  CGO_ENABLED=1 gobuild -trimpath -tags "seccomp urfave_cli_no_docs" \
+  export CGO_ENABLED=1
+  go_build "compiling runc" -trimpath -tags "seccomp urfave_cli_no_docs" \
     -ldflags "-s -w -X main.version=${RUNC_VERSION#v}" -o "$RUNC_BIN/runc" github.com/opencontainers/runc
   step_time runc "$t"
 fi
@@ -167,9 +166,10 @@ if (( need_cni )); then
   m=github.com/containernetworking/plugins
   module_dir "$CACHE_ROOT/cni-plugins-${CNI_PLUGINS_VERSION}/src" "$m" "$CNI_PLUGINS_VERSION" \
     "$m/plugins/main/bridge" "$m/plugins/ipam/host-local" "$m/plugins/main/loopback" "$m/plugins/meta/portmap"
-  go mod tidy
+  heartbeat "resolving and downloading the CNI plugins' modules" modcache_status go mod tidy
   mkdir -p "$CNI_BIN"
-  CGO_ENABLED=0 gobuild -trimpath -ldflags "-s -w" -o "$CNI_BIN/" \
+  export CGO_ENABLED=0
+  go_build "compiling the CNI plugins" -trimpath -ldflags "-s -w" -o "$CNI_BIN/" \
     "$m/plugins/main/bridge" "$m/plugins/ipam/host-local" "$m/plugins/main/loopback" "$m/plugins/meta/portmap"
   step_time "CNI plugins" "$t"
 fi

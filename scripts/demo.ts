@@ -10,6 +10,7 @@
  * inside its container. Then the leader's pod is deleted gracefully and the failover is
  * timed end to end, as the apps saw it. Needs root (the node).
  */
+import './require-node.ts';
 import {
   AppsV1Api,
   CoordinationV1Api,
@@ -143,7 +144,7 @@ async function main(): Promise<void> {
   say(dim('(a cold cache builds everything from the Go module proxy and the Dockerfile: many minutes)'));
   const progress = (m: string) => say(dim(m));
   let t = performance.now();
-  const cpBinaries = await resolveBinaries();
+  const cpBinaries = await resolveBinaries({ log: progress });
   const nodeBinaries = await resolveNodeBinaries({ log: progress });
   const images = await ensureImages({ log: (l) => progress(`[image] ${l}`) });
   say(green(`ready in ${secs(performance.now() - t)}: ${images.project.name}, ${images.app.name}`));

@@ -59,8 +59,9 @@ export async function installWebhook(
   } = {},
 ): Promise<InstalledWebhook> {
   const log = options.log ?? (() => {});
-  const deadline = Date.now() + (options.timeoutMs ?? 60_000);
+  // Rendering may build kustomize first (minutes, cold): the deadline starts after it.
   const objects = await renderManifests(options.overlay ?? '.');
+  const deadline = Date.now() + (options.timeoutMs ?? 60_000);
   log(`applying ${objects.length} objects from manifests/${options.overlay ?? ''}`);
   await applyManifests(cluster.kubeConfig, objects);
   await options.afterApply?.(objects);
