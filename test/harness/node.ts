@@ -124,6 +124,8 @@ interface HostBefore {
   paths: Record<string, boolean>;
   /** `${tool} ${table}` -> chains that existed. */
   chains: Record<string, string[]>;
+  /** `nft list tables` lines (iptables-nft makes a table on first use; an emptied new one goes). */
+  nftTables?: string[];
   cgroups: string[];
 }
 
@@ -239,8 +241,31 @@ function recordHost(): HostBefore {
     sysctls: Object.fromEntries(SYSCTLS.map((k) => [k, readSysctl(k) ?? ''])),
     paths: Object.fromEntries(HOST_PATHS.map((p) => [p, existsSync(p)])),
     chains,
+    nftTables: nftTables(),
     cgroups: kubepodsCgroups(),
   };
+}
+
+function nftTables(): string[] {
+  return run('nft', ['list', 'tables']).stdout.split('\n').filter(Boolean);
+}
+
+/** Tables iptables-nft created for the node, once they hold no rule (ours are gone by then). */
+function removeEmptyNewTables(before: HostBefore | undefined): void {
+  if (!before?.nftTables) return;
+  const existed = new Set(before.nftTables);
+  for (const line of nftTables()) {
+    if (existed.has(line)) continue;
+    const [, family, name] = line.split(' ');
+    if (!family || !name) continue;
+    const body = run('nft', ['list', 'table', family, name])
+      .stdout.split('\n')
+      .map((l) => l.trim());
+    const rules = body.filter(
+      (l) => l && l !== '}' && !l.startsWith('table ') && !l.startsWith('chain ') && !l.startsWith('type '),
+    );
+    if (rules.length === 0) run('nft', ['delete', 'table', family, name]);
+  }
 }
 
 // --- teardown ---------------------------------------------------------------------------------
@@ -375,6 +400,7 @@ export function sweepNode(log: (message: string) => void = () => {}): string[] {
   }
   if (run('ip', ['link', 'show', BRIDGE]).ok) run('ip', ['link', 'delete', BRIDGE]);
   removeChains(before);
+  removeEmptyNewTables(before);
 
   // 3. Mounts under the node's folders, deepest first.
   const mountRoots = [NODE_ROOT, '/var/lib/kubelet', '/run/containerd', '/run/netns'].filter(
