@@ -88,7 +88,7 @@ function busyboxImage(dir: string): { archive: string; name: string } {
   const rootfs = path.join(dir, 'rootfs');
   mkdirSync(path.join(rootfs, 'bin'), { recursive: true });
   writeFileSync(path.join(rootfs, 'bin/busybox'), readFileSync(BUSYBOX), { mode: 0o755 });
-  for (const tool of ['sh', 'sleep', 'nc', 'env', 'cat', 'echo'])
+  for (const tool of ['sh', 'sleep', 'nc', 'env', 'cat', 'echo', 'true'])
     symlinkSync('busybox', path.join(rootfs, 'bin', tool));
   for (const d of ['tmp', 'proc', 'sys', 'dev', 'etc']) mkdirSync(path.join(rootfs, d), { recursive: true });
   const archive = path.join(dir, 'busybox.oci.tar');
@@ -144,7 +144,7 @@ describe('real node', { skip }, () => {
               'sh',
               '-c',
               // TCP to the Service address a kubelet gives every pod, then wait for SIGTERM.
-              'if nc -z -w 5 "$KUBERNETES_SERVICE_HOST" "$KUBERNETES_SERVICE_PORT"; then echo reached "$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT"; else echo unreachable; fi; ' +
+              'if nc -w 5 "$KUBERNETES_SERVICE_HOST" "$KUBERNETES_SERVICE_PORT" </dev/null; then echo reached "$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT"; else echo unreachable; fi; ' +
                 "trap 'echo bye; exit 0' TERM; while true; do sleep 1; done",
             ],
           },
