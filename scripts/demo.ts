@@ -45,7 +45,7 @@ const secs = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
 const execFileAsync = promisify(execFile);
 
 let step = 0;
-const STEPS = 9;
+const STEPS = 10;
 function heading(text: string): void {
   step++;
   console.log(`\n${bold(`[${step}/${STEPS}]`)} ${bold(text)} ${dim(`(t+${secs(performance.now() - t0)})`)}`);
@@ -133,6 +133,17 @@ async function appLines(core: CoreV1Api, pod: string): Promise<AppLine[]> {
       .map((l) => JSON.parse(l) as AppLine);
   } catch {
     return [];
+  }
+}
+
+/** The first line in which the app reports what $ELECTOR_GET_URL answered (waits up to 60 s). */
+async function firstAnswer(core: CoreV1Api, pod: string): Promise<AppLine> {
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    const found = (await appLines(core, pod)).find((l) => l.name !== undefined || l.error !== undefined);
+    if (found) return found;
+    if (Date.now() > deadline) throw new Error(`the app in ${pod} printed no answer in 60 s`);
+    await sleep(200);
   }
 }
 
@@ -250,29 +261,32 @@ async function main(): Promise<void> {
   heading("Start order, from the pod status and events: the app waits for the elector's startup probe");
   for (const pod of pods) {
     const name = pod.metadata!.name!;
-    const elector = pod.status?.initContainerStatuses?.find((s) => s.name === CONTAINER_NAME);
-    const app = pod.status?.containerStatuses?.find((s) => s.name === 'app');
+    // The app's first poll, once its Node.js has started (bounded: it runs within seconds).
+    const first = await firstAnswer(core, name);
+    const status = (await core.readNamespacedPod({ name, namespace: NS })).status;
+    const elector = status?.initContainerStatuses?.find((s) => s.name === CONTAINER_NAME);
+    const app = status?.containerStatuses?.find((s) => s.name === 'app');
     const electorAt = elector?.state?.running?.startedAt;
     const appAt = app?.state?.running?.startedAt;
-    const lines = await appLines(core, name);
     say(
-      `${cyan(name)}: elector started ${electorAt?.toISOString().slice(11, 19)} (started=${elector?.started}), ` +
-        `app started ${appAt?.toISOString().slice(11, 19)}`,
+      `${cyan(name)}: elector started ${electorAt?.toISOString().slice(11, 19)}, startup probe passed (started=${elector?.started}), ` +
+        `then the app started ${appAt?.toISOString().slice(11, 19)}`,
     );
     const events = (
       await core.listNamespacedEvent({ namespace: NS, fieldSelector: `involvedObject.name=${name}` })
     ).items
       .sort((a, b) => +(a.firstTimestamp ?? a.eventTime ?? 0) - +(b.firstTimestamp ?? b.eventTime ?? 0))
-      .map(
-        (e) =>
-          `${e.reason}${e.message?.includes(CONTAINER_NAME) ? `(${CONTAINER_NAME})` : e.message?.includes('"app"') ? '(app)' : ''}`,
-      );
+      .filter((e) => e.reason !== 'MissingClusterDNS')
+      .map((e) => {
+        const container = /container:? "?([a-z0-9-]+)"?/.exec(e.message ?? '')?.[1];
+        if (e.reason === 'Unhealthy') return `${e.reason} (${e.message?.split(':')[0]}, not yet)`;
+        return `${e.reason}${container ? ` ${container}` : ''}`;
+      });
     say(dim(`  events: ${events.join(' -> ')}`));
-    const first = lines.find((l) => l.name !== undefined);
-    if (first)
-      say(
-        `  the app's first answer from $ELECTOR_GET_URL: ${JSON.stringify({ name: first.name })}${first.name ? green(' (the leader was known before the app ran)') : yellow(' (no leader yet)')}`,
-      );
+    say(
+      `  the app's first answer from $ELECTOR_GET_URL: ${JSON.stringify({ name: first.name })}` +
+        (first.name ? green(' (the leader was known before the app ran)') : yellow(' (no leader yet)')),
+    );
   }
 
   heading('Each app asks $ELECTOR_GET_URL from inside its container');
@@ -332,12 +346,13 @@ async function main(): Promise<void> {
   }
   if (!agreedAt) throw new Error('the apps did not agree on a new leader within 2 minutes');
   // The exact moment each surviving app first saw the new leader, from its own timestamps.
-  const firstSeen: number[] = [];
+  const firstSeen: string[] = [];
+  const before = new Set(pods.map((p) => p.metadata!.name!));
   for (const p of (await core.listNamespacedPod({ namespace: NS, labelSelector: `app=${APP}` })).items) {
-    const seen = (await appLines(core, p.metadata!.name!)).find(
-      (l) => l.t > deleteAt && l.name === newLeader,
-    );
-    if (seen && p.metadata?.name !== leader) firstSeen.push(seen.t - deleteAt);
+    const name = p.metadata!.name!;
+    const seen = (await appLines(core, name)).find((l) => l.t > deleteAt && l.name === newLeader);
+    if (seen && name !== leader)
+      firstSeen.push(`${name}${before.has(name) ? '' : ' (the replacement)'} ${secs(seen.t - deleteAt)}`);
   }
 
   heading('Result');
@@ -345,10 +360,7 @@ async function main(): Promise<void> {
   say('');
   say(
     yellow(
-      `failover as the apps saw it: pod deleted -> Lease ${secs(leaseChangedAt - deleteAt)} -> each app answers ${newLeader}: ${firstSeen
-        .sort((a, b) => a - b)
-        .map(secs)
-        .join(', ')}`,
+      `failover as the apps saw it: pod deleted -> Lease taken over ${secs(leaseChangedAt - deleteAt)} -> each app first answers ${newLeader}: ${firstSeen.join(', ')}`,
     ),
   );
   say(dim(`use the built kubectl yourself: KUBECONFIG=<cluster:up's> ${kubectlPath}`));
