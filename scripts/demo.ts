@@ -360,7 +360,7 @@ async function main(): Promise<void> {
   say('');
   say(
     yellow(
-      `failover as the apps saw it: pod deleted -> Lease taken over ${secs(leaseChangedAt - deleteAt)} -> each app first answers ${newLeader}: ${firstSeen.join(', ')}`,
+      `failover as the apps saw it: pod deleted -> old Lease gone or taken over ${secs(leaseChangedAt - deleteAt)} -> each app first answers ${newLeader}: ${firstSeen.join(', ')}`,
     ),
   );
   say(dim(`use the built kubectl yourself: KUBECONFIG=<cluster:up's> ${kubectlPath}`));
