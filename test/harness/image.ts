@@ -134,9 +134,8 @@ interface Ctx {
 }
 
 function fmt(seconds: number): string {
-  return seconds < 90
-    ? `${seconds.toFixed(0)} s`
-    : `${Math.floor(seconds / 60)} min ${(seconds % 60).toFixed(0)} s`;
+  const s = Math.round(seconds);
+  return s < 90 ? `${s} s` : `${Math.floor(s / 60)} min ${s % 60} s`;
 }
 
 /**
@@ -154,7 +153,8 @@ async function run(
   mkdirSync(logDir, { recursive: true });
   const logFile = path.join(logDir, `${label.replace(/[^a-z0-9]+/gi, '-')}.log`);
   const t0 = performance.now();
-  const child = spawn(cmd, args, {
+  // A parent-death signal: buildah and debootstrap outlive a SIGKILLed parent otherwise.
+  const child = spawn('setpriv', ['--pdeathsig', 'SIGTERM', '--', cmd, ...args], {
     cwd: opts.cwd ?? REPO_ROOT,
     env: opts.env ?? process.env,
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -417,7 +417,16 @@ export function cannotBuild(): string | undefined {
     problems.push(
       'building the images needs root (debootstrap makes a Debian rootfs; buildah runs the Dockerfile with chroot isolation)',
     );
-  const missing = ['buildah', 'debootstrap', 'dpkg-deb', 'apt-get', 'tar', 'ldd'].filter((c) => !which(c));
+  const missing = [
+    'buildah',
+    'debootstrap',
+    'dpkg-deb',
+    'apt-get',
+    'tar',
+    'ldd',
+    'setpriv',
+    'unshare',
+  ].filter((c) => !which(c));
   if (missing.length > 0)
     problems.push(`missing commands: ${missing.join(', ')} (Debian: apt-get install -y buildah debootstrap)`);
   return problems.length > 0 ? problems.join('; ') : undefined;
@@ -524,8 +533,19 @@ async function ensureRootfs(ctx: Ctx): Promise<{ dir: string; key: string }> {
   rmSync(work, { recursive: true, force: true });
   mkdirSync(path.dirname(work), { recursive: true });
   ctx.log(`debootstrap --variant=${DEBIAN_VARIANT} ${DEBIAN_SUITE} from ${mirror} (about 5 minutes)`);
+  // In a mount namespace of its own: the proc and sys mounts debootstrap makes in the target
+  // vanish with it, even when it is killed, so removing an unfinished target is safe.
   await step(ctx, 'debootstrap', () =>
-    run(ctx, 'debootstrap', 'debootstrap', [`--variant=${DEBIAN_VARIANT}`, DEBIAN_SUITE, work, mirror]),
+    run(ctx, 'debootstrap', 'unshare', [
+      '--mount',
+      '--propagation',
+      'private',
+      'debootstrap',
+      `--variant=${DEBIAN_VARIANT}`,
+      DEBIAN_SUITE,
+      work,
+      mirror,
+    ]),
   );
   // What a slim image leaves out: package downloads and lists, logs of the bootstrap.
   for (const sub of [
@@ -730,15 +750,20 @@ async function cachedArchive(
   archive: string,
   build: () => Promise<string>,
 ): Promise<string> {
+  // The config digest, remembered next to the archive: finding it in the tar reads all of it.
+  const remembered = `${archive}.config-digest`;
   if (existsSync(archive)) {
-    // index.json and the manifest only: tar reads the two small files we name.
+    if (existsSync(remembered)) return readFileSync(remembered, 'utf8').trim();
     const index = JSON.parse(await tarCat(archive, 'index.json')) as OciIndex;
     const digest = index.manifests[0]!.digest;
     const manifest = JSON.parse(await tarCat(archive, `blobs/sha256/${digest.slice(7)}`)) as OciManifest;
+    writeFileSync(remembered, manifest.config.digest);
     return manifest.config.digest;
   }
   ctx.log(`${label}: writing ${path.basename(archive)}`);
-  return step(ctx, label, build);
+  const digest = await step(ctx, label, build);
+  writeFileSync(remembered, digest);
+  return digest;
 }
 
 function tarCat(archive: string, member: string): Promise<string> {
@@ -872,16 +897,29 @@ function buildahEnv(ctx: Ctx): { env: NodeJS.ProcessEnv; globals: string[]; poli
 
 /** Runs `fn` with buildah set up; removes whatever buildah created outside the cache. */
 async function withBuildah<T>(ctx: Ctx, fn: (b: Buildah) => Promise<T>): Promise<T> {
-  const absent = BUILDAH_HOST_LEFTOVERS.filter((d) => !existsSync(d));
+  // The folders to remove afterwards are written down first, so that a build killed before
+  // it could clean up (SIGKILL, Ctrl-C) is cleaned up by the next one.
+  const marker = path.join(ctx.cache, 'buildah', 'host-folders-to-remove.json');
+  let absent = BUILDAH_HOST_LEFTOVERS.filter((d) => !existsSync(d));
+  if (existsSync(marker)) {
+    const earlier = JSON.parse(readFileSync(marker, 'utf8')) as string[];
+    for (const d of earlier) rmSync(d, { recursive: true, force: true });
+    absent = [...new Set([...absent, ...earlier.filter((d) => BUILDAH_HOST_LEFTOVERS.includes(d))])];
+  }
   const { env, globals, policy } = buildahEnv(ctx);
+  writeFileSync(marker, JSON.stringify(absent));
+  const b: Buildah = {
+    run: (label, args, quiet) =>
+      run(ctx, label, 'buildah', [...globals, ...args], { env, ...(quiet ? { quiet } : {}) }),
+    policy,
+  };
   try {
-    return await fn({
-      run: (label, args, quiet) =>
-        run(ctx, label, 'buildah', [...globals, ...args], { env, ...(quiet ? { quiet } : {}) }),
-      policy,
-    });
+    // Working containers of a build that was killed.
+    await b.run('buildah rm --all', ['rm', '--all'], true);
+    return await fn(b);
   } finally {
     for (const d of absent) rmSync(d, { recursive: true, force: true });
+    rmSync(marker, { force: true });
   }
 }
 
@@ -890,7 +928,8 @@ async function loadStandIn(b: Buildah, s: StandIn): Promise<void> {
   const have = await b
     .run(`inspect ${s.name}`, ['images', '--no-trunc', '--format', '{{.ID}}', s.name], true)
     .catch(() => '');
-  if (have.split('\n').some((l) => l.trim() === s.configDigest.replace(/^sha256:/, ''))) return;
+  const bare = (line: string) => line.trim().replace(/^sha256:/, '');
+  if (have.split('\n').some((l) => bare(l) === bare(s.configDigest))) return;
   const out = await b.run(`load ${s.name}`, [
     'pull',
     '--signature-policy',
@@ -915,16 +954,26 @@ export function dockerfileSources(root = REPO_ROOT): string[] {
   return out;
 }
 
-async function buildProject(ctx: Ctx, node: StandIn, distroless: StandIn): Promise<BuiltImage> {
-  const name = projectImageName();
-  const files = ['Dockerfile', '.dockerignore', ...dockerfileSources()]
-    .filter((f) => existsSync(path.join(REPO_ROOT, f)))
-    .flatMap((f) => walk(REPO_ROOT, f));
+/**
+ * What the project image is built from, one line per file (path, executable bit, sha256): the
+ * Dockerfile, .dockerignore and every file under what the Dockerfile COPYs. Part of the cache
+ * key, and exactly the build context buildah gets.
+ */
+export async function projectInputs(root = REPO_ROOT): Promise<{ files: string[]; hashes: string[] }> {
+  const files = ['Dockerfile', '.dockerignore', ...dockerfileSources(root)]
+    .filter((f) => existsSync(path.join(root, f)))
+    .flatMap((f) => walk(root, f));
   const hashes: string[] = [];
   for (const f of files) {
-    const st = statSync(path.join(REPO_ROOT, f));
-    hashes.push(`${f} ${st.mode & 0o111 ? 'x' : '-'} ${await sha256File(path.join(REPO_ROOT, f))}`);
+    const st = statSync(path.join(root, f));
+    hashes.push(`${f} ${st.mode & 0o111 ? 'x' : '-'} ${await sha256File(path.join(root, f))}`);
   }
+  return { files, hashes };
+}
+
+async function buildProject(ctx: Ctx, node: StandIn, distroless: StandIn): Promise<BuiltImage> {
+  const name = projectImageName();
+  const { files, hashes } = await projectInputs();
   const buildahVersion = (
     await run(ctx, 'buildah version', 'buildah', ['--version'], { quiet: true })
   ).trim();

@@ -8,16 +8,19 @@
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { appendFileSync, cpSync, readFileSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import {
+  DISTROLESS_BASE,
   dockerfileSources,
   ensureImages,
+  NODE_BASE,
   projectImageName,
+  projectInputs,
   readOciArchive,
   unpackLayers,
   type Images,
@@ -71,6 +74,35 @@ describe('the image, built by buildah from the Dockerfile', () => {
     assert.match(images.app.name, /^localhost\/lifelease-test-app:[0-9a-f]{16}$/);
   });
 
+  test("the stand-ins carry the names the Dockerfile's FROM lines resolve to", () => {
+    const dockerfile = readFileSync(path.join(root, 'Dockerfile'), 'utf8');
+    const args = Object.fromEntries(
+      [...dockerfile.matchAll(/^ARG (\w+)=(\S+)$/gm)].map((m) => [m[1]!, m[2]!]),
+    );
+    const froms = [...dockerfile.matchAll(/^FROM (\S+)/gm)].map((m) =>
+      m[1]!.replace(/\$\{(\w+)\}/g, (_, name: string) => args[name] ?? ''),
+    );
+    // Docker's normalisation of a short name: docker.io/library/<name>.
+    const full = froms.map((f) => (f.split('/')[0]!.includes('.') ? f : `docker.io/library/${f}`));
+    assert.deepEqual(full, [NODE_BASE, DISTROLESS_BASE]);
+  });
+
+  test('a user who is not root is told so before anything is built', async () => {
+    const res = await run(
+      'setpriv',
+      ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, 'scripts/build-image.ts'],
+      {
+        cwd: root,
+        env: { ...process.env, HOME: '/nonexistent', LIFELEASE_IMAGE_CACHE: '/nonexistent/images' },
+      },
+    ).then(
+      () => assert.fail('the build ran as nobody'),
+      (err: { code: number; stderr: string }) => err,
+    );
+    assert.equal(res.code, 1);
+    assert.match(res.stderr, /cannot build the container images: building the images needs root/);
+  });
+
   test('the cache key covers every file the Dockerfile copies', () => {
     assert.deepEqual(dockerfileSources(), [
       'package.json',
@@ -81,6 +113,27 @@ describe('the image, built by buildah from the Dockerfile', () => {
       'webhook',
       'scripts/build.ts',
     ]);
+  });
+
+  test('the inputs change with any copied file, and only with those', async () => {
+    const copy = path.join(work, 'inputs');
+    const { files } = await projectInputs();
+    for (const f of [...files, 'README.md'])
+      cpSync(path.join(root, f), path.join(copy, f), { recursive: true });
+    const base = (await projectInputs(copy)).hashes;
+    assert.deepEqual(base, (await projectInputs()).hashes);
+    assert.ok(base.some((l) => l.startsWith('package-lock.json ')));
+    assert.ok(base.some((l) => l.startsWith('elector/main.ts ')));
+    appendFileSync(path.join(copy, 'README.md'), '\nnot in the image\n');
+    assert.deepEqual((await projectInputs(copy)).hashes, base);
+    for (const f of ['Dockerfile', 'common/constants.ts', 'webhook/main.ts', 'scripts/build.ts']) {
+      const before = readFileSync(path.join(copy, f));
+      appendFileSync(path.join(copy, f), '\n');
+      assert.notDeepEqual((await projectInputs(copy)).hashes, base, f);
+      writeFileSync(path.join(copy, f), before);
+    }
+    writeFileSync(path.join(copy, 'common/new-file.ts'), '');
+    assert.notDeepEqual((await projectInputs(copy)).hashes, base, 'a new file');
   });
 
   test('a second call finds both archives in the cache and builds nothing', async () => {
@@ -157,6 +210,19 @@ describe('the image, built by buildah from the Dockerfile', () => {
       // CMD alone: the CLI's own usage.
       const cmd = await inRootfs(rootfs, user, env, [...config.config.Entrypoint!, ...config.config.Cmd!]);
       assert.match(cmd.stdout, /usage: cli\.js <elector\|webhook>/);
+      // Each command loads all of its code and reports its configuration problems.
+      for (const command of ['elector', 'webhook']) {
+        const res = await inRootfs(rootfs, user, env, [
+          ...config.config.Entrypoint!,
+          command,
+          '--no-such-flag',
+        ]).then(
+          () => assert.fail(`${command} accepted an unknown flag`),
+          (err: { code: number; stderr: string; stdout: string }) => err,
+        );
+        assert.equal(res.code, 2, `${command}: ${res.stderr}${res.stdout}`);
+        assert.match(res.stderr + res.stdout, /no-such-flag/);
+      }
       // And it is really that user, and the root really is read-only.
       const probe = await inRootfs(rootfs, user, env, [
         '/nodejs/bin/node',
