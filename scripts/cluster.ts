@@ -68,7 +68,16 @@ async function up(): Promise<void> {
     return;
   }
   // A real node needs root: say so before anything is built.
-  if (withNode) assertCanRunNode();
+  if (withNode) {
+    try {
+      assertCanRunNode();
+    } catch (err) {
+      console.error(
+        `${(err as Error).message}\nThe control plane alone needs no root: npm run cluster:up -- --no-node`,
+      );
+      process.exit(1);
+    }
+  }
   await down(true);
   mkdirSync(dir, { recursive: true });
   const out = openSync(logFile, 'a');

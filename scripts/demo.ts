@@ -149,7 +149,12 @@ async function firstAnswer(core: CoreV1Api, pod: string): Promise<AppLine> {
 
 async function main(): Promise<void> {
   console.log(bold('lifelease demo: lease-for-life leader election, on a real local node'));
-  assertCanRunNode();
+  try {
+    assertCanRunNode();
+  } catch (err) {
+    console.error((err as Error).message);
+    process.exit(1);
+  }
 
   heading('Building (or finding in the cache) the control plane, the node and the images');
   say(dim('(a cold cache builds everything from the Go module proxy and the Dockerfile: many minutes)'));
