@@ -9,6 +9,7 @@
  * closed client is unsubscribed at once. Beyond `maxClients` open streams, new ones get 503
  * with `Retry-After`. Closing the app ends every stream (`preClose`).
  */
+import { limitPipelining } from './pipelining.ts';
 import fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { ServerResponse } from 'node:http';
 import type { Registry } from 'prom-client';
@@ -231,6 +232,7 @@ export async function listenAll(
     try {
       for (const [i, address] of addresses.entries()) {
         const app = build();
+        limitPipelining(app.server);
         try {
           await app.listen({ host: address.host, port });
         } catch (err) {

@@ -7,8 +7,8 @@
  * No Kubernetes API call, no I/O, no clock: a `dryRun` request is answered like any other,
  * because answering has no side effects.
  */
-import { decide, inject, type InjectionConfig, type RefuseReason, type SkipReason } from './inject.ts';
-import { createPatch, type Operation } from './patch.ts';
+import { applyPlan, decide, type InjectionConfig, type RefuseReason, type SkipReason } from './inject.ts';
+import type { Operation } from './patch.ts';
 
 export const ADMISSION_API_VERSION = 'admission.k8s.io/v1';
 export const ADMISSION_KIND = 'AdmissionReview';
@@ -193,8 +193,9 @@ export function handleAdmission(request: AdmissionRequest, config: InjectionConf
         return { review: denied(uid, message), outcome: 'denied', reason: decision.reason, message };
       }
       case 'inject': {
-        const result = inject(pod, decision.plan, config);
-        const operations = createPatch(pod, result.pod);
+        // The patch is built from the decisions, not by diffing a mutated copy (apply.ts).
+        const result = applyPlan(pod, decision.plan, config);
+        const operations = result.operations;
         return {
           review: patched(uid, operations, result.warnings),
           outcome: operations.length > 0 ? 'patched' : 'allowed',

@@ -34,10 +34,23 @@ if (parsed.kind === 'invalid') {
   process.exit(2);
 }
 const config = parsed.config;
-const log = pino({
-  level: config.logLevel,
-  base: { component: 'webhook' },
-  timestamp: pino.stdTimeFunctions.isoTime,
+// Asynchronous writes: a synchronous write to a full stdout pipe (a slow log reader) stalled
+// the event loop, and with it every review in flight, for as long as the reader lagged.
+const logDestination = pino.destination({ dest: 1, sync: false });
+const log = pino(
+  {
+    level: config.logLevel,
+    base: { component: 'webhook' },
+    timestamp: pino.stdTimeFunctions.isoTime,
+  },
+  logDestination,
+);
+process.once('exit', () => {
+  try {
+    logDestination.flushSync();
+  } catch {
+    // The reader is gone or the pipe is full: nothing more can be written.
+  }
 });
 
 async function main(): Promise<void> {

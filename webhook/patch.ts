@@ -1,8 +1,9 @@
 /**
- * The JSON Patch (RFC 6902) an admission response carries: computed by diffing the pod as
- * received against the mutated copy, never written by hand, so it always describes exactly
- * the transformation. `metadata.managedFields` are left out of the diff: they are the API
- * server's bookkeeping and can be large.
+ * JSON Patch (RFC 6902) helpers. Admission builds its patch from the decisions (apply.ts: adds
+ * at known indexes), which costs nothing per byte of the pod; `createPatch` diffs two
+ * documents, for tests and tools that compare a pod before and after (another webhook's
+ * changes in the reinvocation test). `metadata.managedFields` are left out of the diff: they
+ * are the API server's bookkeeping and can be large.
  *
  * Arrays are diffed around their common prefix and suffix, so an insertion (the `ELECTOR_*`
  * env prepended to a container, the elector spliced into the init containers) is a few

@@ -313,17 +313,39 @@ describe('election name', () => {
 });
 
 describe('transformation', () => {
-  test('native sidecar: first among init containers when there are no other sidecars', () => {
-    const r = injected(pod({}, { initContainers: [{ name: 'setup', image: 'x' }] }));
+  test('native sidecar: last among init containers; native sidecars get the env, regular init containers not', () => {
+    const r = injected(
+      pod(
+        {},
+        {
+          initContainers: [
+            { name: 'setup', image: 'x' },
+            { name: 'shipper', image: 'x', restartPolicy: 'Always' },
+            { name: 'migrate', image: 'x' },
+          ],
+        },
+      ),
+    );
     assert.deepEqual(
       r.pod.spec?.initContainers?.map((c) => c.name),
-      ['elector', 'setup'],
+      ['setup', 'shipper', 'migrate', 'elector'],
     );
-    const setup = r.pod.spec?.initContainers?.[1];
+    const env = (name: string) =>
+      r.pod.spec?.initContainers?.find((c) => c.name === name)?.env?.map((e) => e.name);
+    assert.equal(env('setup'), undefined);
+    assert.equal(env('migrate'), undefined);
+    assert.deepEqual(env('shipper'), ['ELECTOR_PATH', 'ELECTOR_GET_URL', 'ELECTOR_SSE_URL']);
+  });
+
+  test('an elector that another webhook put an init container after moves to the end', () => {
+    const first = injected(pod({}, { initContainers: [{ name: 'setup', image: 'x' }] })).pod;
+    first.spec?.initContainers?.push({ name: 'late', image: 'x' });
+    const again = injected(first).pod;
     assert.deepEqual(
-      setup?.env?.map((e) => e.name),
-      ['ELECTOR_PATH', 'ELECTOR_GET_URL', 'ELECTOR_SSE_URL'],
+      again.spec?.initContainers?.map((c) => c.name),
+      ['setup', 'late', 'elector'],
     );
+    assert.deepEqual(injected(again).pod, again);
   });
 
   test('classic mode: appended to the containers, init containers untouched, warning for Jobs', () => {
@@ -362,9 +384,9 @@ describe('transformation', () => {
     }).pod;
     assert.deepEqual(
       next.spec?.initContainers?.map((c) => c.name),
-      ['elector', 'a'],
+      ['a', 'elector'],
     );
-    assert.equal(next.spec?.initContainers?.[0]?.image, 'registry.example/lifelease:0.2.0');
+    assert.equal(next.spec?.initContainers?.[1]?.image, 'registry.example/lifelease:0.2.0');
     assert.match(next.metadata?.annotations?.['lifelease.dev/injected'] ?? '', /"version":"v2"/);
     assert.equal(next.spec?.containers[0]?.env?.length, 3, 'env not duplicated');
   });

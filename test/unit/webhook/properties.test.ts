@@ -98,6 +98,14 @@ const pod: fc.Arbitrary<V1Pod> = fc
     hostNetwork: fc.constantFrom(undefined, undefined, undefined, undefined, false, true),
     automount: fc.option(fc.boolean(), { nil: undefined }),
     withVolume: fc.boolean(),
+    podResources: fc.constantFrom(
+      undefined,
+      undefined,
+      { requests: { cpu: '1', memory: '1Gi' } },
+      { requests: { cpu: '500m', memory: '200M' }, limits: { cpu: '2', memory: '2Gi' } },
+      { limits: { memory: '1.5Gi', 'hugepages-2Mi': '2Mi' } },
+    ),
+    runAsUser: fc.constantFrom(undefined, undefined, 0, 1000),
   })
   .filter((p) => p.name !== undefined || p.generateName !== undefined)
   .filter((p) => p.containers.some(([, , init]) => !init))
@@ -138,6 +146,8 @@ const pod: fc.Arbitrary<V1Pod> = fc
         ...(p.hostNetwork !== undefined ? { hostNetwork: p.hostNetwork } : {}),
         ...(p.automount !== undefined ? { automountServiceAccountToken: p.automount } : {}),
         ...(p.withVolume ? { volumes: [{ name: 'kube-api-access-abcde', projected: { sources: [] } }] } : {}),
+        ...(p.podResources !== undefined ? { resources: p.podResources } : {}),
+        ...(p.runAsUser !== undefined ? { securityContext: { runAsUser: p.runAsUser } } : {}),
       },
     };
     // As the API server would send it: plain JSON (fast-check builds null-prototype records).
@@ -237,6 +247,37 @@ describe('properties', () => {
     assert.ok(
       injectedCount > NUM_RUNS / 20,
       `too few injected cases (${injectedCount}): the generator is off`,
+    );
+  });
+
+  test('the patch says what was added: one add for the elector, adds of env, never a rewrite of a user container', () => {
+    fc.assert(
+      fc.property(pod, configs, (p, config) => {
+        const { result } = review(p, config);
+        if (result.outcome !== 'patched') return;
+        const ops = decodePatch(result.review);
+        const users = [...(p.spec?.initContainers ?? []), ...(p.spec?.containers ?? [])].length;
+        // label + annotation, the elector, its volume, 3 env entries per user container, and
+        // pod-level requests and limits of CPU and memory: nothing else.
+        const bound = 2 + 1 + 1 + 3 * users + 4;
+        assert.ok(
+          ops.length <= bound,
+          `${ops.length} operations > ${bound}: ${JSON.stringify(ops.map((o) => `${o.op} ${o.path}`))}`,
+        );
+        const field = /^\/spec\/(initContainers|containers)\/(\d+)(\/.*)?$/;
+        const elector = ops.filter(
+          (o) => o.op === 'add' && field.exec(o.path)?.[3] === undefined && field.test(o.path),
+        );
+        assert.ok(elector.length <= 1, JSON.stringify(elector));
+        for (const op of ops) {
+          const m = field.exec(op.path);
+          if (!m || m[3] === undefined) continue;
+          // Inside a user container: only the env is added to, never replaced or removed.
+          assert.equal(op.op, 'add', `${op.op} ${op.path}`);
+          assert.match(m[3], /^\/env(\/\d+)?$/, op.path);
+        }
+      }),
+      { numRuns: NUM_RUNS },
     );
   });
 
