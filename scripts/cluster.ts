@@ -1,10 +1,13 @@
 /**
- * `npm run cluster:up` / `npm run cluster:down`: a local control plane that outlives the
- * command, for the demo and for trying things by hand.
+ * `npm run cluster:up` / `npm run cluster:down`: a local cluster that outlives the command,
+ * for the demo and for trying things by hand: the control plane and one real node
+ * (containerd + kubelet, kube-scheduler; test/harness/node.ts), with the project's images
+ * imported. `npm run cluster:up -- --no-node` starts the control plane alone (no root needed).
  *
  * `up` starts a small supervisor process (`serve`) in the background, which runs the
- * control plane with its state in `.cluster/` and stops it on SIGTERM; `up` returns once
- * the cluster is ready. `down` stops the supervisor and removes `.cluster/`.
+ * cluster with its state in `.cluster/` and stops it on SIGTERM; `up` returns once the node
+ * is Ready. `down` stops the supervisor, which restores the host the node changed, and
+ * removes `.cluster/`; after a supervisor that was SIGKILLed, `down` restores the host itself.
  */
 import './require-node.ts';
 import { spawn } from 'node:child_process';
@@ -12,12 +15,16 @@ import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, write
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { startCluster } from '../test/harness/cluster.ts';
+import { assertCanRunNode, nodeClusterOptions, startNode, sweepStaleNode } from '../test/harness/node.ts';
+import { resolveNodeBinaries } from '../test/harness/node-binaries.ts';
+import { ensureImages } from '../test/harness/image.ts';
 
 const root = path.resolve(import.meta.dirname, '..');
 const dir = path.join(root, '.cluster');
 const pidFile = path.join(dir, 'supervisor.pid');
 const readyFile = path.join(dir, 'ready');
 const logFile = path.join(dir, 'supervisor.log');
+const withNode = !process.argv.includes('--no-node');
 
 function alive(pid: number): boolean {
   try {
@@ -35,12 +42,23 @@ function supervisorPid(): number | undefined {
 }
 
 function usage(): void {
+  const [server, kubectl, projectImage, appImage] = readFileSync(readyFile, 'utf8').trim().split('\n');
   const rel = path.relative(process.cwd(), path.join(dir, 'kubeconfig')) || '.cluster/kubeconfig';
-  console.log(`The control plane is running. Its admin kubeconfig: ${rel}
+  console.log(`The ${kubectl ? 'cluster (control plane + node lifelease-node)' : 'control plane'} is running. Its admin kubeconfig: ${rel}
   export KUBECONFIG=${path.join(dir, 'kubeconfig')}
-  API server: ${readFileSync(readyFile, 'utf8').trim()}
+  API server: ${server}${
+    kubectl
+      ? `
+  kubectl (built, same version as the cluster):
+    alias kubectl=${kubectl}
+    kubectl get nodes,pods -A -o wide
+  Images in the node's containerd: ${projectImage} (the project's, from the Dockerfile),
+    ${appImage} (sh + node, for test apps)
+  Install lifelease as an admin would:  kubectl apply -k manifests`
+      : ''
+  }
   Run the tests against it:   LIFELEASE_CLUSTER_DIR=${dir} npm test
-  Logs:                        ${dir}/*.log
+  Logs:                        ${dir}/*.log${kubectl ? ` (node: ${dir}/node-logs after down; live: /tmp/lifelease-node/*.log)` : ''}
   Stop it:                     npm run cluster:down`);
 }
 
@@ -49,17 +67,30 @@ async function up(): Promise<void> {
     usage();
     return;
   }
+  // A real node needs root: say so before anything is built.
+  if (withNode) {
+    try {
+      assertCanRunNode();
+    } catch (err) {
+      console.error(
+        `${(err as Error).message}\nThe control plane alone needs no root: npm run cluster:up -- --no-node`,
+      );
+      process.exit(1);
+    }
+  }
   await down(true);
   mkdirSync(dir, { recursive: true });
   const out = openSync(logFile, 'a');
-  const child = spawn(process.execPath, [path.join(root, 'scripts/cluster.ts'), 'serve'], {
+  const args = [path.join(root, 'scripts/cluster.ts'), 'serve', ...(withNode ? [] : ['--no-node'])];
+  const child = spawn(process.execPath, args, {
     detached: true,
     stdio: ['ignore', out, out],
   });
   closeSync(out);
   child.unref();
+  const t0 = performance.now();
   console.error(
-    'starting the local control plane (the first run builds it from the Go module proxy, which takes minutes)',
+    `starting the local control plane${withNode ? ' and a real node' : ''} (the first run builds them from the Go module proxy, which takes many minutes)`,
   );
   // The first run builds the binaries (minutes; the build prints progress at least every
   // 10 s). The supervisor bounds the start itself (startCluster's timeout, counted after the
@@ -79,19 +110,38 @@ async function up(): Promise<void> {
     }
     await sleep(200);
   }
+  const text = readFileSync(logFile, 'utf8');
+  if (text.length > shown) process.stderr.write(text.slice(shown));
+  console.error(`ready in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
   usage();
 }
 
 async function serve(): Promise<void> {
   writeFileSync(pidFile, String(process.pid));
+  const log = (m: string) => console.error(`${new Date().toISOString().slice(11, 19)} ${m}`);
+  // Build (or find) the node's binaries before the control plane's clock starts.
+  const nodeBinaries = withNode ? await resolveNodeBinaries({ log }) : undefined;
+  // The project image (from the Dockerfile) and the test app image (sh + node), for the node.
+  const images = withNode ? await ensureImages({ log: (l) => log(`[image] ${l}`) }) : undefined;
   const cluster = await startCluster({
     stateDir: dir,
     keepStateDir: true,
-    log: (m) => console.error(m),
+    log,
+    ...(withNode ? nodeClusterOptions() : {}),
   });
-  writeFileSync(readyFile, `${cluster.server}\n`);
+  const t0 = performance.now();
+  const node =
+    nodeBinaries && images
+      ? await startNode(cluster, { binaries: nodeBinaries, images: [images.project, images.app], log })
+      : undefined;
+  if (node) log(`node Ready ${((performance.now() - t0) / 1000).toFixed(1)} s after the control plane`);
+  writeFileSync(
+    readyFile,
+    `${cluster.server}\n${node && images ? `${node.binaries.kubectl}\n${images.project.name}\n${images.app.name}\n` : ''}`,
+  );
   const stop = async () => {
     rmSync(readyFile, { force: true });
+    await node?.stop();
     await cluster.stop();
     process.exit(0);
   };
@@ -109,8 +159,11 @@ async function down(quiet = false): Promise<void> {
     while (alive(pid) && Date.now() < deadline) await sleep(100);
     if (alive(pid)) process.kill(pid, 'SIGKILL');
   }
+  // A supervisor that was SIGKILLed (or a node whose owner died) left the host changed.
+  const problems = sweepStaleNode((m) => console.error(m));
+  if (problems.length > 0) console.error(`could not restore everything: ${problems.join('; ')}`);
   rmSync(dir, { recursive: true, force: true });
-  if (!quiet) console.log(pid ? 'control plane stopped' : 'no control plane was running');
+  if (!quiet) console.log(pid ? 'cluster stopped, host restored' : 'no cluster was running');
 }
 
 const command = process.argv[2];

@@ -1,12 +1,14 @@
 /**
- * `npm run demo`: the whole story on a real local control plane, nothing faked.
+ * `npm run demo`: the whole story on a real local cluster, nothing faked.
  *
- * The webhook is installed from manifests/ as a cluster admin would; a Deployment of 3
- * opted-in replicas is created; the real deployment/replica-set controllers make its pods,
- * the API server sends them through the webhook, and for each pod the elector container
- * runs exactly as injected (its args, its env, the pod's downward-API values, its own
- * hostname and loopback, a token bound to the pod) by a kubelet stand-in. Then the leader's
- * pod is deleted, and the failover is timed.
+ * A control plane and one real node (containerd + kubelet; test/harness/node.ts) with the
+ * project's image built from the Dockerfile (test/harness/image.ts). lifelease is installed
+ * with the built kubectl exactly as the README tells an admin (`kubectl apply -k manifests`);
+ * the webhook runs as a Deployment from the image; a Deployment of 3 opted-in replicas gets
+ * its elector injected as a native sidecar that the kubelet starts, and the app container
+ * starts only after the elector's startup probe passes. Each app asks $ELECTOR_GET_URL from
+ * inside its container. Then the leader's pod is deleted gracefully and the failover is
+ * timed end to end, as the apps saw it. Needs root (the node).
  */
 import './require-node.ts';
 import {
@@ -16,18 +18,21 @@ import {
   type V1Container,
   type V1Pod,
 } from '@kubernetes/client-node';
-import { execFileSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
+import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { ANNOTATION_INJECTED, CONTAINER_NAME } from '../common/constants.ts';
+import { promisify } from 'node:util';
+import { ANNOTATION_INJECTED, CONTAINER_NAME, LEASE_LABEL_ELECTION } from '../common/constants.ts';
+import { resolveBinaries } from '../test/harness/binaries.ts';
 import { startCluster, type Cluster } from '../test/harness/cluster.ts';
-import { Kubelet, REPO_ROOT } from '../test/harness/kubelet.ts';
-import type { PodSandbox } from '../test/harness/pod-sandbox.ts';
-import { reportPodStopped } from '../test/harness/pod-status.ts';
-import { installWebhook, type InstalledWebhook } from '../test/harness/system.ts';
-import { onSseEvents } from '../test/harness/sse.ts';
+import { ensureImages } from '../test/harness/image.ts';
+import { resolveNodeBinaries } from '../test/harness/node-binaries.ts';
+import { assertCanRunNode, nodeClusterOptions, startNode, type RealNode } from '../test/harness/node.ts';
 
+const REPO_ROOT = path.resolve(import.meta.dirname, '..');
 const NS = 'demo';
 const APP = 'batch-worker';
+const REPLICAS = 3;
 const tty = process.stdout.isTTY;
 const c = (code: string) => (s: string) => (tty ? `\x1b[${code}m${s}\x1b[0m` : s);
 const bold = c('1');
@@ -37,29 +42,51 @@ const cyan = c('36');
 const yellow = c('33');
 const t0 = performance.now();
 const secs = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
+const execFileAsync = promisify(execFile);
 
 let step = 0;
-const STEPS = 9;
+const STEPS = 10;
 function heading(text: string): void {
   step++;
   console.log(`\n${bold(`[${step}/${STEPS}]`)} ${bold(text)} ${dim(`(t+${secs(performance.now() - t0)})`)}`);
 }
 const say = (text = '') => console.log(`      ${text}`);
 
-interface Answer {
+/** What each app container prints, once per poll of $ELECTOR_GET_URL (one JSON line). */
+const APP_SCRIPT = `
+const url = process.env.ELECTOR_GET_URL;
+console.log(JSON.stringify({ t: Date.now(), started: true, url }));
+const poll = async () => {
+  try {
+    const res = await fetch(url, { signal: AbortSignal.timeout(1000) });
+    const body = await res.json();
+    console.log(JSON.stringify({ t: Date.now(), name: body.name, me: process.env.HOSTNAME }));
+  } catch (err) {
+    console.log(JSON.stringify({ t: Date.now(), error: String(err) }));
+  }
+};
+setInterval(poll, 200);
+process.on('SIGTERM', () => process.exit(0));
+`;
+
+interface AppLine {
+  t: number;
   name?: string;
-  last_update?: string;
-  is_leader?: boolean;
-  state?: string;
+  me?: string;
+  started?: boolean;
+  url?: string;
+  error?: string;
 }
 
-async function ask(sandbox: PodSandbox, port: number): Promise<Answer | undefined> {
-  try {
-    const res = await sandbox.get(port, '/', 1000);
-    return JSON.parse(res.body) as Answer;
-  } catch {
-    return undefined;
-  }
+let kubectlPath = '';
+let kubeconfig = '';
+async function kubectl(args: string[]): Promise<string> {
+  const { stdout } = await execFileAsync(kubectlPath, args, {
+    cwd: REPO_ROOT,
+    env: { ...process.env, KUBECONFIG: kubeconfig },
+    maxBuffer: 16 * 1024 * 1024,
+  });
+  return stdout;
 }
 
 function electorOf(pod: V1Pod): V1Container {
@@ -68,11 +95,6 @@ function electorOf(pod: V1Pod): V1Container {
   if (!found)
     throw new Error(`pod ${pod.metadata?.name} has no ${CONTAINER_NAME} container: was it injected?`);
   return found;
-}
-
-function electionPort(pod: V1Pod): number {
-  const arg = electorOf(pod).args?.find((a) => a.startsWith('--http='));
-  return Number(arg?.split(':').at(-1) ?? 4040);
 }
 
 function showInjected(pod: V1Pod): void {
@@ -86,11 +108,6 @@ function showInjected(pod: V1Pod): void {
   );
   say(`    image: ${e.image}`);
   say(`    args: ${JSON.stringify(e.args)}`);
-  for (const env of e.env ?? []) {
-    say(
-      `    env ${env.name} = ${env.value ?? `(downward API: ${env.valueFrom?.fieldRef?.fieldPath ?? '?'})`}`,
-    );
-  }
   const probe = e.startupProbe?.httpGet;
   if (probe)
     say(
@@ -100,40 +117,95 @@ function showInjected(pod: V1Pod): void {
   say(`    securityContext: ${JSON.stringify(e.securityContext)}`);
   for (const app of pod.spec?.containers ?? []) {
     if (app.name === CONTAINER_NAME) continue;
-    say(`  ${cyan('containers')}: ${bold(app.name)}`);
+    say(`  ${cyan('containers')}: ${bold(app.name)} ${dim(`image ${app.image}`)}`);
     for (const env of app.env ?? [])
       if (env.name.startsWith('ELECTOR_')) say(`    env ${env.name} = ${env.value}`);
   }
   say(`  ${cyan('annotation')} ${ANNOTATION_INJECTED} = ${pod.metadata?.annotations?.[ANNOTATION_INJECTED]}`);
 }
 
+async function appLines(core: CoreV1Api, pod: string): Promise<AppLine[]> {
+  try {
+    const text = await core.readNamespacedPodLog({ name: pod, namespace: NS, container: 'app' });
+    return text
+      .split('\n')
+      .filter((l) => l.startsWith('{'))
+      .map((l) => JSON.parse(l) as AppLine);
+  } catch {
+    return [];
+  }
+}
+
+/** The first line in which the app reports what $ELECTOR_GET_URL answered (waits up to 60 s). */
+async function firstAnswer(core: CoreV1Api, pod: string): Promise<AppLine> {
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    const found = (await appLines(core, pod)).find((l) => l.name !== undefined || l.error !== undefined);
+    if (found) return found;
+    if (Date.now() > deadline) throw new Error(`the app in ${pod} printed no answer in 60 s`);
+    await sleep(200);
+  }
+}
+
 async function main(): Promise<void> {
-  console.log(bold('lifelease demo: lease-for-life leader election, on a real local control plane'));
+  console.log(bold('lifelease demo: lease-for-life leader election, on a real local node'));
+  try {
+    assertCanRunNode();
+  } catch (err) {
+    console.error((err as Error).message);
+    process.exit(1);
+  }
 
-  heading('Building the bundles (esbuild): the stand-in runs dist/cli.js as the image entrypoint');
-  execFileSync(process.execPath, ['scripts/build.ts'], {
-    cwd: REPO_ROOT,
-    stdio: ['ignore', 'ignore', 'inherit'],
+  heading('Building (or finding in the cache) the control plane, the node and the images');
+  say(dim('(a cold cache builds everything from the Go module proxy and the Dockerfile: many minutes)'));
+  const progress = (m: string) => say(dim(m));
+  let t = performance.now();
+  const cpBinaries = await resolveBinaries({ log: progress });
+  const nodeBinaries = await resolveNodeBinaries({ log: progress });
+  const images = await ensureImages({ log: (l) => progress(`[image] ${l}`) });
+  say(green(`ready in ${secs(performance.now() - t)}: ${images.project.name}, ${images.app.name}`));
+
+  heading('Starting etcd, kube-apiserver, kube-controller-manager, then containerd, kubelet, kube-scheduler');
+  t = performance.now();
+  cluster = await startCluster({ binaries: cpBinaries, ...nodeClusterOptions(), log: progress });
+  const tn = performance.now();
+  node = await startNode(cluster, {
+    binaries: nodeBinaries,
+    images: [images.project, images.app],
+    log: progress,
   });
-  say(green('built dist/cli.js, dist/elector.js, dist/webhook.js'));
-
-  heading('Starting etcd, kube-apiserver and kube-controller-manager');
-  say(dim('(the first run builds them from the Go module proxy: about 6 minutes on 2 cores)'));
-  const started = performance.now();
-  cluster = await startCluster({ log: (m) => say(dim(m)) });
-  say(green(`control plane ready in ${secs(performance.now() - started)} at ${cluster.server}`));
-
-  heading('Installing lifelease from manifests/ (kustomize build | server-side apply)');
-  webhook = await installWebhook(cluster, { log: (m) => say(dim(m)) });
-  const kinds = webhook.objects.map((o) => `${o.kind}/${o.metadata?.name}`);
-  say(`${kinds.length} objects: ${kinds.join(', ')}`);
   say(
     green(
-      `${webhook.pods.length} webhook pods serving; they made their own CA and certificate and set the caBundle`,
+      `control plane ${secs(tn - t)}, node ${node.name} Ready ${secs(performance.now() - tn)} later (images imported)`,
     ),
   );
+  kubectlPath = nodeBinaries.kubectl;
+  kubeconfig = cluster.kubeconfigPath;
 
-  heading(`Creating Deployment ${NS}/${APP}: 3 replicas whose pods are labelled leaderElection: "true"`);
+  heading('Installing lifelease as the README says: kubectl apply -k manifests');
+  t = performance.now();
+  for (const line of (await kubectl(['apply', '-k', 'manifests'])).trim().split('\n')) say(dim(line));
+  say('waiting for the webhook Deployment (its pods make their own certificate and set the caBundle)');
+  await kubectl([
+    '-n',
+    'lifelease-system',
+    'rollout',
+    'status',
+    'deployment/lifelease-webhook',
+    '--timeout=300s',
+  ]);
+  const webhookPods = await kubectl([
+    '-n',
+    'lifelease-system',
+    'get',
+    'pods',
+    '-o',
+    'custom-columns=POD:.metadata.name,NODE:.spec.nodeName,IP:.status.podIP,IMAGE:.spec.containers[0].image,READY:.status.containerStatuses[0].ready',
+  ]);
+  for (const line of webhookPods.trim().split('\n')) say(line);
+  say(green(`webhook available in ${secs(performance.now() - t)}`));
+
+  heading(`Creating Deployment ${NS}/${APP}: ${REPLICAS} replicas labelled leaderElection: "true"`);
   const core = cluster.kubeConfig.makeApiClient(CoreV1Api);
   await core.createNamespace({ body: { metadata: { name: NS } } });
   for (let i = 0; ; i++) {
@@ -141,185 +213,178 @@ async function main(): Promise<void> {
       await core.readNamespacedServiceAccount({ name: 'default', namespace: NS });
       break;
     } catch {
-      if (i > 300) throw new Error('no default ServiceAccount');
+      if (i > 600) throw new Error('no default ServiceAccount');
       await sleep(50);
     }
   }
-  const events: string[] = [];
-  kubelet = new Kubelet({
-    cluster,
-    namespace: NS,
-    container: CONTAINER_NAME,
-    onEvent: (e) => {
-      if (e.type === 'error') events.push(`kubelet: ${e.pod.metadata?.name}: ${e.error.message}`);
-    },
-  });
-  kubelet.start();
+  const created = performance.now();
   await cluster.kubeConfig.makeApiClient(AppsV1Api).createNamespacedDeployment({
     namespace: NS,
     body: {
       metadata: { name: APP },
       spec: {
-        replicas: 3,
+        replicas: REPLICAS,
         selector: { matchLabels: { app: APP } },
         template: {
           metadata: { labels: { app: APP, leaderElection: 'true' } },
-          spec: { containers: [{ name: 'app', image: 'example.invalid/batch-worker:1.0' }] },
+          spec: {
+            terminationGracePeriodSeconds: 10,
+            containers: [
+              {
+                name: 'app',
+                image: images.app.name,
+                imagePullPolicy: 'Never',
+                command: ['node', '-e', APP_SCRIPT],
+                resources: { requests: { cpu: '10m', memory: '32Mi' }, limits: { memory: '128Mi' } },
+              },
+            ],
+          },
         },
       },
     },
   });
   let pods: V1Pod[] = [];
-  while (pods.length < 3) {
+  for (;;) {
     pods = (await core.listNamespacedPod({ namespace: NS, labelSelector: `app=${APP}` })).items;
-    await sleep(100);
+    const running = pods.filter(
+      (p) => p.status?.phase === 'Running' && p.status.containerStatuses?.every((s) => s.ready),
+    );
+    if (running.length === REPLICAS) break;
+    if (performance.now() - created > 180_000)
+      throw new Error(`pods not running: ${JSON.stringify(pods.map((p) => p.status))}`);
+    await sleep(200);
   }
-  say(`the replica set made ${pods.map((p) => p.metadata?.name).join(', ')}`);
+  say(
+    green(
+      `${REPLICAS} pods Running and ready ${secs(performance.now() - created)} after the Deployment was created`,
+    ),
+  );
 
   heading('The pod spec as the API server stored it, after the webhook');
   showInjected(pods[0]!);
 
-  heading(
-    "Running each pod's elector exactly as injected (kubelet stand-in: own netns, hostname, pod-bound token)",
-  );
-  const sandboxes = new Map<string, PodSandbox>();
+  heading("Start order, from the pod status and events: the app waits for the elector's startup probe");
   for (const pod of pods) {
     const name = pod.metadata!.name!;
-    for (let i = 0; !kubelet.sandbox(name); i++) {
-      if (i > 300) throw new Error(`the elector of ${name} did not start: ${events.join('; ')}`);
-      await sleep(50);
-    }
-    sandboxes.set(name, kubelet.sandbox(name)!);
+    // The app's first poll, once its Node.js has started (bounded: it runs within seconds).
+    const first = await firstAnswer(core, name);
+    const status = (await core.readNamespacedPod({ name, namespace: NS })).status;
+    const elector = status?.initContainerStatuses?.find((s) => s.name === CONTAINER_NAME);
+    const app = status?.containerStatuses?.find((s) => s.name === 'app');
+    const electorAt = elector?.state?.running?.startedAt;
+    const appAt = app?.state?.running?.startedAt;
+    say(
+      `${cyan(name)}: elector started ${electorAt?.toISOString().slice(11, 19)}, startup probe passed (started=${elector?.started}), ` +
+        `then the app started ${appAt?.toISOString().slice(11, 19)}`,
+    );
+    const events = (
+      await core.listNamespacedEvent({ namespace: NS, fieldSelector: `involvedObject.name=${name}` })
+    ).items
+      .sort((a, b) => +(a.firstTimestamp ?? a.eventTime ?? 0) - +(b.firstTimestamp ?? b.eventTime ?? 0))
+      .filter((e) => e.reason !== 'MissingClusterDNS')
+      .map((e) => {
+        const container = /container:? "?([a-z0-9-]+)"?/.exec(e.message ?? '')?.[1];
+        if (e.reason === 'Unhealthy') return `${e.reason} (${e.message?.split(':')[0]}, not yet)`;
+        return `${e.reason}${container ? ` ${container}` : ''}`;
+      });
+    say(dim(`  events: ${events.join(' -> ')}`));
+    say(
+      `  the app's first answer from $ELECTOR_GET_URL: ${JSON.stringify({ name: first.name })}` +
+        (first.name ? green(' (the leader was known before the app ran)') : yellow(' (no leader yet)')),
+    );
   }
-  await Promise.all(
-    [...sandboxes].map(async ([name, sandbox]) => {
-      const ms = await sandbox.waitForStartupProbe(60_000);
-      say(`${name}: startup probe passed after ${secs(ms)}: the app container may start`);
-    }),
-  );
-  const port = electionPort(pods[0]!);
-  say('');
-  say(bold('curl $ELECTOR_GET_URL, from inside each pod:'));
+
+  heading('Each app asks $ELECTOR_GET_URL from inside its container');
   let leader = '';
-  for (const [name, sandbox] of sandboxes) {
-    const answer = await ask(sandbox, port);
-    const leads = answer?.name === sandbox.hostname;
-    if (leads) leader = name;
-    say(`${name}: ${JSON.stringify(answer)} ${leads ? green('<- name == hostname: this pod leads') : ''}`);
+  for (const pod of pods) {
+    const name = pod.metadata!.name!;
+    const last = (await appLines(core, name)).filter((l) => l.name !== undefined).at(-1);
+    if (last?.name === name) leader = name;
+    say(
+      `${name}: ${JSON.stringify({ name: last?.name })} ${last?.name === name ? green('<- name == hostname: this pod leads') : ''}`,
+    );
   }
   if (!leader) throw new Error('no pod leads');
 
-  heading(
-    `Failover: following ${'$ELECTOR_SSE_URL'} from a follower, then deleting the leader's pod ${leader}`,
-  );
-  const follower = [...sandboxes.keys()].find((n) => n !== leader)!;
-  let deleteAt = performance.now();
-  const sse = sandboxes.get(follower)!.raw(port, '/sse', { headers: { accept: 'text/event-stream' } });
-  const sseLines: string[] = [];
-  sse.on('response', (res) => {
-    onSseEvents(res, (event) => {
-      if (event.data === undefined) return;
-      const line = `sse(${follower}) +${secs(performance.now() - deleteAt)}: data: ${event.data}`;
-      sseLines.push(line);
-      say(dim(line));
-    });
-    res.on('error', () => {});
-  });
-  sse.on('error', () => {});
-  sse.end();
-  await sleep(500);
-
+  heading(`Failover: kubectl delete pod ${leader} (graceful), timed from the apps' own answers`);
   const coord = cluster.kubeConfig.makeApiClient(CoordinationV1Api);
-  // A graceful deletion ends with the kubelet's word that the containers stopped, then the
-  // object goes (the elector takes over at once only on that word). The stand-in kubelet
-  // stops the containers right after.
-  deleteAt = performance.now();
-  const leaderUid = (await core.readNamespacedPod({ name: leader, namespace: NS })).metadata!.uid!;
-  await reportPodStopped(core, { name: leader, namespace: NS, uid: leaderUid });
-  await core.deleteNamespacedPod({ name: leader, namespace: NS });
+  const deleteAt = Date.now();
+  await kubectl(['-n', NS, 'delete', 'pod', leader, '--wait=false']);
   say(
-    `deleted pod ${leader} ${dim('(reported stopped, then removed; the kubelet stand-in stops its containers)')}`,
+    `deleted pod ${leader} at +0.0 s ${dim('(the kubelet sends SIGTERM; the elector releases; the GC deletes its Lease)')}`,
   );
-  let leaseGoneAt = 0;
+  let leaseChangedAt = 0;
   let newLeader = '';
-  let newLeaderAt = 0;
   let agreedAt = 0;
-  while (!agreedAt && performance.now() - deleteAt < 120_000) {
-    if (!leaseGoneAt) {
-      try {
-        const lease = await coord.readNamespacedLease({ name: APP, namespace: NS });
-        if (lease.metadata?.ownerReferences?.[0]?.name !== leader) leaseGoneAt = performance.now();
-      } catch {
-        leaseGoneAt = performance.now();
+  while (!agreedAt && Date.now() - deleteAt < 120_000) {
+    if (!leaseChangedAt) {
+      const leases = (await coord.listNamespacedLease({ namespace: NS, labelSelector: LEASE_LABEL_ELECTION }))
+        .items;
+      const holder = leases[0]?.spec?.holderIdentity;
+      if (leases.length === 0 || (holder && holder !== leader)) {
+        leaseChangedAt = Date.now();
+        say(
+          `the Lease ${leases.length === 0 ? 'is gone' : `is held by ${holder}`}: +${secs(leaseChangedAt - deleteAt)}`,
+        );
       }
-      if (leaseGoneAt)
-        say(`the garbage collector deleted the Lease owned by ${leader}: +${secs(leaseGoneAt - deleteAt)}`);
     }
-    const live = [...kubelet.sandboxes.values()].filter((s) => s.pod.metadata?.name !== leader);
-    const answers = await Promise.all(live.map(async (s) => ({ s, a: await ask(s, port) })));
-    const claimant = answers.find(({ s, a }) => a?.name === s.hostname);
+    const live = (await core.listNamespacedPod({ namespace: NS, labelSelector: `app=${APP}` })).items.filter(
+      (p) => p.metadata?.name !== leader && p.status?.phase === 'Running' && !p.metadata?.deletionTimestamp,
+    );
+    const answers = await Promise.all(
+      live.map(async (p) =>
+        (await appLines(core, p.metadata!.name!)).filter((l) => l.t > deleteAt && l.name).at(-1),
+      ),
+    );
+    const claimant = answers.find((a) => a?.name && a.name === a.me);
     if (claimant && !newLeader) {
-      newLeader = claimant.s.hostname;
-      newLeaderAt = performance.now();
-      say(`${newLeader} won the new election: +${secs(newLeaderAt - deleteAt)}`);
+      newLeader = claimant.name!;
+      say(`${newLeader}'s app sees itself leading: +${secs(claimant.t - deleteAt)}`);
     }
-    if (newLeader && live.length >= 3 && answers.every(({ a }) => a?.name === newLeader)) {
-      agreedAt = performance.now();
+    if (newLeader && live.length >= REPLICAS && answers.every((a) => a?.name === newLeader)) {
+      agreedAt = Math.max(...answers.map((a) => a!.t));
       say(
-        `all ${live.length} pods, the replacement included, answer ${newLeader}: +${secs(agreedAt - deleteAt)}`,
+        `all ${live.length} apps, the replacement's included, answer ${newLeader}: +${secs(agreedAt - deleteAt)}`,
       );
     }
-    await sleep(25);
+    await sleep(250);
   }
-  if (!agreedAt) throw new Error('the pods did not agree on a new leader within 2 minutes');
+  if (!agreedAt) throw new Error('the apps did not agree on a new leader within 2 minutes');
+  // The exact moment each surviving app first saw the new leader, from its own timestamps.
+  const firstSeen: string[] = [];
+  const before = new Set(pods.map((p) => p.metadata!.name!));
+  for (const p of (await core.listNamespacedPod({ namespace: NS, labelSelector: `app=${APP}` })).items) {
+    const name = p.metadata!.name!;
+    const seen = (await appLines(core, name)).find((l) => l.t > deleteAt && l.name === newLeader);
+    if (seen && name !== leader)
+      firstSeen.push(`${name}${before.has(name) ? '' : ' (the replacement)'} ${secs(seen.t - deleteAt)}`);
+  }
 
   heading('Result');
-  const final = (await core.listNamespacedPod({ namespace: NS, labelSelector: `app=${APP}` })).items;
-  for (const pod of final) {
-    const s = kubelet.sandbox(pod.metadata!.name!);
-    const a = s ? await ask(s, port) : undefined;
-    say(
-      `${pod.metadata?.name}: ${JSON.stringify(a)}${a?.name === pod.metadata?.name ? green('  <- leads') : ''}`,
-    );
-  }
+  for (const line of (await kubectl(['-n', NS, 'get', 'pods', '-o', 'wide'])).trim().split('\n')) say(line);
   say('');
   say(
     yellow(
-      `failover: pod deleted -> Lease garbage-collected ${secs(leaseGoneAt - deleteAt)} -> new leader ${secs(newLeaderAt - deleteAt)} -> every pod agrees ${secs(agreedAt - deleteAt)}`,
+      `failover as the apps saw it: pod deleted -> old Lease gone or taken over ${secs(leaseChangedAt - deleteAt)} -> each app first answers ${newLeader}: ${firstSeen.join(', ')}`,
     ),
   );
-  say(`SSE events seen by ${follower} after the deletion: ${sseLines.length}`);
-  const running = kubelet;
-  const groups = final.flatMap((pod) => {
-    const g = running.sandbox(pod.metadata!.name!)?.memoryCgroup;
-    return g ? [g] : [];
-  });
-  if (groups.length > 0) {
-    const peaks = groups.map((g) => g.peakMiB().toFixed(0)).join(', ');
-    const kills = groups.reduce((n, g) => n + g.oomKills(), 0);
-    say(
-      `electors under their ${groups[0]!.limitMiB} MiB limit (a kernel memory cgroup each): peak charge ${peaks} MiB, ${kills} OOM kills`,
-    );
-  }
-  sse.destroy();
+  say(dim(`use the built kubectl yourself: KUBECONFIG=<cluster:up's> ${kubectlPath}`));
 }
 
 let cluster: Cluster | undefined;
-let webhook: InstalledWebhook | undefined;
-let kubelet: Kubelet | undefined;
+let node: RealNode | undefined;
 async function cleanup(): Promise<void> {
-  await kubelet?.stop();
-  await webhook?.stop();
+  await node?.stop();
   await cluster?.stop();
 }
 process.once('SIGINT', () => {
-  console.log('\ninterrupted: cleaning up');
+  console.log('\ninterrupted: cleaning up (stopping the node restores the host)');
   void cleanup().then(() => process.exit(130));
 });
 
 try {
   await main();
-  heading('Cleaning up: stopping every pod and the control plane');
+  heading('Cleaning up: stopping the node (the host is restored) and the control plane');
   await cleanup();
   say(green(`done in ${secs(performance.now() - t0)}; nothing left running`));
 } catch (err) {

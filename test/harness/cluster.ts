@@ -56,6 +56,10 @@ export interface StartClusterOptions {
   now?: () => number;
   /** Extra kube-apiserver flags (e.g. an audit policy for the benchmarks). */
   apiServerArgs?: string[];
+  /** Extra names and IPs in the API server's certificate (a real node's bridge address). */
+  apiServerAltNames?: string[];
+  /** Controllers to run besides `CONTROLLERS` (a real node needs more: see harness/node.ts). */
+  extraControllers?: string[];
 }
 
 export interface Cluster extends ClusterClient {
@@ -75,6 +79,10 @@ export interface Cluster extends ClusterClient {
   /** Stops everything in reverse order and removes the state folder. Safe to call twice. */
   stop(): Promise<void>;
 }
+
+/** The Service range, and the `kubernetes` Service's ClusterIP (its first address). */
+export const SERVICE_CIDR = '10.0.0.0/24';
+export const SERVICE_IP = '10.0.0.1';
 
 const STATE_PREFIX = 'lifelease-cluster-';
 const liveStateDirs = new Set<string>();
@@ -203,7 +211,17 @@ export async function startCluster(options: StartClusterOptions = {}): Promise<C
   const ca = await createCertificateAuthority('lifelease-local-ca');
   const serving = await ca.issue({
     commonName: 'kube-apiserver',
-    altNames: ['127.0.0.1', 'localhost', 'kubernetes.default.svc'],
+    // The names a pod uses for the API server (the `kubernetes` Service's ClusterIP and DNS names).
+    altNames: [
+      '127.0.0.1',
+      'localhost',
+      SERVICE_IP,
+      'kubernetes',
+      'kubernetes.default',
+      'kubernetes.default.svc',
+      'kubernetes.default.svc.cluster.local',
+      ...(options.apiServerAltNames ?? []),
+    ],
     usage: 'server',
   });
   const admin = await ca.issue({ commonName: 'admin', organizations: ['system:masters'], usage: 'client' });
@@ -213,6 +231,8 @@ export async function startCluster(options: StartClusterOptions = {}): Promise<C
     writeFile(file('ca.key'), ca.keyPem, { mode: 0o600 }),
     writeFile(file('apiserver.crt'), serving.certPem),
     writeFile(file('apiserver.key'), serving.keyPem, { mode: 0o600 }),
+    writeFile(file('admin.crt'), admin.certPem),
+    writeFile(file('admin.key'), admin.keyPem, { mode: 0o600 }),
     writeFile(file('sa.key'), saKeys.privateKeyPem, { mode: 0o600 }),
     writeFile(file('sa.pub'), saKeys.publicKeyPem),
   ]);
@@ -264,7 +284,10 @@ export async function startCluster(options: StartClusterOptions = {}): Promise<C
       `--tls-private-key-file=${file('apiserver.key')}`,
       `--client-ca-file=${file('ca.crt')}`,
       '--authorization-mode=RBAC',
-      '--service-cluster-ip-range=10.0.0.0/24',
+      `--service-cluster-ip-range=${SERVICE_CIDR}`,
+      // How it authenticates to a kubelet (logs, exec), when a real node runs (harness/node.ts).
+      `--kubelet-client-certificate=${file('admin.crt')}`,
+      `--kubelet-client-key=${file('admin.key')}`,
       '--allow-privileged=true',
       `--service-account-issuer=${server}/`,
       `--service-account-key-file=${file('sa.pub')}`,
@@ -322,7 +345,7 @@ export async function startCluster(options: StartClusterOptions = {}): Promise<C
       `--authorization-kubeconfig=${kubeconfigPath}`,
       '--leader-elect=false',
       '--use-service-account-credentials=false',
-      `--controllers=${CONTROLLERS.join(',')}`,
+      `--controllers=${[...CONTROLLERS, ...(options.extraControllers ?? [])].join(',')}`,
       '--bind-address=127.0.0.1',
       `--secure-port=${kcmPort}`,
       `--cert-dir=${file('kcm-certs')}`,
