@@ -16,6 +16,9 @@ import { promisify } from 'node:util';
 export const KUBE_VERSION = process.env['KUBE_VERSION'] ?? 'v1.36.3';
 export const ETCD_VERSION = process.env['ETCD_VERSION'] ?? 'v3.6.16';
 export const KUSTOMIZE_VERSION = process.env['KUSTOMIZE_VERSION'] ?? 'v5.8.1';
+/** helm and promtool: `scripts/build-platform-tools.sh` defaults to these too. */
+export const HELM_VERSION = process.env['HELM_VERSION'] ?? 'v4.3.2';
+export const PROMETHEUS_VERSION = process.env['PROMETHEUS_VERSION'] ?? 'v3.16.0';
 
 export interface Binaries {
   etcd: string;
@@ -59,6 +62,35 @@ export async function resolveKustomize(): Promise<string> {
   }
   const file = path.join(cacheRoot(), `kustomize-${KUSTOMIZE_VERSION}`, 'bin', 'kustomize');
   if (!(await executable(file))) await runBuildScript();
+  if (!(await executable(file))) throw new Error(`the build script left no ${file}`);
+  return file;
+}
+
+/**
+ * helm (renders and installs charts/lifelease) and promtool (checks the shipped alert rules):
+ * `$HELM` / `$PROMTOOL` when set, else the ones `scripts/build-platform-tools.sh` caches
+ * (built on first use: minutes on a cold cache).
+ */
+export async function resolvePlatformTool(tool: 'helm' | 'promtool'): Promise<string> {
+  const variable = tool === 'helm' ? 'HELM' : 'PROMTOOL';
+  const fromEnv = process.env[variable];
+  if (fromEnv) {
+    if (await executable(fromEnv)) return fromEnv;
+    throw new Error(`${variable}=${fromEnv} is not an executable file`);
+  }
+  const dir = tool === 'helm' ? `helm-${HELM_VERSION}` : `promtool-${PROMETHEUS_VERSION}`;
+  const file = path.join(cacheRoot(), dir, 'bin', tool);
+  if (!(await executable(file))) {
+    try {
+      await promisify(execFile)('bash', [path.join(REPO_ROOT, 'scripts/build-platform-tools.sh')], {
+        env: { ...process.env, HELM_VERSION, PROMETHEUS_VERSION },
+        maxBuffer: 64 * 1024 * 1024,
+      });
+    } catch (err) {
+      const stderr = (err as { stderr?: string }).stderr ?? '';
+      throw new Error(`building helm and promtool failed:\n${stderr.split('\n').slice(-30).join('\n')}`);
+    }
+  }
   if (!(await executable(file))) throw new Error(`the build script left no ${file}`);
   return file;
 }
