@@ -20,6 +20,8 @@ KEY="k8s-${KUBE_VERSION}-etcd-${ETCD_VERSION}"
 BIN="$CACHE_ROOT/$KEY/bin"
 KUSTOMIZE_BIN="$CACHE_ROOT/kustomize-${KUSTOMIZE_VERSION}/bin"
 log() { printf '[control-plane-build] %s\n' "$*" >&2; }
+# shellcheck source=lib/progress.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/progress.sh"
 
 if [[ -x "$BIN/etcd" && -x "$BIN/kube-apiserver" && -x "$BIN/kube-controller-manager" && -x "$KUSTOMIZE_BIN/kustomize" ]]; then
   log "cached: $BIN"
@@ -52,7 +54,9 @@ staging="v0.${minor}"          # v0.36.3
 if [[ ! -x "$BIN/kube-apiserver" || ! -x "$BIN/kube-controller-manager" ]]; then
   log "building kube-apiserver and kube-controller-manager $KUBE_VERSION (a cold build takes a while on 2 cores)"
   cd "$WORK/k8s"
-  gomod=$(go mod download -json "k8s.io/kubernetes@${KUBE_VERSION}" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
+  heartbeat "downloading k8s.io/kubernetes $KUBE_VERSION" modcache_status \
+    sh -c 'go mod download -json "$1" > "$0"' "$WORK/k8s/download.json" "k8s.io/kubernetes@${KUBE_VERSION}"
+  gomod=$(sed -n 's/.*"GoMod": "\(.*\)".*/\1/p' "$WORK/k8s/download.json")
   [[ -f "$gomod" ]] || { log "could not download k8s.io/kubernetes@${KUBE_VERSION}"; exit 1; }
   goline=$(sed -n 's/^go \(.*\)$/\1/p' "$gomod" | head -n1)
   cat > go.mod <<GOMOD
@@ -75,12 +79,12 @@ import (
 	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
 )
 GO
-  go mod tidy
+  heartbeat "resolving and downloading the Kubernetes modules" modcache_status go mod tidy
   ldf="-s -w"
   for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
     ldf="$ldf -X $p.gitVersion=${KUBE_VERSION} -X $p.gitMajor=1 -X $p.gitMinor=${minor%%.*}"
   done
-  go build -trimpath -ldflags "$ldf" -o "$BIN/" \
+  go_build "compiling kube-apiserver and kube-controller-manager" -trimpath -ldflags "$ldf" -o "$BIN/" \
     k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager
 fi
 
@@ -102,15 +106,16 @@ package tools
 
 import _ "go.etcd.io/etcd/server/v3"
 GO
-  go mod tidy
-  go build -trimpath -ldflags "-s -w" -o "$BIN/etcd" go.etcd.io/etcd/server/v3
+  heartbeat "resolving and downloading the etcd modules" modcache_status go mod tidy
+  go_build "compiling etcd" -trimpath -ldflags "-s -w" -o "$BIN/etcd" go.etcd.io/etcd/server/v3
 fi
 
 # --- kustomize (renders manifests/ for the tests; not part of the control plane) ---------
 if [[ ! -x "$KUSTOMIZE_BIN/kustomize" ]]; then
   log "building kustomize $KUSTOMIZE_VERSION"
   mkdir -p "$KUSTOMIZE_BIN"
-  GOBIN="$KUSTOMIZE_BIN" go install -trimpath -ldflags "-s -w" "sigs.k8s.io/kustomize/kustomize/v5@${KUSTOMIZE_VERSION}"
+  heartbeat "downloading and compiling kustomize" modcache_status \
+    env GOBIN="$KUSTOMIZE_BIN" go install -trimpath -ldflags "-s -w" "sigs.k8s.io/kustomize/kustomize/v5@${KUSTOMIZE_VERSION}"
 fi
 
 log "built in $(( $(date +%s) - start ))s: $BIN"

@@ -8,6 +8,7 @@
  * hostname and loopback, a token bound to the pod) by a kubelet stand-in. Then the leader's
  * pod is deleted, and the failover is timed.
  */
+import './require-node.ts';
 import {
   AppsV1Api,
   CoordinationV1Api,

@@ -7,6 +7,7 @@
  *   npm test -- test/unit            # files under a folder (or a single file)
  *   LIFELEASE_CLUSTER_DIR=.cluster npm test   # reuse a cluster from `npm run cluster:up`
  */
+import './require-node.ts';
 import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, globSync, statSync } from 'node:fs';
 import path from 'node:path';

@@ -5,12 +5,12 @@
  * 2. the versioned cache that `scripts/build-control-plane.sh` fills from the Go module proxy
  *    (built on first use).
  */
-import { execFile } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { access, constants } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
+import { createInterface } from 'node:readline';
 
 /** The versions we build; the README and `scripts/build-control-plane.sh` default to these too. */
 export const KUBE_VERSION = process.env['KUBE_VERSION'] ?? 'v1.36.3';
@@ -50,18 +50,21 @@ export function cachedBinDir(): string {
   return path.join(cacheRoot(), `k8s-${KUBE_VERSION}-etcd-${ETCD_VERSION}`, 'bin');
 }
 
+/** Where build progress goes: one line at a time (the build script prints one at least every 10 s). */
+export type BuildLog = (line: string) => void;
+
 /**
  * kustomize, which renders `manifests/` in the tests: `$KUSTOMIZE` when set, else the one
  * the build script caches (built with the control plane).
  */
-export async function resolveKustomize(): Promise<string> {
+export async function resolveKustomize(log?: BuildLog): Promise<string> {
   const fromEnv = process.env['KUSTOMIZE'];
   if (fromEnv) {
     if (await executable(fromEnv)) return fromEnv;
     throw new Error(`KUSTOMIZE=${fromEnv} is not an executable file`);
   }
   const file = path.join(cacheRoot(), `kustomize-${KUSTOMIZE_VERSION}`, 'bin', 'kustomize');
-  if (!(await executable(file))) await runBuildScript();
+  if (!(await executable(file))) await runBuildScript(log);
   if (!(await executable(file))) throw new Error(`the build script left no ${file}`);
   return file;
 }
@@ -69,9 +72,9 @@ export async function resolveKustomize(): Promise<string> {
 /**
  * helm (renders and installs charts/lifelease) and promtool (checks the shipped alert rules):
  * `$HELM` / `$PROMTOOL` when set, else the ones `scripts/build-platform-tools.sh` caches
- * (built on first use: minutes on a cold cache).
+ * (built on first use: minutes on a cold cache, with progress on `log`).
  */
-export async function resolvePlatformTool(tool: 'helm' | 'promtool'): Promise<string> {
+export async function resolvePlatformTool(tool: 'helm' | 'promtool', log?: BuildLog): Promise<string> {
   const variable = tool === 'helm' ? 'HELM' : 'PROMTOOL';
   const fromEnv = process.env[variable];
   if (fromEnv) {
@@ -81,32 +84,38 @@ export async function resolvePlatformTool(tool: 'helm' | 'promtool'): Promise<st
   const dir = tool === 'helm' ? `helm-${HELM_VERSION}` : `promtool-${PROMETHEUS_VERSION}`;
   const file = path.join(cacheRoot(), dir, 'bin', tool);
   if (!(await executable(file))) {
-    try {
-      await promisify(execFile)('bash', [path.join(REPO_ROOT, 'scripts/build-platform-tools.sh')], {
-        env: { ...process.env, HELM_VERSION, PROMETHEUS_VERSION },
-        maxBuffer: 64 * 1024 * 1024,
-      });
-    } catch (err) {
-      const stderr = (err as { stderr?: string }).stderr ?? '';
-      throw new Error(`building helm and promtool failed:\n${stderr.split('\n').slice(-30).join('\n')}`);
-    }
+    await runBuildScript(log, 'scripts/build-platform-tools.sh', { HELM_VERSION, PROMETHEUS_VERSION });
   }
   if (!(await executable(file))) throw new Error(`the build script left no ${file}`);
   return file;
 }
 
-async function runBuildScript(): Promise<void> {
-  try {
-    await promisify(execFile)('bash', [path.join(REPO_ROOT, 'scripts/build-control-plane.sh')], {
-      env: { ...process.env, KUBE_VERSION, ETCD_VERSION, KUSTOMIZE_VERSION },
-      maxBuffer: 64 * 1024 * 1024,
-    });
-  } catch (err) {
-    const stderr = (err as { stderr?: string }).stderr ?? '';
-    throw new Error(
-      `building the control-plane binaries failed:\n${stderr.split('\n').slice(-30).join('\n')}`,
-    );
-  }
+/**
+ * Runs a build script (`scripts/build-control-plane.sh` unless told), passing each line it
+ * prints on stderr (its progress) to `log` as it comes, so a cold build of many minutes is
+ * never silent; without `log`, to our own stderr. A failure carries the script's last 30 lines.
+ */
+async function runBuildScript(
+  log: BuildLog = (line) => process.stderr.write(`${line}\n`),
+  script = 'scripts/build-control-plane.sh',
+  versions: Record<string, string> = { KUBE_VERSION, ETCD_VERSION, KUSTOMIZE_VERSION },
+): Promise<void> {
+  const child = spawn('bash', [path.join(REPO_ROOT, script)], {
+    env: { ...process.env, ...versions },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  const tail: string[] = [];
+  const lines = createInterface({ input: child.stderr });
+  lines.on('line', (line) => {
+    tail.push(line);
+    if (tail.length > 30) tail.shift();
+    log(line);
+  });
+  const code = await new Promise<number>((resolve, reject) => {
+    child.on('error', reject);
+    child.on('close', (c, signal) => resolve(c ?? (signal ? 128 : 1)));
+  });
+  if (code !== 0) throw new Error(`${script} failed:\n${tail.join('\n')}`);
 }
 
 function inDir(dir: string): Binaries {
@@ -128,7 +137,7 @@ async function missing(bins: Binaries): Promise<string[]> {
  * Finds the binaries, building them once (minutes on a cold cache) when nothing is found.
  * Throws with what to install or set when neither works.
  */
-export async function resolveBinaries(options: { build?: boolean } = {}): Promise<Binaries> {
+export async function resolveBinaries(options: { build?: boolean; log?: BuildLog } = {}): Promise<Binaries> {
   const assets = process.env['KUBEBUILDER_ASSETS'];
   if (assets) {
     const bins = inDir(assets);
@@ -150,7 +159,7 @@ export async function resolveBinaries(options: { build?: boolean } = {}): Promis
       `control-plane binaries not found in ${cachedBinDir()}; run \`npm run control-plane:build\``,
     );
   }
-  await runBuildScript();
+  await runBuildScript(options.log);
   const gone = await missing(bins);
   if (gone.length > 0) throw new Error(`the control-plane build finished but left no ${gone.join(', ')}`);
   return bins;

@@ -39,16 +39,21 @@ export const CONTROLLERS = [
 ];
 
 export interface StartClusterOptions {
-  /** Binaries to run; found or built by `resolveBinaries()` when omitted. */
-  binaries?: Binaries;
+  /**
+   * Binaries to run, or how to get them; found or built by `resolveBinaries()` when omitted.
+   * Getting them (a cold build takes many minutes) does not count against `timeoutMs`.
+   */
+  binaries?: Binaries | (() => Promise<Binaries>);
   /** Folder for certificates, etcd data and logs; a fresh temp folder when omitted. */
   stateDir?: string;
   /** Keep `stateDir` after `stop()` (logs for debugging); default false. */
   keepStateDir?: boolean;
   /** Progress messages (e.g. `console.error`); silent when omitted. */
   log?: (message: string) => void;
-  /** How long start-up may take before it fails; default 120 s. */
+  /** How long starting (not building) may take before it fails; default 120 s. */
   timeoutMs?: number;
+  /** The clock start-up deadlines are measured on (milliseconds); tests pass a fake one. */
+  now?: () => number;
   /** Extra kube-apiserver flags (e.g. an audit policy for the benchmarks). */
   apiServerArgs?: string[];
 }
@@ -115,16 +120,22 @@ function sweepStaleStateDirs(): void {
   }
 }
 
+/** A point in time on a clock, by which something must have happened. */
+interface Deadline {
+  at: number;
+  now: () => number;
+}
+
 /** Races `fn` until it returns true, the deadline passes, or `proc` dies. */
 async function waitFor(
   what: string,
   fn: () => Promise<boolean>,
-  deadline: number,
+  deadline: Deadline,
   proc?: ManagedProcess,
 ): Promise<void> {
   const loop = async (): Promise<void> => {
     let lastError = '';
-    while (Date.now() < deadline) {
+    while (deadline.now() < deadline.at) {
       try {
         if (await fn()) return;
       } catch (err) {
@@ -171,11 +182,16 @@ function createServiceAccountKeyPair(): { privateKeyPem: string; publicKeyPem: s
 /** Starts a control plane and returns once it is fully usable (GC and SA controller proven). */
 export async function startCluster(options: StartClusterOptions = {}): Promise<Cluster> {
   const log = options.log ?? (() => {});
-  const deadline = Date.now() + (options.timeoutMs ?? 120_000);
+  const now = options.now ?? Date.now;
   installCleanupHooks();
   sweepStaleStateDirs();
 
-  const binaries = options.binaries ?? (await resolveBinaries());
+  // Building the binaries on first use takes minutes; the start-up deadline starts after it.
+  const binaries =
+    typeof options.binaries === 'function'
+      ? await options.binaries()
+      : (options.binaries ?? (await resolveBinaries({ log })));
+  const deadline: Deadline = { at: now() + (options.timeoutMs ?? 120_000), now };
   const stateDir = options.stateDir ?? (await mkdtemp(path.join(tmpdir(), STATE_PREFIX)));
   mkdirSync(stateDir, { recursive: true });
   if (!options.keepStateDir) liveStateDirs.add(stateDir);
@@ -271,7 +287,7 @@ export async function startCluster(options: StartClusterOptions = {}): Promise<C
     });
     processes.push(apiServer);
     log('starting kube-apiserver');
-    const apiReady = (proc: ManagedProcess, until: number) =>
+    const apiReady = (proc: ManagedProcess, until: Deadline) =>
       waitFor(
         'kube-apiserver /readyz',
         async () => (await get(`${server}/readyz`, tls)).status === 200,
@@ -354,7 +370,7 @@ export async function startCluster(options: StartClusterOptions = {}): Promise<C
           logFile: file('kube-apiserver.log'),
         });
         processes.push(apiServer);
-        await apiReady(apiServer, Date.now() + 60_000);
+        await apiReady(apiServer, { at: now() + 60_000, now });
       },
       async stopControllerManager() {
         await controllerManager.stop();
@@ -397,7 +413,7 @@ export async function startCluster(options: StartClusterOptions = {}): Promise<C
  * the `default` ServiceAccount exists (serviceaccount controller), and a dependent is
  * garbage-collected after its owner is deleted (the GC has synced its graph).
  */
-async function proveControllers(kc: KubeConfig, kcm: ManagedProcess, deadline: number): Promise<void> {
+async function proveControllers(kc: KubeConfig, kcm: ManagedProcess, deadline: Deadline): Promise<void> {
   const core = kc.makeApiClient(CoreV1Api);
   await waitFor(
     'the default ServiceAccount (serviceaccount controller)',

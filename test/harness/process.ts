@@ -130,3 +130,42 @@ export async function exitedEarly(proc: ManagedProcess): Promise<never> {
     `${proc.name} exited (code ${code}, signal ${signal}) before it was ready:\n${proc.tail()}`,
   );
 }
+
+/** CPU time (user + system) a live process has used so far, in ms; undefined once it is gone. */
+export function cpuTimeMs(pid: number): number | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // After "pid (comm) ", fields start at 3 (state); utime and stime are fields 14 and 15,
+    // in clock ticks of 10 ms (USER_HZ is 100 on Linux).
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) * 10;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * A bound on how long a process may take to get somewhere (listening, ready), for a machine
+ * that other work shares: a budget of the process's OWN CPU time, plus a wall-clock bound only
+ * for a process that hangs without running. At a load average of 20 on 2 cores a starting
+ * Node.js process gets about a tenth of a core, so a wall-clock bound that holds on a quiet
+ * machine (10 electors started at once did not listen within 20 s there) says nothing about
+ * the process; one that has burnt its CPU budget without getting there is broken at any load.
+ */
+export function startBudget(
+  proc: ManagedProcess,
+  budget: { cpuMs: number; wallMs: number },
+): { exceeded(): string | undefined } {
+  const started = performance.now();
+  return {
+    exceeded() {
+      const wall = performance.now() - started;
+      const cpu = proc.pid === undefined ? undefined : cpuTimeMs(proc.pid);
+      if (cpu !== undefined && cpu > budget.cpuMs)
+        return `it used ${(cpu / 1000).toFixed(1)} s of CPU (budget ${budget.cpuMs / 1000} s) in ${(wall / 1000).toFixed(1)} s`;
+      if (wall > budget.wallMs)
+        return `${(wall / 1000).toFixed(1)} s passed (bound ${budget.wallMs / 1000} s) and it used ${((cpu ?? 0) / 1000).toFixed(1)} s of CPU`;
+      return undefined;
+    },
+  };
+}

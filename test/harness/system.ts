@@ -66,7 +66,8 @@ export async function installWebhook(
   } = {},
 ): Promise<InstalledWebhook> {
   const log = options.log ?? (() => {});
-  const deadline = Date.now() + (options.timeoutMs ?? 60_000);
+  // Rendering or installing may build kustomize or helm first (minutes, cold): the deadline
+  // starts after it.
   let objects: KubernetesObject[];
   if (options.install) {
     objects = await options.install();
@@ -75,6 +76,7 @@ export async function installWebhook(
     log(`applying ${objects.length} objects from manifests/${options.overlay ?? ''}`);
     await applyManifests(cluster.kubeConfig, objects);
   }
+  const deadline = Date.now() + (options.timeoutMs ?? 60_000);
   await options.afterApply?.(objects);
 
   const core = cluster.kubeConfig.makeApiClient(CoreV1Api);

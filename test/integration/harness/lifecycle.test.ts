@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { resolveBinaries } from '../../harness/binaries.ts';
 import { startCluster } from '../../harness/cluster.ts';
 
 function alive(pid: number | undefined): boolean {
@@ -34,6 +35,26 @@ async function gone(pids: number[], timeoutMs = 15_000): Promise<boolean> {
 }
 
 describe('control-plane harness lifecycle', () => {
+  test('a build that takes longer than the start-up timeout leaves the start its whole timeout', async () => {
+    // A newcomer's first run builds the binaries (minutes) before starting them. Simulate a
+    // 30-minute build on a clock the harness reads, not by waiting: the start-up deadline
+    // must begin after the build, so the start still succeeds.
+    const real = await resolveBinaries();
+    let offset = 0;
+    const slowBuild = () => {
+      offset += 30 * 60_000;
+      return Promise.resolve(real);
+    };
+    const c = await startCluster({ binaries: slowBuild, now: () => Date.now() + offset, timeoutMs: 120_000 });
+    try {
+      assert.equal(offset, 30 * 60_000, 'the simulated build ran');
+      const ns = await c.kubeConfig.makeApiClient(CoreV1Api).readNamespace({ name: 'default' });
+      assert.equal(ns.metadata?.name, 'default');
+    } finally {
+      await c.stop();
+    }
+  });
+
   test('two clusters run at once, and stop() leaves no process or folder', async () => {
     const [a, b] = await Promise.all([startCluster(), startCluster()]);
     try {
