@@ -20,6 +20,8 @@ CACHE_ROOT="${CONTROL_PLANE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/k8s-leader-el
 HELM_BIN="$CACHE_ROOT/helm-${HELM_VERSION}/bin"
 PROMTOOL_BIN="$CACHE_ROOT/promtool-${PROMETHEUS_VERSION}/bin"
 log() { printf '[platform-tools-build] %s\n' "$*" >&2; }
+# shellcheck source=lib/progress.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/progress.sh"
 
 need_helm=true
 need_promtool=true
@@ -60,14 +62,36 @@ fi
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod
 start=$(date +%s)
 
-# go install pkg@version works for both: neither go.mod has replace directives.
+# Each tool is built in a throwaway module that requires its release (neither go.mod has
+# replace directives, so this resolves exactly what `go install <pkg>@<version>` would), so
+# that go_build can count the packages left to compile and print progress every 10 s.
+# Modules are resolved for that one package and its build tags (`go list -deps`), not with
+# `go mod tidy`, which would fetch the dependencies of every tag and test (hundreds of MB of
+# cloud SDKs for Prometheus).
+# build_tool NAME MODULE VERSION PACKAGE BIN_DIR TAGS LDFLAGS
+build_tool() {
+  local name=$1 module=$2 version=$3 package=$4 bin=$5 tags=$6 ldflags=$7
+  local work="$CACHE_ROOT/${name}-src"
+  mkdir -p "$work" "$bin"
+  cd "$work"
+  rm -f go.mod go.sum tools.go
+  cat >go.mod <<GOMOD
+module local.test/${name}bin
+
+go 1.26
+
+require ${module} ${version}
+GOMOD
+  heartbeat "resolving and downloading the ${name} modules" modcache_status \
+    sh -c 'go list -deps -tags "$0" "$1" >/dev/null' "$tags" "$package"
+  go_build "compiling ${name}" -trimpath -tags "$tags" -ldflags "$ldflags" -o "$bin/${name}" "$package"
+}
+
 if $need_helm; then
   log "building helm $HELM_VERSION"
-  mkdir -p "$HELM_BIN"
   t=$(date +%s)
-  GOBIN="$HELM_BIN" go install -trimpath \
-    -ldflags "-s -w -X helm.sh/helm/v4/internal/version.version=${HELM_VERSION}" \
-    "helm.sh/helm/v4/cmd/helm@${HELM_VERSION}"
+  build_tool helm helm.sh/helm/v4 "$HELM_VERSION" helm.sh/helm/v4/cmd/helm "$HELM_BIN" '' \
+    "-s -w -X helm.sh/helm/v4/internal/version.version=${HELM_VERSION}"
   log "helm built in $(($(date +%s) - t))s"
 fi
 
@@ -76,11 +100,10 @@ if $need_promtool; then
   IFS=. read -r major minor patch <<<"${PROMETHEUS_VERSION#v}"
   module_version="v0.$((major * 100 + minor)).${patch}"
   log "building promtool $PROMETHEUS_VERSION (module $module_version)"
-  mkdir -p "$PROMTOOL_BIN"
   t=$(date +%s)
-  GOBIN="$PROMTOOL_BIN" go install -trimpath -tags remove_all_sd \
-    -ldflags "-s -w -X github.com/prometheus/common/version.Version=${PROMETHEUS_VERSION#v} -X github.com/prometheus/common/version.Branch=release" \
-    "github.com/prometheus/prometheus/cmd/promtool@${module_version}"
+  build_tool promtool github.com/prometheus/prometheus "$module_version" \
+    github.com/prometheus/prometheus/cmd/promtool "$PROMTOOL_BIN" remove_all_sd \
+    "-s -w -X github.com/prometheus/common/version.Version=${PROMETHEUS_VERSION#v} -X github.com/prometheus/common/version.Branch=release"
   log "promtool built in $(($(date +%s) - t))s"
 fi
 

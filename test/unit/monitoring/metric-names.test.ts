@@ -19,7 +19,8 @@ async function exported(): Promise<Set<string>> {
   for (const registry of [elector.registry, webhook.registry]) {
     for (const m of await registry.getMetricsAsJSON()) {
       names.add(m.name);
-      if (String(m.type) === 'histogram') for (const s of ['_bucket', '_sum', '_count']) names.add(m.name + s);
+      if (String(m.type) === 'histogram')
+        for (const s of ['_bucket', '_sum', '_count']) names.add(m.name + s);
     }
   }
   return names;
