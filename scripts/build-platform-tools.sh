@@ -6,6 +6,8 @@
 #
 #   HELM_VERSION        helm.sh/helm/v4 release to build          (default below)
 #   PROMETHEUS_VERSION  Prometheus release whose promtool to build (default below)
+#   PROMETHEUS_OPERATOR_VERSION  whose CRDs (PodMonitor, ServiceMonitor, PrometheusRule) the
+#                       tests install to validate the shipped monitoring objects (default below)
 #   HELM, PROMTOOL      binaries you already have: that tool is not built
 #   CONTROL_PLANE_CACHE cache root                                (default ~/.cache/k8s-leader-elector)
 #
@@ -19,6 +21,9 @@ PROMETHEUS_VERSION="${PROMETHEUS_VERSION:-v3.16.0}"
 CACHE_ROOT="${CONTROL_PLANE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/k8s-leader-elector}"
 HELM_BIN="$CACHE_ROOT/helm-${HELM_VERSION}/bin"
 PROMTOOL_BIN="$CACHE_ROOT/promtool-${PROMETHEUS_VERSION}/bin"
+PROMETHEUS_OPERATOR_VERSION="${PROMETHEUS_OPERATOR_VERSION:-v0.85.0}"
+CRDS="$CACHE_ROOT/prometheus-operator-crds-${PROMETHEUS_OPERATOR_VERSION}"
+CRD_FILES=(monitoring.coreos.com_podmonitors.yaml monitoring.coreos.com_servicemonitors.yaml monitoring.coreos.com_prometheusrules.yaml)
 log() { printf '[platform-tools-build] %s\n' "$*" >&2; }
 # shellcheck source=lib/progress.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib/progress.sh"
@@ -40,7 +45,10 @@ elif [[ -x "$PROMTOOL_BIN/promtool" ]]; then
   need_promtool=false
 fi
 
-if ! $need_helm && ! $need_promtool; then
+need_crds=false
+for f in "${CRD_FILES[@]}"; do [[ -f "$CRDS/$f" ]] || need_crds=true; done
+
+if ! $need_helm && ! $need_promtool && ! $need_crds; then
   log "cached: $HELM_BIN $PROMTOOL_BIN"
   printf '%s\n%s\n' "$HELM_BIN" "$PROMTOOL_BIN"
   exit 0
@@ -105,6 +113,19 @@ if $need_promtool; then
     github.com/prometheus/prometheus/cmd/promtool "$PROMTOOL_BIN" remove_all_sd \
     "-s -w -X github.com/prometheus/common/version.Version=${PROMETHEUS_VERSION#v} -X github.com/prometheus/common/version.Branch=release"
   log "promtool built in $(($(date +%s) - t))s"
+fi
+
+# prometheus-operator's CRDs, from its Go module (the same source, Apache-2.0): the tests
+# install them on the local control plane so that the API server validates our objects.
+if $need_crds; then
+  log "fetching the prometheus-operator $PROMETHEUS_OPERATOR_VERSION CRDs"
+  dir=$(cd "$CACHE_ROOT" && GOFLAGS=-mod=mod go mod download -json \
+    "github.com/prometheus-operator/prometheus-operator@${PROMETHEUS_OPERATOR_VERSION}" |
+    sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
+  [[ -d "$dir" ]] || { log "could not download prometheus-operator $PROMETHEUS_OPERATOR_VERSION"; exit 1; }
+  mkdir -p "$CRDS"
+  for f in "${CRD_FILES[@]}"; do cp "$dir/example/prometheus-operator-crd/$f" "$CRDS/$f"; done
+  chmod u+w "$CRDS"/*.yaml
 fi
 
 log "built in $(($(date +%s) - start))s"

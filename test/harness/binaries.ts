@@ -19,6 +19,7 @@ export const KUSTOMIZE_VERSION = process.env['KUSTOMIZE_VERSION'] ?? 'v5.8.1';
 /** helm and promtool: `scripts/build-platform-tools.sh` defaults to these too. */
 export const HELM_VERSION = process.env['HELM_VERSION'] ?? 'v4.3.2';
 export const PROMETHEUS_VERSION = process.env['PROMETHEUS_VERSION'] ?? 'v3.16.0';
+export const PROMETHEUS_OPERATOR_VERSION = process.env['PROMETHEUS_OPERATOR_VERSION'] ?? 'v0.85.0';
 
 export interface Binaries {
   etcd: string;
@@ -84,10 +85,41 @@ export async function resolvePlatformTool(tool: 'helm' | 'promtool', log?: Build
   const dir = tool === 'helm' ? `helm-${HELM_VERSION}` : `promtool-${PROMETHEUS_VERSION}`;
   const file = path.join(cacheRoot(), dir, 'bin', tool);
   if (!(await executable(file))) {
-    await runBuildScript(log, 'scripts/build-platform-tools.sh', { HELM_VERSION, PROMETHEUS_VERSION });
+    await runBuildScript(log, 'scripts/build-platform-tools.sh', {
+      HELM_VERSION,
+      PROMETHEUS_VERSION,
+      PROMETHEUS_OPERATOR_VERSION,
+    });
   }
   if (!(await executable(file))) throw new Error(`the build script left no ${file}`);
   return file;
+}
+
+/**
+ * A folder with prometheus-operator's PodMonitor, ServiceMonitor and PrometheusRule CRDs
+ * (`monitoring.coreos.com_<plural>.yaml`), which `scripts/build-platform-tools.sh` takes from
+ * the operator's Go module.
+ */
+export async function resolvePrometheusOperatorCrds(log?: BuildLog): Promise<string> {
+  const dir = path.join(cacheRoot(), `prometheus-operator-crds-${PROMETHEUS_OPERATOR_VERSION}`);
+  const file = path.join(dir, 'monitoring.coreos.com_prometheusrules.yaml');
+  const present = async () => {
+    try {
+      await access(file, constants.R_OK);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  if (!(await present())) {
+    await runBuildScript(log, 'scripts/build-platform-tools.sh', {
+      HELM_VERSION,
+      PROMETHEUS_VERSION,
+      PROMETHEUS_OPERATOR_VERSION,
+    });
+  }
+  if (!(await present())) throw new Error(`the build script left no ${file}`);
+  return dir;
 }
 
 /**
