@@ -11,6 +11,7 @@ import assert from 'node:assert/strict';
 import path from 'node:path';
 import { describe, test } from 'node:test';
 import { parseConfig } from '../../../webhook/config.ts';
+import { WEBHOOK_EGRESS_RULES } from '../../../webhook/egress-policy.ts';
 import {
   CHART_DIR,
   helm,
@@ -169,6 +170,16 @@ describe('charts/lifelease renders what manifests/ installs', () => {
     assert.deepEqual(config.egressApiServerAddresses, ['10.0.0.1/32', '10.0.0.2/32']);
     assert.equal(config.egressApiServerPort, 6443);
     assert.equal(container.image, 'registry.example/lifelease:1.2.3');
+  });
+
+  test("the egress option's ClusterRole holds exactly what the reconciler is tested with", async () => {
+    const objects = await renderManifests(path.join(FIXTURES, 'monitoring-egress'));
+    const role = pick<KubernetesObject & { rules: unknown }>(
+      objects,
+      'ClusterRole',
+      'lifelease-webhook-egress',
+    );
+    assert.deepEqual(plain(role.rules), WEBHOOK_EGRESS_RULES);
   });
 
   test('helm lint passes (strict) for the defaults and for every option on', async () => {
