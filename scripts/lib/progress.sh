@@ -15,10 +15,15 @@ fmt_secs() {
   if ((s >= 60)); then printf '%dm%02ds' $((s / 60)) $((s % 60)); else printf '%ds' "$s"; fi
 }
 
-# Waits up to PROGRESS_EVERY seconds for process $1 to end; returns 0 once it has ended.
+# Waits for process $1 to end, up to PROGRESS_EVERY seconds less 2 (left for computing and
+# printing the status line); returns 0 once it has ended. Timed by the wall clock, not by a
+# count of sleeps: at a load average of 20 each `sleep 0.25` took longer, and lines came 14 to
+# 18 s apart.
 _ended_within_period() {
-  local pid=$1 i
-  for ((i = 0; i < PROGRESS_EVERY * 4; i++)); do
+  local pid=$1 wait_us deadline
+  wait_us=$(((PROGRESS_EVERY > 2 ? PROGRESS_EVERY - 2 : 1) * 1000000))
+  deadline=$((${EPOCHREALTIME/./} + wait_us))
+  while ((${EPOCHREALTIME/./} < deadline)); do
     kill -0 "$pid" 2>/dev/null || return 0
     sleep 0.25
   done
