@@ -6,6 +6,7 @@
  * which also renders `--help` and the README's configuration table. Every problem is
  * reported at once, so a broken manifest is fixed in one round.
  */
+import { isIP } from 'node:net';
 import {
   DEFAULT_ELECTION_PORT,
   DEFAULT_PROBE_PORT,
@@ -23,6 +24,7 @@ import {
   type OptionSpec as FlagSpec,
   type ParseOutcome,
 } from '../common/flags.ts';
+import { EGRESS_POLICY_MODES, toCidr, type EgressPolicyMode } from './egress-policy.ts';
 
 export type { ListenAddress };
 export { parseAddress, parseDuration };
@@ -65,6 +67,12 @@ export interface WebhookConfig {
   reconcileRbac: boolean;
   /** Reconcile RBAC in this namespace only; undefined means all namespaces. */
   rbacNamespace: string | undefined;
+  /** Egress NetworkPolicies to the API server per election (egress-policy.ts). */
+  electorEgressPolicy: EgressPolicyMode;
+  /** API server CIDRs for those policies; empty: from the `kubernetes` EndpointSlice. */
+  egressApiServerAddresses: string[];
+  /** API server port for those policies; undefined: from the `kubernetes` EndpointSlice. */
+  egressApiServerPort: number | undefined;
   /** Path of a kubeconfig file; undefined means in-cluster config or `$KUBECONFIG`. */
   kubeconfig: string | undefined;
   /** Largest accepted request body, in bytes. */
@@ -116,6 +124,9 @@ export type OptionKey =
   | 'electorMemoryLimit'
   | 'reconcileRbac'
   | 'rbacNamespace'
+  | 'electorEgressPolicy'
+  | 'egressApiServerAddresses'
+  | 'egressApiServerPort'
   | 'kubeconfig'
   | 'maxRequestBytes'
   | 'shutdownDelay'
@@ -311,6 +322,32 @@ export const OPTIONS: readonly OptionSpec[] = [
     default: '',
     defaultText: '(all namespaces)',
     description: 'Restrict the RBAC reconciler to one namespace (then it needs its rights there only).',
+  },
+  {
+    key: 'electorEgressPolicy',
+    flag: '--elector-egress-policy',
+    env: 'WEBHOOK_ELECTOR_EGRESS_POLICY',
+    default: 'off',
+    description:
+      "A NetworkPolicy per election (beside its Role, removed with it) letting the election's pods reach the API server, and nothing else: `off`; `if-isolated` (only where another NetworkPolicy already restricts their egress: a default deny); `always` (where the default deny is not a namespaced NetworkPolicy; elsewhere it would restrict the pods to the API server). Needs the RBAC of `manifests/components/elector-egress`.",
+  },
+  {
+    key: 'egressApiServerAddresses',
+    flag: '--egress-api-server-addresses',
+    env: 'WEBHOOK_EGRESS_API_SERVER_ADDRESSES',
+    default: '',
+    defaultText: '(the `kubernetes` EndpointSlice)',
+    description:
+      'API server IPs or CIDRs for those policies, comma-separated: the addresses pods reach after the `kubernetes` Service (its endpoints, not its cluster IP).',
+  },
+  {
+    key: 'egressApiServerPort',
+    flag: '--egress-api-server-port',
+    env: 'WEBHOOK_EGRESS_API_SERVER_PORT',
+    default: '',
+    defaultText: '(the `kubernetes` EndpointSlice)',
+    description:
+      "API server port for those policies (the endpoints' port, e.g. 6443, not the Service's 443).",
   },
   {
     key: 'kubeconfig',
@@ -561,6 +598,30 @@ export function parseConfig(input: ParseInput): ParseResult {
   if (rbacNamespace !== '' && !/^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/.test(rbacNamespace)) {
     problems.push(`${nameOf('rbacNamespace')}: "${rbacNamespace}" is not a namespace name`);
   }
+  const egressText = raw('electorEgressPolicy');
+  if (!EGRESS_POLICY_MODES.includes(egressText as EgressPolicyMode)) {
+    problems.push(
+      `${nameOf('electorEgressPolicy')}: "${egressText}" is not one of ${EGRESS_POLICY_MODES.join(', ')}`,
+    );
+  }
+  const egressApiServerAddresses = raw('egressApiServerAddresses')
+    .split(',')
+    .map((a) => a.trim())
+    .filter((a) => a !== '');
+  for (const a of egressApiServerAddresses) {
+    const [ip, bits, ...rest] = a.split('/');
+    const isIp = isIP(ip ?? '') !== 0;
+    const max = isIP(ip ?? '') === 6 ? 128 : 32;
+    if (!isIp || rest.length > 0 || (bits !== undefined && !(/^\d+$/.test(bits) && Number(bits) <= max)))
+      problems.push(`${nameOf('egressApiServerAddresses')}: "${a}" is not an IP address or CIDR`);
+  }
+  const egressPortText = raw('egressApiServerPort');
+  const egressPortNumber = Number(egressPortText);
+  if (
+    egressPortText !== '' &&
+    !(/^\d+$/.test(egressPortText) && egressPortNumber >= 1 && egressPortNumber <= 65535)
+  )
+    problems.push(`${nameOf('egressApiServerPort')}: "${egressPortText}" is not a port in 1..65535`);
   const kubeconfig = raw('kubeconfig');
   const bytesText = raw('maxRequestBytes');
   const maxRequestBytes = parseBytes(bytesText);
@@ -604,6 +665,9 @@ export function parseConfig(input: ParseInput): ParseResult {
       electorResources,
       reconcileRbac,
       rbacNamespace: rbacNamespace === '' ? undefined : rbacNamespace,
+      electorEgressPolicy: egressText as EgressPolicyMode,
+      egressApiServerAddresses: egressApiServerAddresses.map(toCidr),
+      egressApiServerPort: egressPortText === '' ? undefined : egressPortNumber,
       kubeconfig: kubeconfig === '' ? undefined : kubeconfig,
       maxRequestBytes,
       shutdownDelayMs,

@@ -175,6 +175,11 @@ async function main(): Promise<void> {
           logger: log.child({ component: 'rbac' }),
           metrics,
           ...(config.rbacNamespace ? { namespace: config.rbacNamespace } : {}),
+          egress: {
+            mode: config.electorEgressPolicy,
+            addresses: config.egressApiServerAddresses,
+            ...(config.egressApiServerPort === undefined ? {} : { port: config.egressApiServerPort }),
+          },
         })
       : undefined;
 

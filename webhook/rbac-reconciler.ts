@@ -17,7 +17,9 @@
  */
 import {
   CoreV1Api,
+  DiscoveryV1Api,
   makeInformer,
+  NetworkingV1Api,
   PatchStrategy,
   RbacAuthorizationV1Api,
   setHeaderOptions,
@@ -28,6 +30,13 @@ import {
 import type { Logger } from 'pino';
 import { DOMAIN, LABEL_ELECTION, PROJECT } from '../common/constants.ts';
 import { electorRole, electorRoleBinding, electorRoleName, RBAC_LABEL_MANAGED_BY } from '../common/rbac.ts';
+import {
+  electorEgressPolicy,
+  needsEgressPolicy,
+  targetFromEndpointSlice,
+  type ApiServerTarget,
+  type EgressPolicyMode,
+} from './egress-policy.ts';
 import type { WebhookMetrics } from './metrics.ts';
 
 /** The field manager of our server-side applies. */
@@ -103,7 +112,16 @@ export interface RbacReconcilerOptions {
   /** First retry delay after an error (doubling up to `maxBackoffMs`); default 500 ms. */
   backoffMs?: number;
   maxBackoffMs?: number;
+  /**
+   * Egress NetworkPolicies to the API server per election (`--elector-egress-policy`, see
+   * egress-policy.ts); default off. Addresses and port not given are read from the
+   * `kubernetes` EndpointSlice in `default`.
+   */
+  egress?: { mode: EgressPolicyMode; addresses?: string[]; port?: number };
 }
+
+/** How long API server endpoints read from the EndpointSlice are reused. */
+const TARGET_TTL_MS = 60_000;
 
 const status = (err: unknown): number | undefined => {
   const code = (err as { code?: unknown }).code;
@@ -113,6 +131,10 @@ const status = (err: unknown): number | undefined => {
 export class RbacReconciler {
   readonly #core: CoreV1Api;
   readonly #rbac: RbacAuthorizationV1Api;
+  readonly #networking: NetworkingV1Api;
+  readonly #discovery: DiscoveryV1Api;
+  readonly #egress: { mode: EgressPolicyMode; addresses?: string[]; port?: number };
+  #target: { value: ApiServerTarget; at: number } | undefined;
   readonly #log: Logger;
   readonly #metrics: WebhookMetrics;
   readonly #resyncMs: number;
@@ -132,6 +154,9 @@ export class RbacReconciler {
   constructor(options: RbacReconcilerOptions) {
     this.#core = options.kubeConfig.makeApiClient(CoreV1Api);
     this.#rbac = options.kubeConfig.makeApiClient(RbacAuthorizationV1Api);
+    this.#networking = options.kubeConfig.makeApiClient(NetworkingV1Api);
+    this.#discovery = options.kubeConfig.makeApiClient(DiscoveryV1Api);
+    this.#egress = options.egress ?? { mode: 'off' };
     this.#log = options.logger;
     this.#metrics = options.metrics;
     this.#resyncMs = options.resyncMs ?? 10 * 60_000;
@@ -230,11 +255,24 @@ export class RbacReconciler {
       const roles = this.#namespace
         ? await this.#rbac.listNamespacedRole({ namespace: this.#namespace, labelSelector })
         : await this.#rbac.listRoleForAllNamespaces({ labelSelector });
-      for (const role of roles.items) {
-        const ns = role.metadata?.namespace;
-        const election = role.metadata?.labels?.[`${DOMAIN}/election`];
+      const policies =
+        this.#egress.mode === 'off'
+          ? []
+          : this.#namespace
+            ? (
+                await this.#networking.listNamespacedNetworkPolicy({
+                  namespace: this.#namespace,
+                  labelSelector,
+                })
+              ).items
+            : (await this.#networking.listNetworkPolicyForAllNamespaces({ labelSelector })).items;
+      for (const owned of [...roles.items, ...policies]) {
+        const ns = owned.metadata?.namespace;
+        const election = owned.metadata?.labels?.[`${DOMAIN}/election`];
         if (ns && election) this.enqueue(grantKey(ns, election));
       }
+      // The API server's endpoints may have moved: read them again at the next reconcile.
+      this.#target = undefined;
     } catch (err) {
       this.#log.warn({ err }, 'cannot list our Roles; stale grants are removed at the next resync');
     }
@@ -276,6 +314,9 @@ export class RbacReconciler {
       for (const del of [
         () => this.#rbac.deleteNamespacedRoleBinding({ name, namespace }),
         () => this.#rbac.deleteNamespacedRole({ name, namespace }),
+        ...(this.#egress.mode === 'off'
+          ? []
+          : [() => this.#networking.deleteNamespacedNetworkPolicy({ name, namespace })]),
       ]) {
         try {
           await del();
@@ -302,7 +343,61 @@ export class RbacReconciler {
       },
       apply,
     );
+    if (this.#egress.mode !== 'off') await this.#reconcileEgress(namespace, election, apply);
     this.#log.debug({ namespace, election, serviceAccounts: grant.serviceAccounts }, 'elector rbac applied');
     return 'applied';
+  }
+
+  /** The election's egress NetworkPolicy: applied when its mode asks for one, else removed. */
+  async #reconcileEgress(
+    namespace: string,
+    election: string,
+    apply: ReturnType<typeof setHeaderOptions>,
+  ): Promise<void> {
+    const name = electorRoleName(election);
+    const pods = this.#informer
+      .list(namespace)
+      .filter((p) => p.metadata?.labels?.[LABEL_ELECTION] === election && active(p));
+    const policies =
+      this.#egress.mode === 'if-isolated'
+        ? (await this.#networking.listNamespacedNetworkPolicy({ namespace })).items
+        : [];
+    if (!needsEgressPolicy(this.#egress.mode, pods, policies)) {
+      try {
+        await this.#networking.deleteNamespacedNetworkPolicy({ name, namespace });
+        this.#log.info({ namespace, election }, 'elector egress policy removed: no policy isolates its pods');
+      } catch (err) {
+        if (status(err) !== 404) throw err;
+      }
+      return;
+    }
+    const target = await this.#apiServerTarget();
+    await this.#networking.patchNamespacedNetworkPolicy(
+      {
+        name,
+        namespace,
+        body: electorEgressPolicy(namespace, election, target),
+        fieldManager: FIELD_MANAGER,
+        force: true,
+      },
+      apply,
+    );
+  }
+
+  /** The API server as pods reach it: the flags, completed from the `kubernetes` EndpointSlice. */
+  async #apiServerTarget(): Promise<ApiServerTarget> {
+    const { addresses, port } = this.#egress;
+    if (addresses?.length && port !== undefined) return { cidrs: addresses, port };
+    const now = Date.now();
+    if (this.#target && now - this.#target.at < TARGET_TTL_MS) return this.#target.value;
+    const slice = await this.#discovery.readNamespacedEndpointSlice({
+      name: 'kubernetes',
+      namespace: 'default',
+    });
+    const found = targetFromEndpointSlice(slice);
+    if (!found) throw new Error('the kubernetes EndpointSlice in default has no ready address or no port');
+    const value = { cidrs: addresses?.length ? addresses : found.cidrs, port: port ?? found.port };
+    this.#target = { value, at: now };
+    return value;
   }
 }

@@ -16,6 +16,10 @@ import { createInterface } from 'node:readline';
 export const KUBE_VERSION = process.env['KUBE_VERSION'] ?? 'v1.36.3';
 export const ETCD_VERSION = process.env['ETCD_VERSION'] ?? 'v3.6.16';
 export const KUSTOMIZE_VERSION = process.env['KUSTOMIZE_VERSION'] ?? 'v5.8.1';
+/** helm and promtool: `scripts/build-platform-tools.sh` defaults to these too. */
+export const HELM_VERSION = process.env['HELM_VERSION'] ?? 'v4.3.2';
+export const PROMETHEUS_VERSION = process.env['PROMETHEUS_VERSION'] ?? 'v3.16.0';
+export const PROMETHEUS_OPERATOR_VERSION = process.env['PROMETHEUS_OPERATOR_VERSION'] ?? 'v0.85.0';
 
 export interface Binaries {
   etcd: string;
@@ -67,13 +71,69 @@ export async function resolveKustomize(log?: BuildLog): Promise<string> {
 }
 
 /**
- * Runs `scripts/build-control-plane.sh`, passing each line it prints on stderr (its progress)
- * to `log` as it comes, so a cold build of many minutes is never silent; without `log`, to
- * our own stderr. A failure carries the script's last 30 lines.
+ * helm (renders and installs charts/lifelease) and promtool (checks the shipped alert rules):
+ * `$HELM` / `$PROMTOOL` when set, else the ones `scripts/build-platform-tools.sh` caches
+ * (built on first use: minutes on a cold cache, with progress on `log`).
  */
-async function runBuildScript(log: BuildLog = (line) => process.stderr.write(`${line}\n`)): Promise<void> {
-  const child = spawn('bash', [path.join(REPO_ROOT, 'scripts/build-control-plane.sh')], {
-    env: { ...process.env, KUBE_VERSION, ETCD_VERSION, KUSTOMIZE_VERSION },
+export async function resolvePlatformTool(tool: 'helm' | 'promtool', log?: BuildLog): Promise<string> {
+  const variable = tool === 'helm' ? 'HELM' : 'PROMTOOL';
+  const fromEnv = process.env[variable];
+  if (fromEnv) {
+    if (await executable(fromEnv)) return fromEnv;
+    throw new Error(`${variable}=${fromEnv} is not an executable file`);
+  }
+  const dir = tool === 'helm' ? `helm-${HELM_VERSION}` : `promtool-${PROMETHEUS_VERSION}`;
+  const file = path.join(cacheRoot(), dir, 'bin', tool);
+  if (!(await executable(file))) {
+    await runBuildScript(log, 'scripts/build-platform-tools.sh', {
+      HELM_VERSION,
+      PROMETHEUS_VERSION,
+      PROMETHEUS_OPERATOR_VERSION,
+    });
+  }
+  if (!(await executable(file))) throw new Error(`the build script left no ${file}`);
+  return file;
+}
+
+/**
+ * A folder with prometheus-operator's PodMonitor, ServiceMonitor and PrometheusRule CRDs
+ * (`monitoring.coreos.com_<plural>.yaml`), which `scripts/build-platform-tools.sh` takes from
+ * the operator's Go module.
+ */
+export async function resolvePrometheusOperatorCrds(log?: BuildLog): Promise<string> {
+  const dir = path.join(cacheRoot(), `prometheus-operator-crds-${PROMETHEUS_OPERATOR_VERSION}`);
+  const file = path.join(dir, 'monitoring.coreos.com_prometheusrules.yaml');
+  const present = async () => {
+    try {
+      await access(file, constants.R_OK);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  if (!(await present())) {
+    await runBuildScript(log, 'scripts/build-platform-tools.sh', {
+      HELM_VERSION,
+      PROMETHEUS_VERSION,
+      PROMETHEUS_OPERATOR_VERSION,
+    });
+  }
+  if (!(await present())) throw new Error(`the build script left no ${file}`);
+  return dir;
+}
+
+/**
+ * Runs a build script (`scripts/build-control-plane.sh` unless told), passing each line it
+ * prints on stderr (its progress) to `log` as it comes, so a cold build of many minutes is
+ * never silent; without `log`, to our own stderr. A failure carries the script's last 30 lines.
+ */
+async function runBuildScript(
+  log: BuildLog = (line) => process.stderr.write(`${line}\n`),
+  script = 'scripts/build-control-plane.sh',
+  versions: Record<string, string> = { KUBE_VERSION, ETCD_VERSION, KUSTOMIZE_VERSION },
+): Promise<void> {
+  const child = spawn('bash', [path.join(REPO_ROOT, script)], {
+    env: { ...process.env, ...versions },
     stdio: ['ignore', 'ignore', 'pipe'],
   });
   const tail: string[] = [];
@@ -87,7 +147,7 @@ async function runBuildScript(log: BuildLog = (line) => process.stderr.write(`${
     child.on('error', reject);
     child.on('close', (c, signal) => resolve(c ?? (signal ? 128 : 1)));
   });
-  if (code !== 0) throw new Error(`building the control-plane binaries failed:\n${tail.join('\n')}`);
+  if (code !== 0) throw new Error(`${script} failed:\n${tail.join('\n')}`);
 }
 
 function inDir(dir: string): Binaries {

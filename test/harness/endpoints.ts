@@ -40,6 +40,17 @@ export async function publishEndpoints(
         'kubernetes.io/service-name': service,
         'endpointslice.kubernetes.io/managed-by': 'lifelease-test-harness',
       },
+      // Owned by the Service, as the endpointslice controller's are: gone with it.
+      ownerReferences: [
+        {
+          apiVersion: 'v1',
+          kind: 'Service',
+          name: service,
+          uid: svc.metadata!.uid!,
+          controller: true,
+          blockOwnerDeletion: true,
+        },
+      ],
     },
     addressType: 'IPv4',
     ports: (svc.spec?.ports ?? []).map((p) => ({

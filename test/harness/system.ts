@@ -19,6 +19,8 @@ import type { ClusterClient } from './client.ts';
 import { publishEndpoints } from './endpoints.ts';
 import { Kubelet, type KubeletEvent } from './kubelet.ts';
 import { applyManifests, renderManifests } from './manifests.ts';
+import type { PodSandbox } from './pod-sandbox.ts';
+import { eventually } from './wait.ts';
 
 export const WEBHOOK_NAMESPACE = 'lifelease-system';
 export const WEBHOOK_SERVICE = 'lifelease-webhook';
@@ -56,14 +58,25 @@ export async function installWebhook(
     timeoutMs?: number;
     /** Runs after the objects are applied and before the webhook pods start (e.g. to stand in for cert-manager). */
     afterApply?: (objects: KubernetesObject[]) => Promise<void>;
+    /**
+     * Installs the product another way than applying `kustomize build manifests/<overlay>`
+     * (e.g. `helm install`); returns the objects it installed.
+     */
+    install?: () => Promise<KubernetesObject[]>;
   } = {},
 ): Promise<InstalledWebhook> {
   const log = options.log ?? (() => {});
-  // Rendering may build kustomize first (minutes, cold): the deadline starts after it.
-  const objects = await renderManifests(options.overlay ?? '.');
+  // Rendering or installing may build kustomize or helm first (minutes, cold): the deadline
+  // starts after it.
+  let objects: KubernetesObject[];
+  if (options.install) {
+    objects = await options.install();
+  } else {
+    objects = await renderManifests(options.overlay ?? '.');
+    log(`applying ${objects.length} objects from manifests/${options.overlay ?? ''}`);
+    await applyManifests(cluster.kubeConfig, objects);
+  }
   const deadline = Date.now() + (options.timeoutMs ?? 60_000);
-  log(`applying ${objects.length} objects from manifests/${options.overlay ?? ''}`);
-  await applyManifests(cluster.kubeConfig, objects);
   await options.afterApply?.(objects);
 
   const core = cluster.kubeConfig.makeApiClient(CoreV1Api);
@@ -120,6 +133,66 @@ export async function installWebhook(
     return { objects, kubelet, pods, stop: () => kubelet.stop() };
   } catch (err) {
     await kubelet.stop();
+    throw err;
+  }
+}
+
+export interface ElectingApp {
+  /** Runs the pods' elector containers. */
+  electors: Kubelet;
+  /** Every pod's answer to `GET /` once they agreed. */
+  answers: { sandbox: PodSandbox; answer: Record<string, unknown> }[];
+  leader: { sandbox: PodSandbox; answer: Record<string, unknown> };
+}
+
+/**
+ * Creates a Deployment of `replicas` opted-in pods (annotation `leaderElection: "true"`) in
+ * `namespace` through the installed webhook, runs their electors, and waits until every pod
+ * names the same leader and exactly one says it leads.
+ */
+export async function runElectingApp(
+  cluster: ClusterClient,
+  options: { namespace: string; name: string; replicas: number; timeoutMs?: number },
+): Promise<ElectingApp> {
+  const { namespace, name, replicas } = options;
+  const electors = new Kubelet({ cluster, namespace, container: 'elector' });
+  electors.start();
+  try {
+    await cluster.kubeConfig.makeApiClient(AppsV1Api).createNamespacedDeployment({
+      namespace,
+      body: {
+        metadata: { name },
+        spec: {
+          replicas,
+          selector: { matchLabels: { app: name } },
+          template: {
+            metadata: { labels: { app: name }, annotations: { leaderElection: 'true' } },
+            spec: { containers: [{ name: 'app', image: `example.invalid/${name}` }] },
+          },
+        },
+      },
+    });
+    const answers = await eventually(
+      'one agreed leader',
+      async () => {
+        const boxes = [...electors.sandboxes.values()];
+        if (boxes.length < replicas) return undefined;
+        const got = await Promise.all(
+          boxes.map(async (sandbox) => ({
+            sandbox,
+            answer: JSON.parse((await sandbox.get(4040, '/')).body) as Record<string, unknown>,
+          })),
+        );
+        const names = new Set(got.map((g) => g.answer['name']));
+        return names.size === 1 && got.filter((g) => g.answer['is_leader'] === true).length === 1
+          ? got
+          : undefined;
+      },
+      options.timeoutMs ?? 60_000,
+    );
+    return { electors, answers, leader: answers.find((g) => g.answer['is_leader'] === true)! };
+  } catch (err) {
+    await electors.stop();
     throw err;
   }
 }

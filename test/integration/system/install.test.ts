@@ -9,7 +9,6 @@
  */
 import {
   AdmissionregistrationV1Api,
-  AppsV1Api,
   CoordinationV1Api,
   CoreV1Api,
   CustomObjectsApi,
@@ -23,9 +22,14 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { createCertificateAuthority } from '../../../common/pki.ts';
 import { startCluster, type Cluster } from '../../harness/cluster.ts';
-import { ensureBuilt, Kubelet, REPO_ROOT } from '../../harness/kubelet.ts';
+import { ensureBuilt, REPO_ROOT, type Kubelet } from '../../harness/kubelet.ts';
 import { applyManifests, pick, renderManifests } from '../../harness/manifests.ts';
-import { installWebhook, WEBHOOK_NAMESPACE, type InstalledWebhook } from '../../harness/system.ts';
+import {
+  installWebhook,
+  runElectingApp,
+  WEBHOOK_NAMESPACE,
+  type InstalledWebhook,
+} from '../../harness/system.ts';
 import { eventually } from '../../harness/wait.ts';
 
 before(() => {
@@ -90,63 +94,29 @@ describe('install from manifests/ (self-managed TLS, the default)', () => {
     await eventually('the default ServiceAccount', () =>
       core.readNamespacedServiceAccount({ name: 'default', namespace: ns }),
     );
-    electors = new Kubelet({ cluster, namespace: ns, container: 'elector' });
-    electors.start();
-    await cluster.kubeConfig.makeApiClient(AppsV1Api).createNamespacedDeployment({
-      namespace: ns,
-      body: {
-        metadata: { name: 'reports' },
-        spec: {
-          replicas: 3,
-          selector: { matchLabels: { app: 'reports' } },
-          template: {
-            metadata: { labels: { app: 'reports' }, annotations: { leaderElection: 'true' } },
-            spec: { containers: [{ name: 'app', image: 'example.invalid/reports' }] },
-          },
-        },
-      },
-    });
-    const pods = await eventually('3 injected pods', async () => {
-      const list = (await core.listNamespacedPod({ namespace: ns })).items;
-      return list.length === 3 ? list : undefined;
-    });
+    // The electors (pod-bound tokens, exactly the Role the webhook grants) agree on one leader.
+    const app = await runElectingApp(cluster, { namespace: ns, name: 'reports', replicas: 3 });
+    electors = app.electors;
+    const pods = (await core.listNamespacedPod({ namespace: ns })).items;
+    assert.equal(pods.length, 3);
     for (const pod of pods) {
       assert.ok(pod.spec?.initContainers?.some((c) => c.name === 'elector' && c.restartPolicy === 'Always'));
     }
     // The RBAC reconciler granted the election's Role to the pods' ServiceAccount.
     const rbac = cluster.kubeConfig.makeApiClient(RbacAuthorizationV1Api);
-    const binding = await eventually('the RoleBinding', () =>
-      rbac.readNamespacedRoleBinding({ name: 'lifelease-elector-reports', namespace: ns }),
-    );
+    const binding = await rbac.readNamespacedRoleBinding({
+      name: 'lifelease-elector-reports',
+      namespace: ns,
+    });
     assert.deepEqual(
       binding.subjects?.map((s) => s.name),
       ['default'],
     );
-    // The electors (pod-bound tokens, exactly that Role) agree on one leader.
-    const answers = await eventually(
-      'one agreed leader',
-      async () => {
-        const boxes = [...electors!.sandboxes.values()];
-        if (boxes.length < 3) return undefined;
-        const got = await Promise.all(
-          boxes.map(async (b) => ({
-            b,
-            a: JSON.parse((await b.get(4040, '/')).body) as Record<string, unknown>,
-          })),
-        );
-        const names = new Set(got.map((g) => g.a['name']));
-        return names.size === 1 && got.filter((g) => g.a['is_leader'] === true).length === 1
-          ? got
-          : undefined;
-      },
-      60_000,
-    );
-    const leader = answers.find((g) => g.a['is_leader'] === true)!;
-    assert.equal(leader.a['name'], leader.b.hostname);
+    assert.equal(app.leader.answer['name'], app.leader.sandbox.hostname);
     const lease = await cluster.kubeConfig
       .makeApiClient(CoordinationV1Api)
       .readNamespacedLease({ name: 'reports', namespace: ns });
-    assert.equal(lease.metadata?.ownerReferences?.[0]?.uid, leader.b.pod.metadata?.uid);
+    assert.equal(lease.metadata?.ownerReferences?.[0]?.uid, app.leader.sandbox.pod.metadata?.uid);
   });
 });
 

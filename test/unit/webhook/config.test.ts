@@ -50,6 +50,9 @@ describe('webhook config', () => {
       electorResources: { cpuRequest: '10m', memoryRequest: '96Mi', cpuLimit: '250m', memoryLimit: '128Mi' },
       reconcileRbac: true,
       rbacNamespace: undefined,
+      electorEgressPolicy: 'off',
+      egressApiServerAddresses: [],
+      egressApiServerPort: undefined,
       kubeconfig: undefined,
       maxRequestBytes: 7 * 1024 * 1024,
       shutdownDelayMs: 5000,
@@ -120,6 +123,32 @@ describe('webhook config', () => {
     assert.equal(c.reconcileRbac, false);
     assert.equal(c.maxRequestBytes, 2 * 1024 * 1024);
     assert.deepEqual(c.electorCommand, ['node', '/app/dist/elector.js']);
+  });
+
+  test('egress policy: mode, API server addresses (IPs become /32 or /128) and port', () => {
+    const c = ok([
+      ...BASE_ARGS,
+      '--elector-egress-policy=if-isolated',
+      '--egress-api-server-addresses=10.0.0.1, 192.168.0.0/24,fd00::1',
+      '--egress-api-server-port=6443',
+    ]);
+    assert.equal(c.electorEgressPolicy, 'if-isolated');
+    assert.deepEqual(c.egressApiServerAddresses, ['10.0.0.1/32', '192.168.0.0/24', 'fd00::1/128']);
+    assert.equal(c.egressApiServerPort, 6443);
+    const p = problems([
+      ...BASE_ARGS,
+      '--elector-egress-policy=yes',
+      '--egress-api-server-addresses=10.0.0.1/33,api.example,10.0.0.2/8/1',
+      '--egress-api-server-port=0',
+    ]).join('\n');
+    assert.match(
+      p,
+      /--elector-egress-policy \(WEBHOOK_ELECTOR_EGRESS_POLICY\): "yes" is not one of off, if-isolated, always/,
+    );
+    assert.match(p, /"10\.0\.0\.1\/33" is not an IP address or CIDR/);
+    assert.match(p, /"api\.example" is not an IP address or CIDR/);
+    assert.match(p, /"10\.0\.0\.2\/8\/1" is not an IP address or CIDR/);
+    assert.match(p, /--egress-api-server-port \(WEBHOOK_EGRESS_API_SERVER_PORT\): "0" is not a port/);
   });
 
   test('a boolean flag alone means true; "-" leaves the command unset', () => {
