@@ -22,6 +22,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { electorRole, electorRoleBinding } from '../../common/rbac.ts';
 import type { ClusterClient } from './client.ts';
 import { ManagedProcess, startBudget } from './process.ts';
+import { stretched } from './wait.ts';
 import { reportPodStopped } from './pod-status.ts';
 
 const REPO_ROOT = path.resolve(import.meta.dirname, '../..');
@@ -250,13 +251,17 @@ export class ElectorProcess {
     return undefined;
   }
 
-  /** Polls `GET /` until `predicate` holds; throws with the last answer and the log tail on timeout. */
+  /**
+   * Polls `GET /` until `predicate` holds (the bound stretched by the machine's load, see
+   * `stretched`); throws with the last answer and the log tail on timeout.
+   */
   async waitFor(
     predicate: (r: ElectorResult, status: number) => boolean,
     timeoutMs = 30_000,
     what = 'condition',
   ): Promise<ElectorResult> {
-    const deadline = Date.now() + timeoutMs;
+    const bound = stretched(timeoutMs);
+    const deadline = Date.now() + bound;
     let last = '';
     while (Date.now() < deadline) {
       if (!this.running)
@@ -271,7 +276,7 @@ export class ElectorProcess {
       await sleep(50);
     }
     throw new Error(
-      `elector ${this.pod.name}: timed out waiting for ${what}; last answer ${last}\n${this.process.tail(20)}`,
+      `elector ${this.pod.name}: timed out after ${bound} ms (${timeoutMs} ms on a quiet machine) waiting for ${what}; last answer ${last}\n${this.process.tail(20)}`,
     );
   }
 
