@@ -17,6 +17,8 @@ import { TestElection, allAgree, eventually, ownerUid } from './helpers.ts';
 
 let cluster: Cluster;
 let current: TestElection[] = [];
+/** Recorders still polling: a test that fails before stopping its own must not keep the file alive. */
+const recorders = new Set<{ stop(): Promise<void> }>();
 before(async () => {
   cluster = await startCluster();
 });
@@ -24,6 +26,7 @@ after(async () => {
   await cluster?.stop();
 });
 afterEach(async () => {
+  await Promise.all([...recorders].map((r) => r.stop()));
   await Promise.all(current.map((e) => e.close()));
   current = [];
   await cluster.startApiServer();
@@ -54,13 +57,16 @@ function record(electors: ElectorProcess[]) {
       await sleep(100);
     }
   })();
-  return {
+  const recorder = {
     timeline,
     async stop() {
       running = false;
+      recorders.delete(recorder);
       await loop;
     },
   };
+  recorders.add(recorder);
+  return recorder;
 }
 
 describe('API server outage', () => {

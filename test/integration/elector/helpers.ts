@@ -207,7 +207,9 @@ export function recordClaims(electors: ElectorProcess[], everyMs = 25) {
   const samples: Sample[] = [];
   let running = true;
   const loop = (async () => {
-    while (running) {
+    // Ends by itself once no elector runs, so a test that fails before `stop()` does not keep
+    // its file alive for ever (the afterEach hooks stop the electors).
+    while (running && electors.some((e) => e.running)) {
       await Promise.all(
         electors.map(async (e) => {
           if (!e.running) return;
