@@ -706,23 +706,33 @@ class ScheduleRun {
         const t = await this.leader();
         if (!t) return void r.notes.push('no leader to finish');
         await this.k.finish(t);
-        const set = await retryApi('set pod phase', async () => {
-          try {
-            const pod = await this.core.readNamespacedPodStatus({ name: t.name, namespace: this.namespace });
-            if (pod.metadata?.uid !== t.uid) return false;
-            pod.status = { ...(pod.status ?? {}), phase: fault.phase };
-            await this.core.replaceNamespacedPodStatus({
-              name: t.name,
-              namespace: this.namespace,
-              body: pod,
-            });
-            return true;
-          } catch (err) {
-            // Deleted meanwhile (a storm deleting the same pod): nothing left to finish.
-            if (apiCode(err) === 404) return false;
-            throw err;
-          }
-        });
+        // Read, then replace the status; a 409 means another writer (the kubelet stand-in
+        // reporting the pod stopped, in a storm that also deletes it) came in between: read
+        // again (a bounded number of times).
+        let set: boolean | undefined;
+        for (let attempt = 0; set === undefined && attempt < 20; attempt++)
+          set = await retryApi('set pod phase', async () => {
+            try {
+              const pod = await this.core.readNamespacedPodStatus({
+                name: t.name,
+                namespace: this.namespace,
+              });
+              if (pod.metadata?.uid !== t.uid) return false;
+              pod.status = { ...(pod.status ?? {}), phase: fault.phase };
+              await this.core.replaceNamespacedPodStatus({
+                name: t.name,
+                namespace: this.namespace,
+                body: pod,
+              });
+              return true;
+            } catch (err) {
+              // Deleted meanwhile (a storm deleting the same pod): nothing left to finish.
+              if (apiCode(err) === 404) return false;
+              if (apiCode(err) === 409) return undefined;
+              throw err;
+            }
+          });
+        if (set === undefined) throw new Error(`set pod phase: 20 conflicts in a row on ${t.key}`);
         r.notes.push(
           set ? `${t.key} ${fault.phase}` : `${t.key} was gone before it could be marked ${fault.phase}`,
         );
