@@ -11,6 +11,23 @@ export async function reportPodStopped(
   pod: { name: string; namespace: string; uid: string },
   exitCode = 0,
 ): Promise<void> {
+  // Read, change, replace; another writer of the status in between (a test marking the pod
+  // finished) makes it a 409: read again, a bounded number of times.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await replaceStatus(core, pod, exitCode);
+      return;
+    } catch (err) {
+      if ((err as { code?: unknown }).code !== 409 || attempt >= 20) throw err;
+    }
+  }
+}
+
+async function replaceStatus(
+  core: CoreV1Api,
+  pod: { name: string; namespace: string; uid: string },
+  exitCode: number,
+): Promise<void> {
   const current = await core.readNamespacedPodStatus({ name: pod.name, namespace: pod.namespace });
   if (current.metadata?.uid !== pod.uid) return;
   const finishedAt = new Date();
