@@ -16,6 +16,7 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { startCluster } from '../test/harness/cluster.ts';
 import { assertCanRunNode, nodeClusterOptions, startNode, sweepStaleNode } from '../test/harness/node.ts';
+import { ensureHostPackages } from './lib/host-packages.ts';
 import { resolveNodeBinaries } from '../test/harness/node-binaries.ts';
 import { ensureImages } from '../test/harness/image.ts';
 
@@ -70,6 +71,7 @@ async function up(): Promise<void> {
   // A real node needs root: say so before anything is built.
   if (withNode) {
     try {
+      if (process.getuid?.() === 0) ensureHostPackages((m) => console.error(m));
       assertCanRunNode();
     } catch (err) {
       console.error(

@@ -28,6 +28,7 @@ import { startCluster, type Cluster } from '../test/harness/cluster.ts';
 import { ensureImages } from '../test/harness/image.ts';
 import { resolveNodeBinaries } from '../test/harness/node-binaries.ts';
 import { assertCanRunNode, nodeClusterOptions, startNode, type RealNode } from '../test/harness/node.ts';
+import { ensureHostPackages } from './lib/host-packages.ts';
 
 const REPO_ROOT = path.resolve(import.meta.dirname, '..');
 const NS = 'demo';
@@ -150,6 +151,7 @@ async function firstAnswer(core: CoreV1Api, pod: string): Promise<AppLine> {
 async function main(): Promise<void> {
   console.log(bold('lifelease demo: lease-for-life leader election, on a real local node'));
   try {
+    ensureHostPackages((m) => say(dim(m)));
     assertCanRunNode();
   } catch (err) {
     console.error((err as Error).message);

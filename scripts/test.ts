@@ -14,6 +14,7 @@ import path from 'node:path';
 import { startCluster, type Cluster } from '../test/harness/cluster.ts';
 import { CLUSTER_DIR_ENV } from '../test/harness/shared.ts';
 import { sweepMemoryCgroups } from '../test/harness/memcg.ts';
+import { ensureHostPackages } from './lib/host-packages.ts';
 
 const root = path.resolve(import.meta.dirname, '..');
 process.chdir(root);
@@ -40,6 +41,9 @@ if (files.length === 0) {
 
 // The kubelet stand-in runs dist/cli.js: build it once, before any test file runs.
 execFileSync(process.execPath, ['scripts/build.ts'], { cwd: root, stdio: ['ignore', 'ignore', 'inherit'] });
+
+// As root, the real-node and image tests run (not as root they skip): install what they need.
+if (process.getuid?.() === 0) ensureHostPackages((m) => console.error(`# ${m}`));
 
 let cluster: Cluster | undefined;
 const env = { ...process.env };
