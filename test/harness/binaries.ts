@@ -29,7 +29,8 @@ export interface Binaries {
 
 const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
-async function executable(file: string): Promise<boolean> {
+/** Whether `file` exists and may be executed. */
+export async function executable(file: string): Promise<boolean> {
   try {
     await access(file, constants.X_OK);
     return true;

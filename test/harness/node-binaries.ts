@@ -8,9 +8,9 @@
  *    gcc (built on first use, each folder keyed by its component's version).
  */
 import { spawn } from 'node:child_process';
-import { access, constants, readFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { KUBE_VERSION } from './binaries.ts';
+import { executable, KUBE_VERSION } from './binaries.ts';
 
 export const CONTAINERD_VERSION = process.env['CONTAINERD_VERSION'] ?? 'v2.4.2';
 export const RUNC_VERSION = process.env['RUNC_VERSION'] ?? 'v1.5.3';
@@ -33,15 +33,6 @@ export interface NodeBinaries {
 }
 
 const REPO_ROOT = path.resolve(import.meta.dirname, '../..');
-
-async function executable(file: string): Promise<boolean> {
-  try {
-    await access(file, constants.X_OK);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 function fromEnvAndFolders(folders: Map<string, string>): NodeBinaries {
   const env = process.env;
