@@ -16,6 +16,7 @@
  * test can cut the pod off from the API server (`cutApiServer`) to simulate a partition.
  * Needs Linux namespaces: root, or unprivileged user namespaces (`--map-root-user`).
  */
+import { stretched } from './wait.ts';
 import { CoreV1Api, type V1Container, type V1EnvVar, type V1Pod } from '@kubernetes/client-node';
 import { execFileSync } from 'node:child_process';
 import { randomBytes, randomInt } from 'node:crypto';
@@ -381,7 +382,7 @@ export class PodSandbox {
       sandbox.podIP = network.podIP;
       try {
         // pod-init waits for this file before it starts the container.
-        const deadline = Date.now() + 10_000;
+        const deadline = Date.now() + stretched(10_000);
         while (!existsSync(config.namespaceReadyFile!)) {
           if (!proc.running || Date.now() > deadline)
             throw new Error(`pod sandbox did not start:\n${proc.tail()}`);
@@ -395,7 +396,8 @@ export class PodSandbox {
       }
     }
 
-    const deadline = Date.now() + 20_000;
+    // Waits on the sandbox's own start (two Node.js processes), stretched by the machine's load.
+    const deadline = Date.now() + stretched(20_000);
     while (!existsSync(config.readyFile)) {
       if (!proc.running || Date.now() > deadline) {
         await sandbox.stop();
