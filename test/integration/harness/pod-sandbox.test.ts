@@ -12,6 +12,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { createMemoryCgroup } from '../../harness/memcg.ts';
 import { expand, PodSandbox, podHostname } from '../../harness/pod-sandbox.ts';
 import { sharedCluster, type TestCluster } from '../../harness/shared.ts';
+import { eventually } from '../../harness/wait.ts';
 
 const APP = path.resolve(import.meta.dirname, '../../fixtures/pod-app.ts');
 const entrypoint = (image: string) => {
@@ -74,16 +75,7 @@ describe('pod sandbox (kubelet stand-in)', () => {
     );
     try {
       for (const [i, box] of boxes.entries()) {
-        let res;
-        for (let tries = 0; ; tries++) {
-          try {
-            res = await box.get(4040, '/info');
-            break;
-          } catch (err) {
-            if (tries > 100) throw err;
-            await sleep(50);
-          }
-        }
+        const res = await eventually('the app to answer', () => box.get(4040, '/info'));
         const info = JSON.parse(res.body) as { hostname: string; env: Record<string, string> };
         const pod = pods[i]!;
         assert.equal(info.hostname, pod.metadata!.name);
@@ -109,16 +101,9 @@ describe('pod sandbox (kubelet stand-in)', () => {
     const box = await PodSandbox.start({ cluster, pod, container: 'app', entrypoint, podNetwork: true });
     try {
       assert.match(box.podIP, /^10\.250\.\d+\.\d+$/);
-      let body = '';
-      for (let tries = 0; ; tries++) {
-        try {
-          body = await (await fetch(`http://${box.podIP}:4040/info`)).text();
-          break;
-        } catch (err) {
-          if (tries > 100) throw err;
-          await sleep(50);
-        }
-      }
+      const body = await eventually('the app to answer', async () =>
+        (await fetch(`http://${box.podIP}:4040/info`)).text(),
+      );
       const info = JSON.parse(body) as { hostname: string; env: Record<string, string> };
       assert.equal(info.hostname, 'app-net');
       assert.equal(info.env['POD_IP'], box.podIP);
@@ -144,16 +129,9 @@ describe('pod sandbox (kubelet stand-in)', () => {
     ];
     const box = await PodSandbox.start({ cluster, pod, container: 'app', entrypoint });
     try {
-      let res;
-      for (let tries = 0; ; tries++) {
-        try {
-          res = await box.get(4040, '/file?path=/var/run/secrets/app/conf/tls.crt');
-          break;
-        } catch (err) {
-          if (tries > 100) throw err;
-          await sleep(50);
-        }
-      }
+      const res = await eventually('the app to answer', () =>
+        box.get(4040, '/file?path=/var/run/secrets/app/conf/tls.crt'),
+      );
       assert.deepEqual(JSON.parse(res.body), { content: 'CERT' });
       assert.equal((await box.get(4040, '/file?path=/var/run/secrets/app/conf/other')).status, 404);
       assert.ok(!existsSync('/var/run/secrets/app/conf/tls.crt'), 'the host does not see it');
@@ -193,16 +171,7 @@ describe('pod sandbox (kubelet stand-in)', () => {
     );
     const box = await PodSandbox.start({ cluster, pod, container: 'app', entrypoint });
     try {
-      let who;
-      for (let tries = 0; ; tries++) {
-        try {
-          who = await box.get(4040, '/whoami');
-          break;
-        } catch (err) {
-          if (tries > 100) throw err;
-          await sleep(50);
-        }
-      }
+      const who = await eventually('the app to answer', () => box.get(4040, '/whoami'));
       assert.equal(who.status, 200, who.body);
       assert.deepEqual(JSON.parse(who.body), {
         user: `system:serviceaccount:${ns}:default`,
@@ -232,12 +201,5 @@ describe('pod sandbox (kubelet stand-in)', () => {
 
 /** GET on the pod's loopback, retried while the app starts. */
 async function eventuallyGet(box: PodSandbox, url: string): Promise<{ status: number; body: string }> {
-  for (let tries = 0; ; tries++) {
-    try {
-      return await box.get(4040, url);
-    } catch (err) {
-      if (tries > 100) throw err;
-      await sleep(50);
-    }
-  }
+  return eventually(`GET ${url} to answer`, () => box.get(4040, url));
 }
