@@ -479,8 +479,46 @@ function readRuncPath(): string | undefined {
 
 // --- lock -------------------------------------------------------------------------------------
 
-/** Takes the host's node lock, sweeping after an owner that died without cleaning up. */
-function acquireLock(log: (message: string) => void): void {
+/**
+ * `LIFELEASE_NODE_WAIT=<seconds>`: when another live process holds the node, wait up to that
+ * long for it to stop instead of refusing at once (for shared machines where several test runs
+ * take turns with the one node a host can have). Unset or 0: refuse at once.
+ */
+export const NODE_WAIT_ENV = 'LIFELEASE_NODE_WAIT';
+
+function nodeWaitSeconds(env: NodeJS.ProcessEnv = process.env): number {
+  const raw = env[NODE_WAIT_ENV];
+  if (raw === undefined || raw === '') return 0;
+  const seconds = Number(raw);
+  if (!Number.isFinite(seconds) || seconds < 0) {
+    throw new Error(`${NODE_WAIT_ENV}=${raw}: expected a number of seconds (0 or more)`);
+  }
+  return seconds;
+}
+
+/**
+ * Takes the host's node lock, sweeping after an owner that died without cleaning up; with
+ * `LIFELEASE_NODE_WAIT`, waits (bounded) for a live owner to finish.
+ */
+async function acquireLock(log: (message: string) => void): Promise<void> {
+  const waitUntil = Date.now() + nodeWaitSeconds() * 1000;
+  let told = false;
+  for (;;) {
+    try {
+      tryAcquireLock(log);
+      return;
+    } catch (err) {
+      if (!(err instanceof NodeBusyError) || Date.now() >= waitUntil) throw err;
+      if (!told) log(`${err.message.split('.')[0]}; waiting for it (${NODE_WAIT_ENV})`);
+      told = true;
+      await sleep(500);
+    }
+  }
+}
+
+class NodeBusyError extends Error {}
+
+function tryAcquireLock(log: (message: string) => void): void {
   for (let attempt = 0; attempt < 2; attempt++) {
     try {
       const fd = openSync(LOCK_FILE, 'wx');
@@ -492,7 +530,7 @@ function acquireLock(log: (message: string) => void): void {
     }
     const owner = Number(readFileSync(LOCK_FILE, 'utf8').trim());
     if (Number.isInteger(owner) && owner > 0 && alive(owner)) {
-      throw new Error(
+      throw new NodeBusyError(
         `a real node is already running on this host (process ${owner}${owner === process.pid ? ', this one' : ''}, state in ${NODE_ROOT}; lock ${LOCK_FILE}). ` +
           'One node per host: it changes global kernel settings and iptables. Stop it first ' +
           '(`npm run cluster:down`, or end that process), then try again.',
@@ -729,10 +767,11 @@ export async function startNode(cluster: Cluster, options: StartNodeOptions = {}
   const log = options.log ?? (() => {});
   assertCanRunNode();
   const binaries = options.binaries ?? (await resolveNodeBinaries({ log }));
-  const deadline = Date.now() + (options.timeoutMs ?? 120_000);
   PAUSE_TAG.value = await pauseVersion(binaries);
 
-  acquireLock(log);
+  await acquireLock(log);
+  // The start deadline covers starting, not waiting for another run's node to stop.
+  const deadline = Date.now() + (options.timeoutMs ?? 120_000);
   installHooks();
   let stopped = false;
   const processes: ManagedProcess[] = [];
