@@ -22,6 +22,8 @@ KUSTOMIZE_BIN="$CACHE_ROOT/kustomize-${KUSTOMIZE_VERSION}/bin"
 log() { printf '[control-plane-build] %s\n' "$*" >&2; }
 # shellcheck source=lib/progress.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib/progress.sh"
+# shellcheck source=lib/go.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/go.sh"
 
 if [[ -x "$BIN/etcd" && -x "$BIN/kube-apiserver" && -x "$BIN/kube-controller-manager" && -x "$KUSTOMIZE_BIN/kustomize" ]]; then
   log "cached: $BIN"
@@ -29,17 +31,10 @@ if [[ -x "$BIN/etcd" && -x "$BIN/kube-apiserver" && -x "$BIN/kube-controller-man
   exit 0
 fi
 
-if ! command -v go >/dev/null 2>&1; then
-  if [[ -x /usr/local/go/bin/go ]]; then
-    export PATH="$PATH:/usr/local/go/bin"
-  else
-    log "Go is not installed, and no control-plane binaries were found in $BIN."
-    log "Either install Go >= 1.26 (https://go.dev/doc/install) and run this again,"
-    log "or point KUBEBUILDER_ASSETS at a folder holding etcd and kube-apiserver"
-    log "and KUBE_CONTROLLER_MANAGER at a kube-controller-manager binary."
-    exit 2
-  fi
-fi
+require_go "no control-plane binaries were found in $BIN." \
+  "Either install Go >= 1.26 (https://go.dev/doc/install) and run this again," \
+  "or point KUBEBUILDER_ASSETS at a folder holding etcd and kube-apiserver" \
+  "and KUBE_CONTROLLER_MANAGER at a kube-controller-manager binary."
 
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod
 WORK="$CACHE_ROOT/$KEY/src"

@@ -30,6 +30,8 @@ CACHE_ROOT="${CONTROL_PLANE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/k8s-leader-el
 log() { printf '[node-build] %s\n' "$*" >&2; }
 # shellcheck source=lib/progress.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib/progress.sh"
+# shellcheck source=lib/go.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/go.sh"
 
 K8S_BIN="$CACHE_ROOT/node-k8s-${KUBE_VERSION}/bin"
 CONTAINERD_BIN="$CACHE_ROOT/containerd-${CONTAINERD_VERSION}/bin"
@@ -63,17 +65,10 @@ if (( need_k8s + need_containerd + need_runc + need_cni + need_pause == 0 )); th
   exit 0
 fi
 
-if ! command -v go >/dev/null 2>&1; then
-  if [[ -x /usr/local/go/bin/go ]]; then
-    export PATH="$PATH:/usr/local/go/bin"
-  else
-    log "Go is not installed, and the node's binaries are not all in $CACHE_ROOT."
-    log "Install Go >= 1.26 (https://go.dev/doc/install) and run this again, or point"
-    log "KUBELET, KUBE_SCHEDULER, KUBECTL, CONTAINERD_BIN_DIR, RUNC, CNI_BIN_DIR and PAUSE"
-    log "at binaries you already have."
-    exit 2
-  fi
-fi
+require_go "the node's binaries are not all in $CACHE_ROOT." \
+  "Install Go >= 1.26 (https://go.dev/doc/install) and run this again, or point" \
+  "KUBELET, KUBE_SCHEDULER, KUBECTL, CONTAINERD_BIN_DIR, RUNC, CNI_BIN_DIR and PAUSE" \
+  "at binaries you already have."
 if (( need_runc + need_pause > 0 )) && ! command -v gcc >/dev/null 2>&1; then
   log "gcc is not installed: runc (cgo) and the static pause binary need it."
   log "Debian/Ubuntu: apt-get install gcc libc6-dev libseccomp-dev; or set RUNC and PAUSE."

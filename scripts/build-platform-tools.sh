@@ -27,6 +27,8 @@ CRD_FILES=(monitoring.coreos.com_podmonitors.yaml monitoring.coreos.com_servicem
 log() { printf '[platform-tools-build] %s\n' "$*" >&2; }
 # shellcheck source=lib/progress.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib/progress.sh"
+# shellcheck source=lib/go.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/go.sh"
 
 need_helm=true
 need_promtool=true
@@ -54,18 +56,12 @@ if ! $need_helm && ! $need_promtool && ! $need_crds; then
   exit 0
 fi
 
-if ! command -v go >/dev/null 2>&1; then
-  if [[ -x /usr/local/go/bin/go ]]; then
-    export PATH="$PATH:/usr/local/go/bin"
-  else
-    log "Go is not installed, and helm or promtool is missing from the cache:"
-    $need_helm && log "  no $HELM_BIN/helm"
-    $need_promtool && log "  no $PROMTOOL_BIN/promtool"
-    log "Either install Go >= 1.26 (https://go.dev/doc/install) and run this again,"
-    log "or set HELM and PROMTOOL to binaries you have (helm v3.14+ or v4, promtool v3)."
-    exit 2
-  fi
-fi
+missing=()
+$need_helm && missing+=("  no $HELM_BIN/helm")
+$need_promtool && missing+=("  no $PROMTOOL_BIN/promtool")
+require_go "helm or promtool is missing from the cache:" "${missing[@]}" \
+  "Either install Go >= 1.26 (https://go.dev/doc/install) and run this again," \
+  "or set HELM and PROMTOOL to binaries you have (helm v3.14+ or v4, promtool v3)."
 
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod
 start=$(date +%s)
