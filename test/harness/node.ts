@@ -141,8 +141,15 @@ export interface StartNodeOptions {
   /** Images to import besides the pause image. */
   images?: NodeImage[];
   log?: (message: string) => void;
-  /** How long start-up may take after the binaries are found or built; default 120 s. */
+  /** How long start-up may take after the binaries are found and the lock is taken; default 120 s. */
   timeoutMs?: number;
+  /**
+   * How long to wait for another process's node to stop before refusing; default from
+   * `LIFELEASE_NODE_WAIT` (seconds), else 0 (refuse at once).
+   */
+  lockWaitMs?: number;
+  /** Called once this process holds the host's node lock, before anything on the host changes. */
+  afterLock?: () => void;
 }
 
 export interface RealNode {
@@ -486,22 +493,22 @@ function readRuncPath(): string | undefined {
  */
 export const NODE_WAIT_ENV = 'LIFELEASE_NODE_WAIT';
 
-function nodeWaitSeconds(env: NodeJS.ProcessEnv = process.env): number {
+function nodeWaitMs(env: NodeJS.ProcessEnv = process.env): number {
   const raw = env[NODE_WAIT_ENV];
   if (raw === undefined || raw === '') return 0;
   const seconds = Number(raw);
   if (!Number.isFinite(seconds) || seconds < 0) {
     throw new Error(`${NODE_WAIT_ENV}=${raw}: expected a number of seconds (0 or more)`);
   }
-  return seconds;
+  return seconds * 1000;
 }
 
 /**
  * Takes the host's node lock, sweeping after an owner that died without cleaning up; with
  * `LIFELEASE_NODE_WAIT`, waits (bounded) for a live owner to finish.
  */
-async function acquireLock(log: (message: string) => void): Promise<void> {
-  const waitUntil = Date.now() + nodeWaitSeconds() * 1000;
+async function acquireLock(log: (message: string) => void, waitMs: number): Promise<void> {
+  const waitUntil = Date.now() + waitMs;
   let told = false;
   for (;;) {
     try {
@@ -769,7 +776,8 @@ export async function startNode(cluster: Cluster, options: StartNodeOptions = {}
   const binaries = options.binaries ?? (await resolveNodeBinaries({ log }));
   PAUSE_TAG.value = await pauseVersion(binaries);
 
-  await acquireLock(log);
+  await acquireLock(log, options.lockWaitMs ?? nodeWaitMs());
+  options.afterLock?.();
   // The start deadline covers starting, not waiting for another run's node to stop.
   const deadline = Date.now() + (options.timeoutMs ?? 120_000);
   installHooks();

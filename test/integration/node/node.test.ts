@@ -107,9 +107,16 @@ describe('real node', { skip }, () => {
   const work = mkdtempSync(path.join(tmpdir(), 'lifelease-node-test-'));
 
   before(async () => {
-    before_ = hostState();
     cluster = await startCluster({ ...nodeClusterOptions(), timeoutMs: 600_000 });
-    node = await startNode(cluster, { images: [busyboxImage(work)], timeoutMs: 180_000 });
+    node = await startNode(cluster, {
+      images: [busyboxImage(work)],
+      timeoutMs: 180_000,
+      // The host as it is once no other node runs (with LIFELEASE_NODE_WAIT, another run's
+      // node may still be stopping when this file starts).
+      afterLock: () => {
+        before_ = hostState();
+      },
+    });
     core = cluster.kubeConfig.makeApiClient(CoreV1Api);
   });
   after(async () => {
@@ -196,9 +203,18 @@ describe('real node', { skip }, () => {
 
   test('a second node on the same host refuses with a clear message', async () => {
     await assert.rejects(
-      startNode(cluster, { binaries: node.binaries }),
+      startNode(cluster, { binaries: node.binaries, lockWaitMs: 0 }),
       /a real node is already running on this host/,
     );
+  });
+
+  test('a second node told to wait (LIFELEASE_NODE_WAIT) waits for the lock, then refuses', async () => {
+    const t0 = performance.now();
+    await assert.rejects(
+      startNode(cluster, { binaries: node.binaries, lockWaitMs: 1500 }),
+      /a real node is already running on this host/,
+    );
+    assert.ok(performance.now() - t0 >= 1500, 'it waited for the node to stop');
   });
 
   test('stop() restores the host as it was', async () => {
