@@ -313,6 +313,9 @@ export function leaseDraft(identity: Identity, nowMs: number, takeoverAtMs?: num
   };
 }
 
+/** The longest delay setTimeout keeps (2^31-1 ms); Node fires a longer one after 1 ms. */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
+
 /** When a fenced takeover's leader may start to lead (ms), or undefined for an ordinary Lease. */
 export function takeoverAt(lease: LeaseRecord): number | undefined {
   const text = lease.annotations[LEASE_ANNOTATION_TAKEOVER_AT];
@@ -720,11 +723,14 @@ export class Election {
   async #wait(until: number | undefined, signal: AbortSignal): Promise<void> {
     if (signal.aborted) return;
     const changed = this.#changed.wait();
-    if (until === undefined) {
+    // MAX_SAFE_INTEGER stands for "never" (an owner check the Pod watch made needless, an
+    // unreadable takeover time): wait for a change only.
+    if (until === undefined || until >= Number.MAX_SAFE_INTEGER) {
       await changed;
       return;
     }
-    const delay = Math.max(0, until - this.#o.clock.now());
+    // Node fires a longer timer after 1 ms: wait at most the longest timer, then look again.
+    const delay = Math.min(MAX_TIMER_MS, Math.max(0, until - this.#o.clock.now()));
     let timer: { cancel(): void } | undefined;
     const elapsed = new Promise<void>((resolve) => (timer = this.#o.clock.setTimer(delay, resolve)));
     try {

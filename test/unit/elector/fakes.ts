@@ -27,6 +27,7 @@ import {
   LEASE_LABEL_MANAGED_BY,
   PROJECT,
 } from '../../../common/constants.ts';
+import { MAX_TIMER_MS } from '../../../elector/election.ts';
 
 /** Lets every pending promise callback and immediate run. */
 export async function flush(): Promise<void> {
@@ -50,6 +51,9 @@ export class FakeClock implements Clock {
   }
 
   setTimer(ms: number, fn: () => void): { cancel(): void } {
+    // Strict like Node: setTimeout fires a delay above 2^31-1 ms after 1 ms instead (with a
+    // TimeoutOverflowWarning), so such a timer is a busy loop in production, not a long wait.
+    if (!(ms <= MAX_TIMER_MS)) throw new Error(`setTimer(${ms}): Node would fire this after 1 ms`);
     const timer: FakeTimer = { at: this.#now + Math.max(0, ms), seq: this.#seq++, fn, cancelled: false };
     this.#timers.push(timer);
     return {
