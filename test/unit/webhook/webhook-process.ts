@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createServingCertificate } from '../../../common/pki.ts';
 import { inCgroup } from '../../harness/memcg.ts';
+import { stretched } from '../../harness/wait.ts';
 
 const MAIN = path.resolve(import.meta.dirname, '../../../webhook/main.ts');
 
@@ -106,7 +107,10 @@ export async function startWebhookProcess(options: StartWebhookOptions = {}): Pr
     child.on('close', (code, signal) => resolve(code ?? signal ?? -1)),
   );
 
-  const waitForLog = (msg: string, timeoutMs = options.timeoutMs ?? 20_000, where: Match = () => true) => {
+  // Bounds are for a quiet machine, stretched by the load: at a load average of 50 the
+  // webhook process took over 20 s to log that it listens.
+  const waitForLog = (msg: string, quietMs = options.timeoutMs ?? 20_000, where: Match = () => true) => {
+    const timeoutMs = stretched(quietMs);
     const match: Match = (l) => l['msg'] === msg && where(l);
     const found = logs.find(match);
     if (found) return Promise.resolve(found);
