@@ -4,8 +4,13 @@
  * `kubernetes.default` would, deletes it gracefully, refuses a second node, and leaves the
  * host as it found it (kernel settings, iptables, bridge, mounts, cgroups, paths).
  *
- * The pod image is Debian's static busybox in a one-layer OCI archive (harness/oci.ts), so
- * this file does not wait for the project image's build.
+ * The pod image is Debian's static busybox in a one-layer OCI archive (harness/oci.ts).
+ *
+ * Under `npm test` it uses the run-wide node (`sharedNode()`; starting a second one would
+ * wait on the host's node lock for ever); the host-restoration check then belongs to the
+ * runner, which fails the run when stopping the node leaves the host changed. Run alone
+ * (`npm test -- test/integration/node` with no node running, or `node --test`), it starts and
+ * stops its own and compares the host before and after.
  */
 import { CoreV1Api, type V1Pod } from '@kubernetes/client-node';
 import assert from 'node:assert/strict';
@@ -22,16 +27,11 @@ import {
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { startCluster, type Cluster } from '../../harness/cluster.ts';
-import {
-  BRIDGE,
-  NODE_NAME,
-  NODE_ROOT,
-  nodeClusterOptions,
-  startNode,
-  type RealNode,
-} from '../../harness/node.ts';
+import type { Cluster } from '../../harness/cluster.ts';
+import { resolveNodeBinaries } from '../../harness/node-binaries.ts';
+import { BRIDGE, NODE_NAME, NODE_ROOT, NODE_WAIT_ENV, startNode } from '../../harness/node.ts';
 import { writeOciArchive } from '../../harness/oci.ts';
+import { nodeSkip, sharedNode, type TestNode } from '../../harness/shared.ts';
 import { eventually } from '../../harness/wait.ts';
 
 const BUSYBOX = '/bin/busybox';
@@ -97,24 +97,20 @@ function busyboxImage(dir: string): { archive: string; name: string } {
 }
 
 // Not root: nothing to run here (`npm run cluster:up` says why). As root, a missing tool fails.
-const skip = process.getuid?.() !== 0 ? 'a real node needs root' : false;
-
-describe('real node', { skip }, () => {
-  let cluster: Cluster;
-  let node: RealNode;
+describe('real node', { skip: nodeSkip() }, () => {
+  let cluster: TestNode;
   let core: CoreV1Api;
   let before_: Record<string, string>;
   const work = mkdtempSync(path.join(tmpdir(), 'lifelease-node-test-'));
 
   before(async () => {
     before_ = hostState();
-    cluster = await startCluster({ ...nodeClusterOptions(), timeoutMs: 600_000 });
-    node = await startNode(cluster, { images: [busyboxImage(work)], timeoutMs: 180_000 });
+    cluster = await sharedNode();
+    await cluster.importImage(busyboxImage(work));
     core = cluster.kubeConfig.makeApiClient(CoreV1Api);
   });
   after(async () => {
-    await node?.stop();
-    await cluster?.stop();
+    await cluster?.release();
     rmSync(work, { recursive: true, force: true });
   });
 
@@ -195,14 +191,26 @@ describe('real node', { skip }, () => {
   });
 
   test('a second node on the same host refuses with a clear message', async () => {
-    await assert.rejects(
-      startNode(cluster, { binaries: node.binaries }),
-      /a real node is already running on this host/,
-    );
+    // Without LIFELEASE_NODE_WAIT a second start refuses at once (with it, it would wait).
+    const wait = process.env[NODE_WAIT_ENV];
+    delete process.env[NODE_WAIT_ENV];
+    try {
+      await assert.rejects(
+        // The lock is taken before the cluster is used: a client is enough to get there.
+        startNode(cluster as unknown as Cluster, { binaries: await resolveNodeBinaries() }),
+        /a real node is already running on this host/,
+      );
+    } finally {
+      if (wait !== undefined) process.env[NODE_WAIT_ENV] = wait;
+    }
   });
 
-  test('stop() restores the host as it was', async () => {
-    await node.stop();
+  test('stopping the node restores the host as it was', async (t) => {
+    if (!cluster.ownsNode) {
+      t.skip('the run-wide node: npm test checks the host after stopping it');
+      return;
+    }
+    await cluster.release();
     assert.deepEqual(hostState(), before_);
   });
 });
