@@ -6,11 +6,11 @@
  * Pods are listed every `pollMs` rather than watched: a stand-in values simple and certain
  * over efficient.
  *
- * Where it remains, and why (a real node, test/harness/node.ts, runs the install, snippet,
- * security and pod-lifecycle tests and the demo): system.ts' `installWebhook` for
- * test/integration/system/helm.test.ts (not moved yet) and the fault suite's runner
- * (test/chaos, moving to the real node on its own); it needs no root and runs many pods
- * in parallel test files on one control plane, where the host has one node.
+ * Where it remains, and why (a real node, test/harness/node.ts, runs the install, helm,
+ * snippet, security and pod-lifecycle tests and the demo): system.ts' `installWebhook` for
+ * the fault suite's runner (test/chaos, moving to the real node on its own); it needs no
+ * root and runs many pods in parallel test files on one control plane, where the host has
+ * one node.
  */
 import { CoreV1Api, type V1Pod } from '@kubernetes/client-node';
 import { execFileSync } from 'node:child_process';

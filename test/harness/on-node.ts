@@ -25,7 +25,12 @@ export async function installProduct(
   const dir = options.dir ?? 'manifests';
   await node.kubectl(['apply', '-k', dir]);
   await options.afterApply?.();
-  const timeout = Math.round((options.timeoutMs ?? 300_000) / 1000);
+  return webhookRollout(node, options.timeoutMs);
+}
+
+/** Waits for the webhook Deployment's rollout (however it was installed); returns its live pods. */
+export async function webhookRollout(node: TestNode, timeoutMs = 300_000): Promise<V1Pod[]> {
+  const timeout = Math.round(timeoutMs / 1000);
   await node.kubectl([
     '-n',
     WEBHOOK_NAMESPACE,
