@@ -19,6 +19,7 @@ import { assertCanRunNode, nodeClusterOptions, startNode, sweepStaleNode } from 
 import { ensureHostPackages } from './lib/host-packages.ts';
 import { resolveNodeBinaries } from '../test/harness/node-binaries.ts';
 import { ensureImages } from '../test/harness/image.ts';
+import { writeNodeInfo } from '../test/harness/shared.ts';
 
 const root = path.resolve(import.meta.dirname, '..');
 const dir = path.join(root, '.cluster');
@@ -137,6 +138,15 @@ async function serve(): Promise<void> {
       ? await startNode(cluster, { binaries: nodeBinaries, images: [images.project, images.app], log })
       : undefined;
   if (node) log(`node Ready ${((performance.now() - t0) / 1000).toFixed(1)} s after the control plane`);
+  // For `LIFELEASE_CLUSTER_DIR=.cluster npm test`: the real-node test files use this node.
+  if (node && images)
+    writeNodeInfo(dir, {
+      name: node.name,
+      kubectl: node.binaries.kubectl,
+      ctr: node.binaries.ctr,
+      containerdSocket: node.containerdSocket,
+      images: { project: images.project.name, app: images.app.name },
+    });
   writeFileSync(
     readyFile,
     `${cluster.server}\n${node && images ? `${node.binaries.kubectl}\n${images.project.name}\n${images.app.name}\n` : ''}`,

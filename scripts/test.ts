@@ -6,13 +6,21 @@
  *   npm test                         # everything
  *   npm test -- test/unit            # files under a folder (or a single file)
  *   LIFELEASE_CLUSTER_DIR=.cluster npm test   # reuse a cluster from `npm run cluster:up`
+ *
+ * The real node: the files that use `sharedNode()` (test/harness/shared.ts) run on a second
+ * control plane with the host's one real node (kubelet + containerd, test/harness/node.ts),
+ * which this runner starts as root and passes in `LIFELEASE_NODE_CLUSTER_DIR`. They run one
+ * at a time, in their own `node --test` process next to the other files (their lines are
+ * prefixed `[node]`), and the node is stopped as soon as they are done, so another run on
+ * this host waiting for the node (`LIFELEASE_NODE_WAIT=<seconds>`) gets it. Not root, those
+ * files skip (a node needs root); as root, a node that cannot start fails the run.
  */
 import './require-node.ts';
-import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, globSync, statSync } from 'node:fs';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, globSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { startCluster, type Cluster } from '../test/harness/cluster.ts';
-import { CLUSTER_DIR_ENV } from '../test/harness/shared.ts';
+import { CLUSTER_DIR_ENV, NODE_CLUSTER_DIR_ENV, startNodeCluster } from '../test/harness/shared.ts';
 import { sweepMemoryCgroups } from '../test/harness/memcg.ts';
 import { ensureHostPackages } from './lib/host-packages.ts';
 
@@ -45,9 +53,14 @@ execFileSync(process.execPath, ['scripts/build.ts'], { cwd: root, stdio: ['ignor
 // As root, the real-node and image tests run (not as root they skip): install what they need.
 if (process.getuid?.() === 0) ensureHostPackages((m) => console.error(`# ${m}`));
 
+// Files that need the real node (they call sharedNode()) run apart, one at a time.
+const nodeFiles = files.filter((f) => readFileSync(f, 'utf8').includes('sharedNode('));
+const otherFiles = files.filter((f) => !nodeFiles.includes(f));
+
 let cluster: Cluster | undefined;
 const env = { ...process.env };
-if (!env[CLUSTER_DIR_ENV]) {
+const startMain = async (): Promise<void> => {
+  if (env[CLUSTER_DIR_ENV] || otherFiles.length === 0) return;
   const t0 = performance.now();
   console.error('# starting the local control plane (the first run builds it from the Go module proxy)');
   cluster = await startCluster({ log: (m) => console.error(`#   ${m}`) });
@@ -55,30 +68,119 @@ if (!env[CLUSTER_DIR_ENV]) {
     `# control plane ready in ${((performance.now() - t0) / 1000).toFixed(1)} s at ${cluster.server}`,
   );
   env[CLUSTER_DIR_ENV] = cluster.stateDir;
-}
+};
 
-// node --test runs each file in its own process; most integration tests wait on the API
-// server, so a little more concurrency than cores pays off.
-const concurrency = process.env['TEST_CONCURRENCY'] ?? '3';
-const child = spawn(
-  process.execPath,
-  [
-    '--test',
-    `--test-concurrency=${concurrency}`,
-    '--test-timeout=600000',
-    '--test-reporter=spec',
-    '--test-reporter-destination=stdout',
-    `--test-reporter=${path.join(root, 'scripts/summary-reporter.ts')}`,
-    '--test-reporter-destination=stdout',
-    ...files,
-  ],
-  { stdio: 'inherit', env },
-);
-const forward = (sig: NodeJS.Signals) => () => child.kill(sig);
+let stopNode: (() => Promise<void>) | undefined;
+const hostProblems: string[] = [];
+const nodeEnv = { ...process.env };
+const startRealNode = async (): Promise<void> => {
+  if (nodeFiles.length === 0 || process.getuid?.() !== 0 || nodeEnv[NODE_CLUSTER_DIR_ENV]) return;
+  // A cluster from `npm run cluster:up` (LIFELEASE_CLUSTER_DIR) with its node: use that node.
+  const given = nodeEnv[CLUSTER_DIR_ENV];
+  if (given && existsSync(path.join(given, 'node.json'))) {
+    nodeEnv[NODE_CLUSTER_DIR_ENV] = given;
+    return;
+  }
+  const t0 = performance.now();
+  console.error(
+    `# starting a second control plane with the real node for ${nodeFiles.length} file(s) (the host's one node; waits for another run's with LIFELEASE_NODE_WAIT)`,
+  );
+  const started = await startNodeCluster({
+    log: (m) => {
+      if (m.startsWith('host not fully restored')) hostProblems.push(m);
+      console.error(`#   [node] ${m}`);
+    },
+  });
+  stopNode = started.stop;
+  nodeEnv[NODE_CLUSTER_DIR_ENV] = started.cluster.stateDir;
+  console.error(`# real node Ready in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+};
+
+const children = new Set<ChildProcess>();
+// Ctrl-C: the test runs end (and then the node and control planes stop in order); while no
+// test process runs yet (say, waiting for the host's node), exit at once: the harness's exit
+// hooks restore the host and the control planes' children die with this process.
+const forward = (sig: NodeJS.Signals) => () => {
+  if (children.size === 0) process.exit(130);
+  for (const c of children) c.kill(sig);
+};
 process.on('SIGINT', forward('SIGINT'));
 process.on('SIGTERM', forward('SIGTERM'));
-const code: number = await new Promise((resolve) => child.on('close', (c, s) => resolve(c ?? (s ? 1 : 0))));
-await cluster?.stop();
+
+/** One `node --test` run; with a prefix, its output lines are prefixed (two runs share the terminal). */
+async function runTests(
+  list: string[],
+  runEnv: NodeJS.ProcessEnv,
+  concurrency: string,
+  prefix = '',
+): Promise<number> {
+  const child = spawn(
+    process.execPath,
+    [
+      '--test',
+      `--test-concurrency=${concurrency}`,
+      '--test-timeout=600000',
+      '--test-reporter=spec',
+      '--test-reporter-destination=stdout',
+      `--test-reporter=${path.join(root, 'scripts/summary-reporter.ts')}`,
+      '--test-reporter-destination=stdout',
+      ...list,
+    ],
+    { stdio: prefix ? ['inherit', 'pipe', 'pipe'] : 'inherit', env: runEnv },
+  );
+  children.add(child);
+  if (prefix) {
+    for (const [from, to] of [
+      [child.stdout, process.stdout],
+      [child.stderr, process.stderr],
+    ] as const) {
+      let buf = '';
+      from?.on('data', (d: Buffer) => {
+        buf += d.toString();
+        const lines = buf.split('\n');
+        buf = lines.pop()!;
+        for (const l of lines) to.write(`${prefix}${l}\n`);
+      });
+      from?.on('end', () => buf && to.write(`${prefix}${buf}\n`));
+    }
+  }
+  const code: number = await new Promise((resolve) => child.on('close', (c, s) => resolve(c ?? (s ? 1 : 0))));
+  children.delete(child);
+  return code;
+}
+
+let code = 0;
+try {
+  const nodeStart = startRealNode();
+  await startMain();
+  const main = otherFiles.length > 0 ? runTests(otherFiles, env, process.env['TEST_CONCURRENCY'] ?? '3') : 0;
+  const onNode = (async () => {
+    if (nodeFiles.length === 0) return 0;
+    await nodeStart;
+    try {
+      return await runTests(nodeFiles, nodeEnv, '1', otherFiles.length > 0 ? '[node] ' : '');
+    } finally {
+      await stopNode?.();
+      stopNode = undefined;
+    }
+  })();
+  // node --test runs each file in its own process; most integration tests wait on the API
+  // server, so a little more concurrency than cores pays off.
+  const codes = await Promise.allSettled([main, onNode]);
+  for (const r of codes) {
+    if (r.status === 'rejected') {
+      console.error(`# ${(r.reason as Error).stack ?? String(r.reason)}`);
+      code = 1;
+    } else if (r.value !== 0) code = r.value;
+  }
+} finally {
+  await stopNode?.();
+  await cluster?.stop();
+}
+if (hostProblems.length > 0) {
+  console.error(`# the real node did not leave the host as it found it: ${hostProblems.join('; ')}`);
+  code = 1;
+}
 // Memory cgroups of pod containers the test files had not stopped when they ended.
 sweepMemoryCgroups();
 process.exit(code);

@@ -1127,3 +1127,74 @@ export async function unpackLayers(
   }
   return files;
 }
+
+// ---------------------------------------------------------------------------------------
+// The client snippets image
+
+/** Debian packages the README's client snippets need besides Node (sh: curl and jq; Python). */
+export const SNIPPET_PACKAGES = ['curl', 'jq', 'python3', 'ca-certificates'] as const;
+export const SNIPPETS_REPO = 'localhost/lifelease-snippets';
+
+/**
+ * An image for the README's client snippets in real containers: the bookworm stand-in's
+ * rootfs with Debian's curl, jq and python3 installed by apt-get in a chroot (from the
+ * mirror apt uses on this host), plus the Node 24 binary. Cached by content like the others;
+ * made on first use only (the demo and the other tests do not need it).
+ */
+export async function ensureSnippetsImage(opts: EnsureImagesOptions = {}): Promise<BuiltImage> {
+  const ctx: Ctx = {
+    cache: opts.cacheDir ?? imageCacheDir(),
+    log: opts.log ?? ((l) => process.stderr.write(`[image] ${l}\n`)),
+    every: opts.progressEvery ?? 10,
+    timings: {},
+  };
+  const why = cannotBuild();
+  if (why) throw new Error(`cannot build the container images: ${why}`);
+  mkdirSync(ctx.cache, { recursive: true });
+  return withLock(ctx, async () => {
+    const rootfs = await ensureRootfs(ctx);
+    const node = nodeBinary();
+    const k = key({
+      RECIPE_VERSION,
+      rootfs: rootfs.key,
+      node: await sha256File(node.file),
+      SNIPPET_PACKAGES,
+    });
+    const name = `${SNIPPETS_REPO}:${k}`;
+    const archive = path.join(ctx.cache, `snippets-${k}.oci.tar`);
+    if (existsSync(archive)) return { name, archive };
+    const stage = path.join(ctx.cache, 'tmp', `snippets-rootfs-${process.pid}`);
+    rmSync(stage, { recursive: true, force: true });
+    mkdirSync(path.dirname(stage), { recursive: true });
+    ctx.log(`snippets image: apt-get install ${SNIPPET_PACKAGES.join(' ')} into a copy of the rootfs`);
+    await run(ctx, 'copy rootfs', 'cp', ['-a', rootfs.dir, stage], { quiet: true });
+    rmSync(path.join(stage, '.complete'), { force: true });
+    writeFileSync(path.join(stage, 'etc/resolv.conf'), readFileSync('/etc/resolv.conf'));
+    // A mount namespace of its own: /dev and /proc in the chroot vanish with it.
+    const script = [
+      'set -e',
+      `mount --rbind /dev "${stage}/dev"`,
+      `mount -t proc proc "${stage}/proc"`,
+      `chroot "${stage}" apt-get -q update`,
+      `DEBIAN_FRONTEND=noninteractive chroot "${stage}" apt-get install -y -q --no-install-recommends ${SNIPPET_PACKAGES.join(' ')}`,
+      `chroot "${stage}" apt-get clean`,
+    ].join('\n');
+    await step(ctx, 'snippets apt-get', () =>
+      run(ctx, 'snippets apt-get', 'unshare', ['--mount', '--propagation', 'private', 'sh', '-c', script]),
+    );
+    for (const sub of ['var/lib/apt/lists', 'var/cache/apt/archives', 'var/log', 'proc', 'dev', 'tmp'])
+      for (const e of existsSync(path.join(stage, sub)) ? readdirSync(path.join(stage, sub)) : [])
+        if (e !== 'partial' && e !== 'lock')
+          rmSync(path.join(stage, sub, e), { recursive: true, force: true });
+    writeFileSync(path.join(stage, 'etc/resolv.conf'), '');
+    copyInto(node.file, path.join(stage, 'usr/local/bin/node'));
+    const layer = path.join(ctx.cache, 'layers', `snippets-${k}.tar`);
+    mkdirSync(path.dirname(layer), { recursive: true });
+    await tarLayer(ctx, 'snippets layer', stage, `${layer}.partial`);
+    renameSync(`${layer}.partial`, layer);
+    rmSync(stage, { recursive: true, force: true });
+    await writeOciArchive(ctx, archive, name, [layer], { Env: nodeEnv(node.version), Cmd: ['sh'] });
+    rmSync(layer, { force: true });
+    return { name, archive };
+  });
+}

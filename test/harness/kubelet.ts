@@ -3,8 +3,14 @@
  * container of each in a pod sandbox as it appears, and stops it (SIGTERM, then SIGKILL
  * after the pod's grace period) once the pod is deleting or gone, as a kubelet would.
  *
- * Pods are listed every `pollMs` rather than watched: a stand-in for tests and the demo
- * values simple and certain over efficient.
+ * Pods are listed every `pollMs` rather than watched: a stand-in values simple and certain
+ * over efficient.
+ *
+ * Where it remains, and why (a real node, test/harness/node.ts, runs the install, helm,
+ * snippet, security and pod-lifecycle tests and the demo): system.ts' `installWebhook` for
+ * the fault suite's runner (test/chaos, moving to the real node on its own); it needs no
+ * root and runs many pods in parallel test files on one control plane, where the host has
+ * one node.
  */
 import { CoreV1Api, type V1Pod } from '@kubernetes/client-node';
 import { execFileSync } from 'node:child_process';

@@ -15,6 +15,12 @@
  * The host reaches the pod's loopback ports through unix sockets (`request`, `get`), and a
  * test can cut the pod off from the API server (`cutApiServer`) to simulate a partition.
  * Needs Linux namespaces: root, or unprivileged user namespaces (`--map-root-user`).
+ *
+ * Why a stand-in remains next to the real node (test/harness/node.ts): the elector's own
+ * tests and the fault suite need what a kubelet does not give per pod: an elector process
+ * with the flags a test chooses, its path to the API server cut and restored on cue
+ * (`cutApiServer`), its pid to freeze or kill, and no root. The one kubelet stand-in built on
+ * it is kubelet.ts; test/chaos/kubelet.ts is the fault suite's own, to be folded into one.
  */
 import { stretched } from './wait.ts';
 import { CoreV1Api, type V1Container, type V1EnvVar, type V1Pod } from '@kubernetes/client-node';

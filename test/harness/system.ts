@@ -5,6 +5,10 @@
  * kubelet stand-in with routable pod IPs; their endpoints published for the Service, so the
  * API server calls the webhook through `clientConfig.service` and verifies the certificate
  * the webhook made for itself. Requires `npm run build` (the stand-in runs dist/cli.js).
+ *
+ * The tests install the product on the real node instead (test/harness/on-node.ts:
+ * `kubectl apply -k`, the webhook run by the kubelet from the image); this stays for the
+ * fault suite's runner (test/chaos) until it moves to the node.
  */
 import {
   AdmissionregistrationV1Api,

@@ -1,23 +1,29 @@
 /**
- * The README's client snippets, run as an app would run them: inside a pod's own network
- * and hostname (nsenter into the pod sandbox), with the ELECTOR_* env the webhook injected,
- * against the pod's real elector; as leader and as follower. The SSE loops must print the
- * current leader on connect, and print it again after the elector restarts (reconnect).
- * Python and Java run when their runtimes are installed (skipped otherwise, visibly).
+ * The README's client snippets, run as an app runs them: in the app container of an opted-in
+ * pod on the real node (test/harness/node.ts), with the ELECTOR_* env the webhook injected,
+ * against the pod's elector, which the kubelet runs as a native sidecar; as leader and as
+ * follower (`kubectl exec`, the snippets mounted from a ConfigMap). The SSE loops must print
+ * the current leader on connect, and print it again after the elector container is killed
+ * through the runtime and the kubelet restarts it (reconnect).
+ *
+ * The app image is the bookworm stand-in with Debian's curl, jq and python3 and the Node 24
+ * binary (test/harness/image.ts `ensureSnippetsImage`): sh, TypeScript and Python run in it.
+ * Java does not run: the image has no JDK (Debian's openjdk-17-jdk-headless would add a few
+ * hundred MB to build and import on every cold run); its snippet is compiled nowhere here.
  */
 import { AppsV1Api, CoreV1Api, type V1Pod } from '@kubernetes/client-node';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { setTimeout as sleep } from 'node:timers/promises';
-import { startCluster, type Cluster } from '../../harness/cluster.ts';
-import { ensureBuilt, Kubelet, REPO_ROOT } from '../../harness/kubelet.ts';
-import type { PodSandbox } from '../../harness/pod-sandbox.ts';
-import { installWebhook, type InstalledWebhook } from '../../harness/system.ts';
-import { eventually } from '../../harness/wait.ts';
+import { CONTAINER_NAME } from '../../../common/constants.ts';
+import { ensureSnippetsImage } from '../../harness/image.ts';
+import { electingDeployment, installProduct, livePods, uninstallProduct } from '../../harness/on-node.ts';
+import { nodeSkip, sharedNode, type TestNode } from '../../harness/shared.ts';
+import { eventually, stretched } from '../../harness/wait.ts';
+
+const REPO_ROOT = path.resolve(import.meta.dirname, '../../..');
 
 /** The fenced block that follows `<!-- snippet: NAME -->` in the README. */
 function snippet(name: string): string {
@@ -29,49 +35,38 @@ function snippet(name: string): string {
   return m[1]!;
 }
 
-const has = (cmd: string) => spawnSync('sh', ['-c', `command -v ${cmd}`]).status === 0;
-
 interface Lang {
   file: string;
   run: (file: string) => string[];
-  available: boolean;
+  /** Why it cannot run here, or false. */
+  skip: string | false;
   /** Follows SSE after its first answer. */
   follows: boolean;
 }
 const LANGS: Lang[] = [
-  { file: 'leader.sh', run: (f) => ['sh', f], available: has('curl') && has('jq'), follows: false },
-  { file: 'leader.ts', run: (f) => [process.execPath, f], available: true, follows: true },
-  { file: 'leader.py', run: (f) => ['python3', '-u', f], available: has('python3'), follows: true },
-  { file: 'Leader.java', run: (f) => ['java', f], available: has('java'), follows: true },
+  { file: 'leader.sh', run: (f) => ['sh', f], skip: false, follows: false },
+  { file: 'leader.ts', run: (f) => ['node', f], skip: false, follows: true },
+  { file: 'leader.py', run: (f) => ['python3', '-u', f], skip: false, follows: true },
+  {
+    file: 'Leader.java',
+    run: (f) => ['java', f],
+    skip: 'no JDK in the snippets image (see the header)',
+    follows: true,
+  },
 ];
 
-let cluster: Cluster;
-let webhook: InstalledWebhook;
-let kubelet: Kubelet;
-let dir: string;
-let pods: V1Pod[];
-let leader: PodSandbox;
-let follower: PodSandbox;
+let node: TestNode;
+let ns: string;
+let leader: V1Pod;
+let follower: V1Pod;
 
-/** The app container's ELECTOR_* env, as the webhook injected it. */
-function electorEnv(pod: V1Pod): Record<string, string> {
-  const app = pod.spec!.containers.find((c) => c.name === 'app')!;
-  return Object.fromEntries(
-    (app.env ?? []).filter((e) => e.name.startsWith('ELECTOR_')).map((e) => [e.name, e.value!]),
+/** `kubectl exec` of `argv` in the pod's app container (bounded by `timeout` inside); collects stdout lines. */
+function runInPod(pod: V1Pod, argv: string[]) {
+  const child = spawn(
+    node.node.kubectl,
+    ['-n', ns, 'exec', pod.metadata!.name!, '-c', 'app', '--', 'timeout', '300', ...argv],
+    { env: { ...process.env, KUBECONFIG: node.kubeconfigPath }, stdio: ['ignore', 'pipe', 'pipe'] },
   );
-}
-
-/** Starts `argv` inside the pod's network and UTS namespaces; collects stdout lines. */
-function runInPod(sandbox: PodSandbox, pod: V1Pod, argv: string[]) {
-  const child = spawn('nsenter', ['-t', String(sandbox.pid), '-n', '-u', '--', ...argv], {
-    env: {
-      PATH: process.env['PATH'] ?? '/usr/bin:/bin',
-      HOME: dir,
-      HOSTNAME: sandbox.hostname,
-      ...electorEnv(pod),
-    },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
   const lines: string[] = [];
   let stderr = '';
   let buf = '';
@@ -82,101 +77,115 @@ function runInPod(sandbox: PodSandbox, pod: V1Pod, argv: string[]) {
     lines.push(...parts);
   });
   child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-  const waitLines = async (n: number, timeoutMs = 20_000) => {
-    const deadline = Date.now() + timeoutMs;
+  const waitLines = async (n: number, timeoutMs = 30_000) => {
+    const deadline = Date.now() + stretched(timeoutMs);
     while (lines.length < n) {
       if (Date.now() > deadline || child.exitCode !== null) {
         throw new Error(
-          `expected ${n} lines, got ${JSON.stringify(lines)}; stderr: ${stderr.slice(-2000)}\n` +
-            `pod ${sandbox.hostname} running: ${sandbox.running}; its elector's log:\n${sandbox.logs().slice(-3000)}`,
+          `expected ${n} lines, got ${JSON.stringify(lines)}; stderr: ${stderr.slice(-2000)} (exit ${child.exitCode})`,
         );
       }
-      await sleep(50);
+      await new Promise((r) => setTimeout(r, 50));
     }
     return lines;
   };
+  // Ending kubectl ends the stream; `timeout` inside bounds the process if the runtime keeps it.
   return { child, lines, waitLines, kill: () => child.kill('SIGKILL') };
 }
 
 before(async () => {
-  ensureBuilt();
-  dir = mkdtempSync(path.join(tmpdir(), 'lifelease-snippets-'));
-  for (const l of LANGS) writeFileSync(path.join(dir, l.file), snippet(l.file));
-  cluster = await startCluster();
-  webhook = await installWebhook(cluster, { timeoutMs: 180_000 });
-  const core = cluster.kubeConfig.makeApiClient(CoreV1Api);
-  await core.createNamespace({ body: { metadata: { name: 'app' } } });
-  for (let i = 0; ; i++) {
-    try {
-      await core.readNamespacedServiceAccount({ name: 'default', namespace: 'app' });
-      break;
-    } catch (err) {
-      if (i > 300) throw err;
-      await sleep(50);
-    }
-  }
-  kubelet = new Kubelet({ cluster, namespace: 'app', container: 'elector' });
-  kubelet.start();
-  await cluster.kubeConfig.makeApiClient(AppsV1Api).createNamespacedDeployment({
-    namespace: 'app',
+  if (nodeSkip()) return;
+  node = await sharedNode();
+  const image = await ensureSnippetsImage();
+  await node.importImage(image);
+  await installProduct(node);
+  ns = await node.createNamespace('snippets');
+  const core = node.kubeConfig.makeApiClient(CoreV1Api);
+  await core.createNamespacedConfigMap({
+    namespace: ns,
     body: {
-      metadata: { name: 'worker' },
-      spec: {
-        replicas: 2,
-        selector: { matchLabels: { app: 'worker' } },
-        template: {
-          metadata: { labels: { app: 'worker', leaderElection: 'true' } },
-          spec: { containers: [{ name: 'app', image: 'example.invalid/worker' }] },
-        },
-      },
+      metadata: { name: 'snippets' },
+      data: Object.fromEntries(LANGS.map((l) => [l.file, snippet(l.file)])),
     },
   });
-  for (let i = 0; ; i++) {
-    const boxes = [...kubelet.sandboxes.values()];
-    const answers = await Promise.all(
-      boxes.map((b) =>
-        b.get(4040, '/').then(
-          (r) => (r.status === 200 ? (JSON.parse(r.body) as { is_leader: boolean }) : undefined),
-          () => undefined,
-        ),
-      ),
-    );
-    if (
-      boxes.length === 2 &&
-      answers.every((a) => a !== undefined) &&
-      answers.filter((a) => a.is_leader).length === 1
-    ) {
-      leader = boxes[answers.findIndex((a) => a.is_leader)]!;
-      follower = boxes[answers.findIndex((a) => !a.is_leader)]!;
-      break;
-    }
-    if (i > 1800) throw new Error('no leader elected in 3 minutes');
-    await sleep(100);
-  }
-  pods = (await core.listNamespacedPod({ namespace: 'app' })).items;
+  const deployment = electingDeployment(node, {
+    name: 'worker',
+    replicas: 2,
+    terminationGracePeriodSeconds: 2,
+    command: ['sh', '-c', 'trap "exit 0" TERM; while sleep 1; do :; done'],
+  });
+  const spec = deployment.spec!.template.spec!;
+  spec.containers[0]!.image = image.name;
+  spec.containers[0]!.volumeMounts = [{ name: 'snippets', mountPath: '/snippets', readOnly: true }];
+  spec.volumes = [{ name: 'snippets', configMap: { name: 'snippets' } }];
+  await node.kubeConfig
+    .makeApiClient(AppsV1Api)
+    .createNamespacedDeployment({ namespace: ns, body: deployment });
+  // The leader from the Lease (its holder is the leader pod's name), once both pods are ready.
+  const { pods, holder } = await eventually(
+    'two ready pods and a Lease holder among them',
+    async () => {
+      const pods = (await livePods(node, ns, 'worker')).filter((p) =>
+        p.status?.containerStatuses?.every((s) => s.ready),
+      );
+      if (pods.length !== 2) return undefined;
+      const out = await node.kubectl([
+        '-n',
+        ns,
+        'get',
+        'lease',
+        'worker',
+        '-o',
+        'jsonpath={.spec.holderIdentity}',
+      ]);
+      return pods.some((p) => p.metadata?.name === out) && { pods, holder: out };
+    },
+    180_000,
+  );
+  leader = pods.find((p) => p.metadata?.name === holder)!;
+  follower = pods.find((p) => p.metadata?.name !== holder)!;
 });
 
 after(async () => {
-  await kubelet?.stop();
-  await webhook?.stop();
-  await cluster?.stop();
-  rmSync(dir, { recursive: true, force: true });
+  if (!node) return;
+  await node.kubeConfig
+    .makeApiClient(CoreV1Api)
+    .deleteNamespace({ name: ns })
+    .catch(() => {});
+  await uninstallProduct(node);
+  await node.release();
 });
 
-const podOf = (s: PodSandbox) => pods.find((p) => p.metadata?.uid === s.pod.metadata?.uid)!;
+/** Kills the pod's elector container through the runtime; resolves once the kubelet restarted it. */
+async function killElector(pod: V1Pod): Promise<void> {
+  const core = node.kubeConfig.makeApiClient(CoreV1Api);
+  const status = (p: V1Pod) => p.status?.initContainerStatuses?.find((s) => s.name === CONTAINER_NAME);
+  const now = await core.readNamespacedPod({ name: pod.metadata!.name!, namespace: ns });
+  const before = status(now)!;
+  const id = before.containerID!.replace(/^containerd:\/\//, '');
+  node.ctr(['tasks', 'kill', '--signal', 'SIGKILL', id]);
+  await eventually(
+    'the kubelet to restart the elector container',
+    async () => {
+      const s = status(await core.readNamespacedPod({ name: pod.metadata!.name!, namespace: ns }));
+      return (s?.restartCount ?? 0) > (before.restartCount ?? 0) && s?.state?.running !== undefined;
+    },
+    60_000,
+  );
+}
 
-describe('README client snippets, inside the pods', () => {
-  for (const lang of LANGS) {
-    test(
-      `${lang.file}: leader and follower`,
-      { skip: lang.available ? false : `${lang.file}: runtime not installed` },
-      async () => {
-        const file = path.join(dir, lang.file);
-        for (const [sandbox, role] of [
+describe(
+  'README client snippets, in the app containers of pods on the real node',
+  { skip: nodeSkip() },
+  () => {
+    for (const lang of LANGS) {
+      test(`${lang.file}: leader and follower`, { skip: lang.skip }, async () => {
+        const file = `/snippets/${lang.file}`;
+        for (const [pod, role] of [
           [leader, 'leader'],
           [follower, 'follower'],
         ] as const) {
-          const run = runInPod(sandbox, podOf(sandbox), lang.run(file));
+          const run = runInPod(pod, lang.run(file));
           try {
             const lines = await run.waitLines(lang.follows ? 2 : 1);
             assert.match(
@@ -186,43 +195,43 @@ describe('README client snippets, inside the pods', () => {
             );
             if (lang.follows) {
               const me = role === 'leader' ? 'me' : 'not me';
-              assert.equal(lines[1], `leader is now ${leader.hostname} (${me})`);
+              assert.equal(lines[1], `leader is now ${leader.metadata!.name} (${me})`);
             }
           } finally {
             run.kill();
           }
         }
-      },
-    );
+      });
 
-    if (lang.follows) {
-      test(
-        `${lang.file}: the SSE loop reconnects after the elector restarts`,
-        { skip: lang.available ? false : `${lang.file}: runtime not installed` },
-        async () => {
-          const run = runInPod(follower, podOf(follower), lang.run(path.join(dir, lang.file)));
-          try {
-            await run.waitLines(2);
-            follower.restartContainer();
-            // The restarted elector sends its state on the new stream: the current leader, or
-            // first "nobody yet" (name "") when the client reconnects before it knows.
-            const want = `leader is now ${leader.hostname} (not me)`;
-            await run.waitLines(3, 40_000);
-            await eventually(
-              'the leader again on the new stream',
-              () => run.lines.slice(2).includes(want),
-              40_000,
-            );
-            const after = run.lines.slice(2);
-            assert.ok(
-              after.every((l) => l === want || l === 'leader is now  (not me)'),
-              after.join('\n'),
-            );
-          } finally {
-            run.kill();
-          }
-        },
-      );
+      if (lang.follows) {
+        test(
+          `${lang.file}: the SSE loop reconnects after the kubelet restarts the elector`,
+          { skip: lang.skip },
+          async () => {
+            const run = runInPod(follower, lang.run(`/snippets/${lang.file}`));
+            try {
+              await run.waitLines(2);
+              await killElector(follower);
+              // The restarted elector sends its state on the new stream: the current leader, or
+              // first "nobody yet" (name "") when the client reconnects before it knows.
+              const want = `leader is now ${leader.metadata!.name} (not me)`;
+              await run.waitLines(3, 60_000);
+              await eventually(
+                'the leader again on the new stream',
+                () => run.lines.slice(2).includes(want),
+                60_000,
+              );
+              const after = run.lines.slice(2);
+              assert.ok(
+                after.every((l) => l === want || l === 'leader is now  (not me)'),
+                after.join('\n'),
+              );
+            } finally {
+              run.kill();
+            }
+          },
+        );
+      }
     }
-  }
-});
+  },
+);

@@ -1,17 +1,20 @@
 /**
- * The chart installed with the real helm onto a real control plane, as a cluster admin would
- * (`helm install`, `helm upgrade`, `helm uninstall`), with the egress option on (if-isolated)
- * in a namespace that denies egress by default:
- * - install: the webhook pods run as the release's Deployment says (kubelet stand-in), make
- *   their certificate and caBundle, and an opted-in Deployment is injected, granted its Role
- *   and its egress NetworkPolicy, and elects one leader;
+ * The chart installed with the real helm onto a real cluster (control plane + the real node,
+ * test/harness/node.ts), as a cluster admin would (`helm install`, `helm upgrade`,
+ * `helm uninstall`), with the egress option on (if-isolated) in a namespace that denies
+ * egress by default:
+ * - install: the webhook pods run from the project image as the release's Deployment says,
+ *   make their certificate and caBundle, and an opted-in Deployment is injected, granted its
+ *   Role and its egress NetworkPolicy, and its apps (asking `$ELECTOR_GET_URL` in their
+ *   containers) agree on one leader;
  * - upgrade: a changed value reaches the webhook's flags, and what the webhook made at run
  *   time (the caBundle, its certificate Secret) survives;
  * - uninstall: once the app is gone, nothing the chart or the webhook made is left but the
  *   webhook's certificate Secret (made at run time, unknown to helm: see the README).
  * The harness's API server keeps no `kubernetes` EndpointSlice (no endpoint reconciler): the
- * test publishes the one a real API server keeps. The local cluster has no CNI that enforces NetworkPolicies: the policy is checked as an
- * object (what it selects and allows), not by a blocked connection.
+ * test publishes the one a real API server keeps. The node's bridge CNI does not enforce
+ * NetworkPolicies: the policy is checked as an object (what it selects and allows), not by a
+ * blocked connection.
  */
 import {
   AdmissionregistrationV1Api,
@@ -23,31 +26,24 @@ import {
   RbacAuthorizationV1Api,
   loadAllYaml,
   type KubernetesObject,
+  type V1Pod,
 } from '@kubernetes/client-node';
 import assert from 'node:assert/strict';
 import { networkInterfaces } from 'node:os';
 import { after, before, describe, test } from 'node:test';
-import { startCluster, type Cluster } from '../../harness/cluster.ts';
 import { CHART_DIR, helm, valuesFile } from '../../harness/helm.ts';
-import { ensureBuilt } from '../../harness/kubelet.ts';
-import {
-  installWebhook,
-  runElectingApp,
-  type ElectingApp,
-  type InstalledWebhook,
-} from '../../harness/system.ts';
+import { electingDeployment, runElectingDeployment, webhookRollout } from '../../harness/on-node.ts';
+import { nodeSkip, sharedNode, type TestNode } from '../../harness/shared.ts';
 import { eventually } from '../../harness/wait.ts';
 
 const NS = 'lifelease-system';
-const APP_NS = 'team-a';
 const VALUES = { networkPolicy: { electorEgress: { enabled: true } } };
 
-before(() => ensureBuilt());
-
-describe('helm install, upgrade and uninstall', () => {
-  let cluster: Cluster;
-  let webhook: InstalledWebhook | undefined;
-  let app: ElectingApp | undefined;
+describe('helm install, upgrade and uninstall, on the real node', { skip: nodeSkip() }, () => {
+  let cluster: TestNode;
+  let APP_NS = '';
+  let webhook: V1Pod[] | undefined;
+  let app: { leader: string } | undefined;
   const values = valuesFile(VALUES);
   const run = (args: string[]) => helm(args, { kubeconfig: cluster.kubeconfigPath });
   const notFound = async (read: () => Promise<unknown>): Promise<boolean> => {
@@ -61,13 +57,23 @@ describe('helm install, upgrade and uninstall', () => {
   };
 
   before(async () => {
-    cluster = await startCluster();
+    cluster = await sharedNode();
   });
   after(async () => {
-    await app?.electors.stop();
-    await webhook?.stop();
-    await cluster?.stop();
     values.remove();
+    if (!cluster) return;
+    // The node is shared with other files: leave no release, namespace or webhook behind.
+    await run(['uninstall', 'lifelease', '-n', NS, '--wait']).catch(() => {});
+    for (const ns of [APP_NS, NS].filter(Boolean))
+      await cluster.kubectl([
+        'delete',
+        'namespace',
+        ns,
+        '--ignore-not-found',
+        '--wait=true',
+        '--timeout=300s',
+      ]);
+    await cluster.release();
   });
 
   test('install: the webhook runs from the release; an opted-in Deployment gets its Role and egress policy and elects one leader', async () => {
@@ -76,24 +82,19 @@ describe('helm install, upgrade and uninstall', () => {
     await core.createNamespace({
       body: { metadata: { name: NS, labels: { 'pod-security.kubernetes.io/enforce': 'restricted' } } },
     });
-    webhook = await installWebhook(cluster, {
-      timeoutMs: 180_000,
-      install: async () => {
-        const { stdout } = await run(['install', 'lifelease', CHART_DIR, '-n', NS, '-f', values.file]);
-        assert.match(stdout, /STATUS: deployed/);
-        const manifest = await run(['get', 'manifest', 'lifelease', '-n', NS]);
-        return (loadAllYaml(manifest.stdout) as (KubernetesObject | null)[]).filter(
-          (o): o is KubernetesObject => o !== null,
-        );
-      },
-    });
-    assert.equal(webhook.pods.length, 2);
+    const { stdout } = await run(['install', 'lifelease', CHART_DIR, '-n', NS, '-f', values.file]);
+    assert.match(stdout, /STATUS: deployed/);
+    const manifest = await run(['get', 'manifest', 'lifelease', '-n', NS]);
+    const objects = (loadAllYaml(manifest.stdout) as (KubernetesObject | null)[]).filter(
+      (o): o is KubernetesObject => o !== null,
+    );
+    assert.ok(objects.some((o) => o.kind === 'Deployment'));
+    webhook = await webhookRollout(cluster);
+    assert.equal(webhook.length, 2);
+    for (const p of webhook) assert.equal(p.spec?.containers[0]?.image, cluster.node.images.project);
 
     // The app's namespace denies all egress by default.
-    await core.createNamespace({ body: { metadata: { name: APP_NS } } });
-    await eventually('the default ServiceAccount', () =>
-      core.readNamespacedServiceAccount({ name: 'default', namespace: APP_NS }),
-    );
+    APP_NS = await cluster.createNamespace('team-a');
     const networking = cluster.kubeConfig.makeApiClient(NetworkingV1Api);
     await networking.createNamespacedNetworkPolicy({
       namespace: APP_NS,
@@ -111,18 +112,27 @@ describe('helm install, upgrade and uninstall', () => {
       .flat()
       .find((i) => i && i.family === 'IPv4' && !i.internal)?.address;
     assert.ok(advertised, 'the machine has a non-loopback IPv4 address');
-    await cluster.kubeConfig.makeApiClient(DiscoveryV1Api).createNamespacedEndpointSlice({
-      namespace: 'default',
-      body: {
-        metadata: { name: 'kubernetes', labels: { 'kubernetes.io/service-name': 'kubernetes' } },
-        addressType: 'IPv4',
-        endpoints: [{ addresses: [advertised], conditions: { ready: true } }],
-        ports: [{ name: 'https', port: Number(server.port), protocol: 'TCP' }],
-      },
-    });
+    await cluster.kubeConfig
+      .makeApiClient(DiscoveryV1Api)
+      .createNamespacedEndpointSlice({
+        namespace: 'default',
+        body: {
+          metadata: { name: 'kubernetes', labels: { 'kubernetes.io/service-name': 'kubernetes' } },
+          addressType: 'IPv4',
+          endpoints: [{ addresses: [advertised], conditions: { ready: true } }],
+          ports: [{ name: 'https', port: Number(server.port), protocol: 'TCP' }],
+        },
+      })
+      .catch((err: unknown) => {
+        // Another run on this shared control plane published it already.
+        if ((err as { code?: number }).code !== 409) throw err;
+      });
 
-    app = await runElectingApp(cluster, { namespace: APP_NS, name: 'reports', replicas: 3 });
-    assert.equal(app.leader.answer['name'], app.leader.sandbox.hostname);
+    app = await runElectingDeployment(
+      cluster,
+      APP_NS,
+      electingDeployment(cluster, { name: 'reports', replicas: 3, optIn: 'annotation' }),
+    );
     const rbac = cluster.kubeConfig.makeApiClient(RbacAuthorizationV1Api);
     await rbac.readNamespacedRole({ name: 'lifelease-elector-reports', namespace: APP_NS });
 
@@ -183,15 +193,18 @@ describe('helm install, upgrade and uninstall', () => {
       'the caBundle was set',
     );
     assert.deepEqual(bundleAfter, bundleBefore, 'helm upgrade left the caBundle the webhook wrote');
-    // Still called through the Service with that caBundle: a pod is injected.
-    const probe = await core.createNamespacedPod({
-      namespace: APP_NS,
-      dryRun: 'All',
-      body: {
-        metadata: { name: 'after-upgrade', labels: { leaderElection: 'true' } },
-        spec: { containers: [{ name: 'app', image: 'example.invalid/app' }] },
-      },
-    });
+    // The new pods roll out; still called through the Service with that caBundle: a pod is injected.
+    await webhookRollout(cluster);
+    const probe = await eventually('an opted-in pod injected after the upgrade', () =>
+      core.createNamespacedPod({
+        namespace: APP_NS,
+        dryRun: 'All',
+        body: {
+          metadata: { name: 'after-upgrade', labels: { leaderElection: 'true' } },
+          spec: { containers: [{ name: 'app', image: 'example.invalid/app' }] },
+        },
+      }),
+    );
     assert.ok(probe.spec?.initContainers?.some((c) => c.name === 'elector'));
   });
 
@@ -216,7 +229,6 @@ describe('helm install, upgrade and uninstall', () => {
         (await networking.listNetworkPolicyForAllNamespaces({ labelSelector: managed })).items.length === 0,
       60_000,
     );
-    await app.electors.stop();
     app = undefined;
 
     // 2. helm uninstall, then the webhook's pods go.
@@ -227,7 +239,6 @@ describe('helm install, upgrade and uninstall', () => {
       async () => (await core.listNamespacedPod({ namespace: NS })).items.length === 0,
       60_000,
     );
-    await webhook.stop();
     webhook = undefined;
 
     // 3. What is left.
@@ -240,7 +251,8 @@ describe('helm install, upgrade and uninstall', () => {
     );
     const bindings = (await rbac.listClusterRoleBinding()).items.map((r) => r.metadata!.name!);
     assert.deepEqual(
-      bindings.filter((n) => n.startsWith('lifelease')),
+      // The node's own binding (system:node for its kubelet; test/harness/node.ts) is not the chart's.
+      bindings.filter((n) => n.startsWith('lifelease') && n !== 'lifelease-local-nodes'),
       [],
     );
     const leases = (
