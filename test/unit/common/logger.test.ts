@@ -4,6 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import fastify from 'fastify';
 import { createLogger, type LoggerOptions } from '../../../common/logger.ts';
 
 function collect(options: Partial<LoggerOptions> = {}) {
@@ -80,5 +81,26 @@ describe('createLogger', () => {
     const { log, lines } = collect({ format: 'text', base: { election: 'e' } });
     log.info({ holder: 'x y', n: 2 }, 'leader changed');
     assert.deepEqual(lines, ['2026-12-01T10:00:00.000Z INFO leader changed election=e holder="x y" n=2\n']);
+  });
+
+  test('fastify takes it as its loggerInstance (what the webhook needs to switch to it)', async () => {
+    const { log, records } = collect({ level: 'info' });
+    const app = fastify({ loggerInstance: log });
+    app.get('/', (request, reply) => {
+      request.log.info({ x: 1 }, 'in a handler');
+      void reply.send({ ok: true });
+    });
+    app.get('/fail', () => Promise.reject(new Error('handler failed')));
+    assert.equal((await app.inject({ url: '/' })).statusCode, 200);
+    assert.equal((await app.inject({ url: '/fail' })).statusCode, 500);
+    await app.close();
+    const handler = records().find((r) => r['msg'] === 'in a handler');
+    assert.equal(handler?.['x'], 1);
+    assert.equal(typeof handler?.['reqId'], 'string', 'the request child logger carries fastify reqId');
+    assert.ok(
+      records().some(
+        (r) => r['level'] === 'error' && (r['err'] as { message?: string })?.message === 'handler failed',
+      ),
+    );
   });
 });
