@@ -2,20 +2,26 @@
  * The elector's footprint, run as the webhook injects it (`dist/elector.js` with the
  * injected NODE_OPTIONS), each with its own Pod object and least-privilege ServiceAccount:
  *   - start-to-ready: process spawned -> `/readyz` 200 (leader known and confirmed), for
- *     the first candidate (creates the Lease) and for followers; beside it, how long a bare
- *     `node -e 0` takes on this machine (the floor);
- *   - idle RSS of a leader and a follower after 30 s, with V8's heap figures from the
- *     elector's own /metrics, beside an idle bare Node process with the same options;
+ *     the first candidate (creates the Lease) and for followers; beside it, in the same run,
+ *     a bare Node HTTP server's spawn -> first 200 (the floor a Node sidecar cannot beat),
+ *     measured the same way (wait for its "listening" line, then poll every 5 ms);
+ *   - idle RSS and PSS of a leader and a follower after 20 s, with V8's heap figures from
+ *     the elector's own /metrics, beside an idle bare Node HTTP server with the same options;
  *   - RSS after 10,000 SSE connect/disconnect cycles (20 at a time) on a follower, again
- *     after 30 s idle, and after a second 10,000 (a leak grows again, a high-water mark
+ *     after 20 s idle, and after a second 10,000 (a leak grows again, a high-water mark
  *     does not); open streams must be back to 0;
  *   - RSS with 1,000 other pods in the namespace (the elector watches only its Lease).
+ *
+ * `FOOTPRINT_BEFORE=<dir>/elector.js` runs another build (for example the previous commit's
+ * `dist/`, copied aside) beside this one in the same run, on the same cluster, one start
+ * after the other: a before/after comparison that the machine's load moves together.
  *
  *   node bench/footprint.ts [starts = 10] [SSE cycles = 10000] [pods = 1000]
  */
 import { CoreV1Api } from '@kubernetes/client-node';
-import { spawn, spawnSync } from 'node:child_process';
-import { request } from 'node:http';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { request, createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { INJECTED_NODE_OPTIONS } from '../webhook/inject.ts';
 import { startCluster } from '../test/harness/cluster.ts';
@@ -26,18 +32,36 @@ import {
   startElector,
   type ElectorProcess,
 } from '../test/harness/elector-process.ts';
-import { fmt, parsePrometheus, printTable, requireBuild, rssMiB, stats, writeReport } from './lib.ts';
+import { fmt, parsePrometheus, printTable, pssMiB, requireBuild, rssMiB, stats, writeReport } from './lib.ts';
 
-const starts = Number(process.argv[2] ?? 10);
-const sseCycles = Number(process.argv[3] ?? 10_000);
-const podCount = Number(process.argv[4] ?? 1000);
+function count(i: number, fallback: number): number {
+  const raw = process.argv[i];
+  if (raw === undefined) return fallback;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 0) throw new Error(`argument ${i - 1}: ${raw} is not a count`);
+  return n;
+}
+const starts = Math.max(1, count(2, 10));
+const sseCycles = count(3, 10_000);
+const podCount = count(4, 1000);
+const IDLE_MS = 20_000;
 const ELECTION = 'app';
 const INJECTED_ENV = { NODE_OPTIONS: INJECTED_NODE_OPTIONS };
 
 requireBuild();
 
+interface Variant {
+  label: string;
+  entry: string;
+}
+const variants: Variant[] = [
+  ...(process.env['FOOTPRINT_BEFORE'] ? [{ label: 'before', entry: process.env['FOOTPRINT_BEFORE'] }] : []),
+  { label: process.env['FOOTPRINT_BEFORE'] ? 'after' : 'elector', entry: 'dist/elector.js' },
+];
+
 interface Mem {
   rssMiB: number;
+  pssMiB?: number;
   heapUsed?: number;
   heapTotal?: number;
   external?: number;
@@ -57,18 +81,43 @@ async function heapFigures(e: ElectorProcess): Promise<Omit<Mem, 'rssMiB'>> {
   };
 }
 
-async function readyAfter(e: ElectorProcess, timeoutMs = 30_000): Promise<number> {
+async function memOf(e: ElectorProcess): Promise<Mem> {
+  return { rssMiB: rssMiB(e.pid!), pssMiB: pssMiB(e.pid!), ...(await heapFigures(e)) };
+}
+
+async function firstOk(url: string, since: number, what: string, timeoutMs = 30_000): Promise<number> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     try {
-      if ((await httpGet(`${e.probeUrl}/readyz`, 1000)).status === 200)
-        return performance.now() - e.spawnedAt;
+      if ((await httpGet(url, 1000)).status === 200) return performance.now() - since;
     } catch {
       // not yet
     }
     await sleep(5);
   }
-  throw new Error(`${e.pod.name} not ready in ${timeoutMs} ms:\n${e.process.tail()}`);
+  throw new Error(`${what} not ready in ${timeoutMs} ms`);
+}
+
+const readyAfter = (e: ElectorProcess) => firstOk(`${e.probeUrl}/readyz`, e.spawnedAt, e.pod.name);
+
+const BARE_SERVER = `
+  const s = require('node:http').createServer((q, r) => r.end('ok'));
+  s.listen(0, '127.0.0.1', () => console.log(s.address().port));
+`;
+
+/** A bare Node HTTP server with the injected options: spawn, its port line, polled like /readyz. */
+async function bareServer(): Promise<{ child: ChildProcess; readyMs: number }> {
+  const spawnedAt = performance.now();
+  const child = spawn(process.execPath, ['-e', BARE_SERVER], {
+    env: { ...process.env, ...INJECTED_ENV },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  const port = await new Promise<number>((resolve, reject) => {
+    child.stdout.once('data', (d: Buffer) => resolve(Number(String(d).trim())));
+    child.once('exit', (code) => reject(new Error(`bare server exited ${code}`)));
+  });
+  const readyMs = await firstOk(`http://127.0.0.1:${port}/`, spawnedAt, 'bare server');
+  return { child, readyMs };
 }
 
 /** One SSE cycle: connect, read the first event, disconnect. */
@@ -90,162 +139,210 @@ function sseCycle(url: string): Promise<void> {
   });
 }
 
-// The floor: a bare Node start, and an idle bare Node process.
-const bareStarts: number[] = [];
-for (let i = 0; i < starts; i++) {
-  const t0 = performance.now();
-  spawnSync(process.execPath, ['-e', '0'], { env: { ...process.env, ...INJECTED_ENV } });
-  bareStarts.push(performance.now() - t0);
+async function churn(url: string): Promise<number> {
+  let done = 0;
+  const until = Date.now() + 5 * 60_000;
+  await Promise.all(
+    Array.from({ length: 20 }, async () => {
+      while (done < sseCycles && Date.now() < until) {
+        done++;
+        await sseCycle(url);
+      }
+    }),
+  );
+  return done;
 }
-const bare = spawn(process.execPath, ['-e', 'setInterval(() => {}, 1e6)'], {
-  env: { ...process.env, ...INJECTED_ENV },
-  stdio: 'ignore',
+
+// Make sure the port of a throwaway server is free again before we start (warms the loader).
+await new Promise<void>((resolve) => {
+  const s = createServer().listen(0, '127.0.0.1', () => {
+    void (s.address() as AddressInfo).port;
+    s.close(() => resolve());
+  });
 });
 
 const cluster = await startCluster();
 const electors: ElectorProcess[] = [];
+const bares: ChildProcess[] = [];
 try {
   const ns = await cluster.createNamespace('footprint');
-  const kubeconfigPath = await grantElection(cluster, ns, ELECTION);
   let serial = 0;
-  const start = async () => {
+  const per = new Map<
+    string,
+    {
+      kubeconfigPath: string;
+      leader?: ElectorProcess;
+      follower?: ElectorProcess;
+      leaderReadyMs?: number;
+      followerReady: number[];
+    }
+  >();
+  for (const [i, v] of variants.entries()) {
+    per.set(v.label, {
+      kubeconfigPath: await grantElection(cluster, ns, `${ELECTION}-${i}`),
+      followerReady: [],
+    });
+  }
+  const start = async (v: Variant, i: number) => {
     const pod = await createPod(cluster.kubeConfig, ns, `app-${serial++}`);
     const e = await startElector({
-      election: ELECTION,
+      election: `${ELECTION}-${i}`,
       pod,
-      kubeconfigPath,
-      entry: 'dist/elector.js',
+      kubeconfigPath: per.get(v.label)!.kubeconfigPath,
+      entry: v.entry,
       env: INJECTED_ENV,
     });
     electors.push(e);
     return e;
   };
 
-  // Start-to-ready.
-  const leader = await start();
-  const leaderReadyMs = await readyAfter(leader);
-  const followerReady: number[] = [];
-  for (let i = 0; i < starts; i++) {
-    const e = await start();
-    followerReady.push(await readyAfter(e));
-    if (i < starts - 1) {
-      await e.stop();
-      electors.splice(electors.indexOf(e), 1);
+  // Start-to-ready: one election per variant; followers started in turns, a bare server
+  // between them, so that the machine's load weighs on all of them alike.
+  for (const [i, v] of variants.entries()) {
+    const p = per.get(v.label)!;
+    p.leader = await start(v, i);
+    p.leaderReadyMs = await readyAfter(p.leader);
+  }
+  const bareReady: number[] = [];
+  for (let round = 0; round < starts; round++) {
+    const bare = await bareServer();
+    bareReady.push(bare.readyMs);
+    if (round < starts - 1) bare.child.kill('SIGTERM');
+    else bares.push(bare.child);
+    for (const [i, v] of variants.entries()) {
+      const p = per.get(v.label)!;
+      const e = await start(v, i);
+      p.followerReady.push(await readyAfter(e));
+      if (round < starts - 1) {
+        await e.stop();
+        electors.splice(electors.indexOf(e), 1);
+      } else p.follower = e;
     }
   }
-  const follower = electors.at(-1)!;
+  const bareIdle = bares[0]!;
 
   // Idle.
-  await sleep(30_000);
-  const idle: Record<'leader' | 'follower' | 'bareNode', Mem> = {
-    leader: { rssMiB: rssMiB(leader.pid!), ...(await heapFigures(leader)) },
-    follower: { rssMiB: rssMiB(follower.pid!), ...(await heapFigures(follower)) },
-    bareNode: { rssMiB: rssMiB(bare.pid!) },
+  await sleep(IDLE_MS);
+  const idle: Record<string, Mem> = {
+    bareServer: { rssMiB: rssMiB(bareIdle.pid!), pssMiB: pssMiB(bareIdle.pid!) },
   };
+  for (const v of variants) {
+    const p = per.get(v.label)!;
+    idle[`${v.label} leader`] = await memOf(p.leader!);
+    idle[`${v.label} follower`] = await memOf(p.follower!);
+  }
 
-  // SSE churn on the follower.
-  const churn = async () => {
-    let done = 0;
-    const until = Date.now() + 5 * 60_000;
+  // SSE churn on each variant's follower, one after the other.
+  const sse: Record<string, unknown> = {};
+  const sseRows: (string | number)[][] = [];
+  if (sseCycles > 0) {
+    for (const v of variants) {
+      const f = per.get(v.label)!.follower!;
+      const t0 = performance.now();
+      const done = await churn(f.apiUrl);
+      const seconds = (performance.now() - t0) / 1000;
+      const after = await memOf(f);
+      await sleep(IDLE_MS);
+      const afterIdle = await memOf(f);
+      const done2 = await churn(f.apiUrl);
+      await sleep(10_000);
+      const afterSecond = await memOf(f);
+      const openStreams = await f.metric('elector_sse_clients');
+      sse[v.label] = {
+        cycles: done,
+        seconds,
+        after,
+        afterIdle,
+        secondRound: { cycles: done2, after: afterSecond },
+        openStreams,
+      };
+      sseRows.push(
+        [v.label, `after ${done} cycles (${(done / seconds).toFixed(0)}/s)`, ...memCells(after)],
+        [v.label, `  + ${IDLE_MS / 1000} s idle`, ...memCells(afterIdle)],
+        [v.label, `  + ${done2} more, 10 s idle; open streams ${openStreams}`, ...memCells(afterSecond)],
+      );
+    }
+  }
+
+  // Other pods in the namespace.
+  let with1000: Record<string, Mem> = {};
+  if (podCount > 0) {
+    const core = cluster.kubeConfig.makeApiClient(CoreV1Api);
+    let made = 0;
     await Promise.all(
-      Array.from({ length: 20 }, async () => {
-        while (done < sseCycles && Date.now() < until) {
-          done++;
-          await sseCycle(follower.apiUrl);
+      Array.from({ length: 8 }, async () => {
+        while (made < podCount) {
+          const i = made++;
+          await core.createNamespacedPod({
+            namespace: ns,
+            body: {
+              metadata: { name: `other-${i}`, labels: { app: 'other' } },
+              spec: { containers: [{ name: 'app', image: 'registry.invalid/other:1' }] },
+            },
+          });
         }
       }),
     );
-    return done;
-  };
-  const sseStarted = performance.now();
-  const done = await churn();
-  const sseSeconds = (performance.now() - sseStarted) / 1000;
-  const afterSse: Mem = { rssMiB: rssMiB(follower.pid!), ...(await heapFigures(follower)) };
-  await sleep(30_000);
-  const afterSseIdle: Mem = { rssMiB: rssMiB(follower.pid!), ...(await heapFigures(follower)) };
-  // A second round tells a leak (grows again) from a high-water mark (reuses what it has).
-  const done2 = await churn();
-  await sleep(10_000);
-  const afterSecond: Mem = { rssMiB: rssMiB(follower.pid!), ...(await heapFigures(follower)) };
-  const openStreams = await follower.metric('elector_sse_clients');
+    await sleep(IDLE_MS);
+    with1000 = {};
+    for (const v of variants) {
+      const p = per.get(v.label)!;
+      with1000[`${v.label} leader`] = await memOf(p.leader!);
+      with1000[`${v.label} follower`] = await memOf(p.follower!);
+    }
+  }
 
-  // 1,000 other pods in the namespace.
-  const core = cluster.kubeConfig.makeApiClient(CoreV1Api);
-  const before1000 = { leader: rssMiB(leader.pid!), follower: rssMiB(follower.pid!) };
-  let made = 0;
-  await Promise.all(
-    Array.from({ length: 8 }, async () => {
-      while (made < podCount) {
-        const i = made++;
-        await core.createNamespacedPod({
-          namespace: ns,
-          body: {
-            metadata: { name: `other-${i}`, labels: { app: 'other' } },
-            spec: { containers: [{ name: 'app', image: 'registry.invalid/other:1' }] },
-          },
-        });
-      }
-    }),
-  );
-  await sleep(30_000);
-  const with1000: Record<'leader' | 'follower', Mem> = {
-    leader: { rssMiB: rssMiB(leader.pid!), ...(await heapFigures(leader)) },
-    follower: { rssMiB: rssMiB(follower.pid!), ...(await heapFigures(follower)) },
-  };
-
-  const bs = stats(bareStarts);
-  const fs = stats(followerReady);
-  printTable(
-    'Elector start-to-ready (spawn -> /readyz 200), ms',
-    ['what', 'p50', 'p90', 'max', 'n'],
-    [
-      ['bare `node -e 0` (the floor)', fmt(bs.p50, 0), fmt(bs.p90, 0), fmt(bs.max, 0), bs.n],
-      ['first candidate (creates the Lease)', fmt(leaderReadyMs, 0), '-', '-', 1],
-      ['follower', fmt(fs.p50, 0), fmt(fs.p90, 0), fmt(fs.max, 0), fs.n],
-    ],
-  );
-  const row = (when: string, who: string, m: Mem) => [
-    when,
-    who,
-    fmt(m.rssMiB),
-    fmt(m.heapUsed),
-    fmt(m.heapTotal),
-    fmt(m.external),
+  const bs = stats(bareReady);
+  const readyRows: (string | number)[][] = [
+    ['bare Node HTTP server (the floor)', '-', fmt(bs.p50, 0), fmt(bs.p90, 0), fmt(bs.max, 0), bs.n],
   ];
+  const ready: Record<string, unknown> = { bareServer: bs };
+  for (const v of variants) {
+    const p = per.get(v.label)!;
+    const fs = stats(p.followerReady);
+    readyRows.push(
+      [`${v.label}: first candidate (creates the Lease)`, '-', fmt(p.leaderReadyMs, 0), '-', '-', 1],
+      [`${v.label}: follower`, fmt(fs.p50 - bs.p50, 0), fmt(fs.p50, 0), fmt(fs.p90, 0), fmt(fs.max, 0), fs.n],
+    );
+    ready[v.label] = { firstCandidate: p.leaderReadyMs, follower: fs };
+  }
   printTable(
-    'Elector memory, MiB (heap figures from its /metrics)',
-    ['when', 'process', 'RSS', 'heap used', 'heap total', 'external'],
-    [
-      row('idle 30 s', 'bare node (same NODE_OPTIONS)', idle.bareNode),
-      row('idle 30 s', 'leader', idle.leader),
-      row('idle 30 s', 'follower', idle.follower),
-      row(`after ${done} SSE cycles`, 'follower', afterSse),
-      row('  + 30 s idle', 'follower', afterSseIdle),
-      row(`  + ${done2} more cycles, 10 s idle`, 'follower', afterSecond),
-      row(`${podCount} pods in namespace`, 'leader', with1000.leader),
-      row(`${podCount} pods in namespace`, 'follower', with1000.follower),
-    ],
+    'Start-to-ready (spawn -> first 200 of /readyz, or of the bare server), ms',
+    ['what', 'p50 - floor', 'p50', 'p90', 'max', 'n'],
+    readyRows,
   );
-  console.log(
-    `\nSSE: ${done} cycles in ${sseSeconds.toFixed(1)} s (${(done / sseSeconds).toFixed(0)}/s); open streams afterwards: ${openStreams}; RSS just before the ${podCount} pods: leader ${before1000.leader.toFixed(1)}, follower ${before1000.follower.toFixed(1)} MiB`,
+  printTable(
+    `Memory, MiB (heap figures from the elector's /metrics), after ${IDLE_MS / 1000} s idle`,
+    ['process', 'RSS', 'PSS', 'heap used', 'heap total', 'external'],
+    Object.entries(idle).map(([k, m]) => [k, ...memCells(m)]),
   );
+  if (sseRows.length > 0)
+    printTable(
+      'SSE churn on a follower, MiB',
+      ['build', 'when', 'RSS', 'PSS', 'heap used', 'heap total', 'external'],
+      sseRows,
+    );
+  if (podCount > 0)
+    printTable(
+      `${podCount} other pods in the namespace, MiB`,
+      ['process', 'RSS', 'PSS', 'heap used', 'heap total', 'external'],
+      Object.entries(with1000).map(([k, m]) => [k, ...memCells(m)]),
+    );
   writeReport('footprint', {
-    command: `node bench/footprint.ts ${starts} ${sseCycles} ${podCount}`,
+    command: `${process.env['FOOTPRINT_BEFORE'] ? `FOOTPRINT_BEFORE=${process.env['FOOTPRINT_BEFORE']} ` : ''}node bench/footprint.ts ${starts} ${sseCycles} ${podCount}`,
     nodeOptions: INJECTED_NODE_OPTIONS,
-    startToReadyMs: { bareNode: bs, firstCandidate: leaderReadyMs, follower: fs },
+    variants,
+    startToReadyMs: ready,
     idle,
-    sse: {
-      cycles: done,
-      seconds: sseSeconds,
-      after: afterSse,
-      afterIdle: afterSseIdle,
-      secondRound: { cycles: done2, after: afterSecond },
-      openStreams,
-    },
-    pods: { count: podCount, before: before1000, after: with1000 },
+    sse,
+    pods: { count: podCount, after: with1000 },
   });
 } finally {
-  bare.kill('SIGTERM');
+  for (const b of bares) b.kill('SIGTERM');
   await Promise.all(electors.map((e) => e.stop()));
   await cluster.stop();
+}
+
+function memCells(m: Mem): string[] {
+  return [fmt(m.rssMiB), fmt(m.pssMiB), fmt(m.heapUsed), fmt(m.heapTotal), fmt(m.external)];
 }

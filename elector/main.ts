@@ -1,13 +1,17 @@
 /**
  * The `elector` command: the composition root. The only place that reads argv and the
- * environment, creates the root logger, wires the parts together, installs shutdown and
- * picks exit codes: 0 after SIGTERM/SIGINT, 1 on a fatal error, 2 on invalid configuration.
+ * environment, creates the root logger, wires the parts together, handles shutdown and
+ * picks exit codes: 0 after its signal aborts (SIGTERM/SIGINT), 1 on a fatal error, 2 on
+ * invalid configuration.
  *
  *   node elector/main.ts --election=my-app      (or dist/elector.js after `npm run build`)
+ *
+ * {@link run} is the command as a function of its inputs (tests call it in process); run
+ * as a program, the module calls it with the process's argv, env, streams and a signal that
+ * SIGTERM/SIGINT abort.
  */
-import closeWithGrace from 'close-with-grace';
 import { hostname } from 'node:os';
-import { pino, stdTimeFunctions, type DestinationStream, type Logger } from 'pino';
+import { createLogger, type LogStream, type Logger } from '../common/logger.ts';
 import { parseConfig, type ElectorConfig } from './config.ts';
 import { Election, timingFor, type Clock } from './election.ts';
 import { loadKubeAccess, type KubeAccess } from './credentials.ts';
@@ -16,8 +20,8 @@ import { LeaderBoard } from './leader.ts';
 import { countingStore, createMetrics, logNote, recordNote } from './observe.ts';
 import { buildElectionApi, buildMetricsApi, buildProbeApi, listenAll, type Listening } from './server.ts';
 
-/** How long shutdown may take before close-with-grace gives up and exits 1. */
-const SHUTDOWN_DELAY_MS = 2000;
+/** How long shutdown may take before the command gives up on it and exits 1. */
+export const SHUTDOWN_DELAY_MS = 2000;
 
 const systemClock: Clock = {
   now: () => Date.now(),
@@ -27,65 +31,60 @@ const systemClock: Clock = {
   },
 };
 
-/** `time LEVEL message key=value ...` lines for people reading a terminal. */
-function textDestination(): DestinationStream {
-  return {
-    write(line: string) {
-      let rec: Record<string, unknown>;
-      try {
-        rec = JSON.parse(line) as Record<string, unknown>;
-      } catch {
-        process.stdout.write(line);
-        return;
-      }
-      const { time, level, msg, ...rest } = rec;
-      const fields = Object.entries(rest)
-        .map(([k, v]) => `${k}=${typeof v === 'string' && !/\s|"/.test(v) ? v : JSON.stringify(v)}`)
-        .join(' ');
-      process.stdout.write(
-        `${String(time)} ${String(level).toUpperCase()} ${String(msg)}${fields ? ` ${fields}` : ''}\n`,
-      );
-    },
-  };
+/** The command's inputs: the same shape for both commands (issue 15). */
+export interface RunOptions {
+  /** Flags, without the program (`process.argv.slice(2)`). */
+  argv: readonly string[];
+  env: Readonly<Record<string, string | undefined>>;
+  /** Log lines and `--help`. */
+  stdout: LogStream;
+  /** Configuration errors. */
+  stderr: LogStream;
+  /** Aborting it shuts the elector down (exit code 0); the Lease stays. */
+  signal: AbortSignal;
 }
 
-function createLogger(config: ElectorConfig, board: LeaderBoard): Logger {
-  const options = {
+function rootLogger(config: ElectorConfig, board: LeaderBoard, stdout: LogStream): Logger {
+  return createLogger({
     level: config.logLevel,
+    stream: stdout,
+    format: config.logFormat,
     base: { election: config.election, namespace: config.namespace, pod: config.identity.podName },
-    timestamp: stdTimeFunctions.isoTime,
-    formatters: { level: (label: string) => ({ level: label }) },
     // Every line says who leads, as this elector reports it.
     mixin: () => ({ leader: board.snapshot().result.name }),
-  };
-  return config.logFormat === 'text' ? pino(options, textDestination()) : pino(options);
+  });
 }
 
-async function main(): Promise<void> {
-  const parsed = parseConfig({ argv: process.argv.slice(2), env: process.env, systemHostname: hostname() });
+/** Resolves after `ms`, or at once when `signal` aborts; never keeps the process alive. */
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms).unref());
+}
+
+/** The elector, from start to exit code. */
+export async function run({ argv, env, stdout, stderr, signal }: RunOptions): Promise<number> {
+  runCalled = true;
+  const parsed = parseConfig({ argv: [...argv], env, systemHostname: hostname() });
   if (parsed.kind === 'help') {
-    process.stdout.write(`${parsed.text}\n`);
-    return;
+    stdout.write(`${parsed.text}\n`);
+    return 0;
   }
   if (parsed.kind === 'invalid') {
-    process.stderr.write(
+    stderr.write(
       `elector: invalid configuration:\n${parsed.problems.map((p) => `  - ${p}\n`).join('')}Run \`elector --help\` for the flags.\n`,
     );
-    process.exitCode = 2;
-    return;
+    return 2;
   }
   const config = parsed.config;
   const board = new LeaderBoard();
-  const log = createLogger(config, board);
+  const log = rootLogger(config, board, stdout);
   const { identity } = config;
 
   let access: KubeAccess;
   try {
-    access = await loadKubeAccess();
+    access = await loadKubeAccess(env);
   } catch (err) {
     log.fatal({ err }, 'cannot load Kubernetes credentials (in-cluster service account or KUBECONFIG)');
-    process.exitCode = 1;
-    return;
+    return 1;
   }
   const timing = timingFor(config);
 
@@ -159,8 +158,7 @@ async function main(): Promise<void> {
   } catch (err) {
     log.fatal({ err }, 'cannot listen');
     await Promise.allSettled([...api, ...probes].map((l) => l.app.close()));
-    process.exitCode = 1;
-    return;
+    return 1;
   }
   const listening = [...api, ...probes];
   const addressOf = (l: Listening) =>
@@ -183,26 +181,84 @@ async function main(): Promise<void> {
   );
 
   const stop = new AbortController();
+  const stopped = new Promise<'signal'>((resolve) => {
+    if (signal.aborted) resolve('signal');
+    else signal.addEventListener('abort', () => resolve('signal'), { once: true });
+  });
+  const running = election.run(stop.signal).then(
+    () => 'ended' as const,
+    (err: unknown) => ({ err }),
+  );
+  const outcome = await Promise.race([stopped, running]);
+
   const closeAll = async () => {
     stop.abort();
     await Promise.allSettled([...listening.map((l) => l.app.close()), running]);
   };
-  const running = election.run(stop.signal).catch(async (err: unknown) => {
-    // A bug, not an API error (those are retried forever). Exit non-zero so the container
-    // restarts; the Lease is untouched, so a leader stays leader after the restart.
-    alive = false;
-    log.fatal({ err }, 'election stopped unexpectedly');
-    grace.uninstall();
-    stop.abort();
-    await Promise.allSettled(listening.map((l) => l.app.close()));
-    process.exit(1);
-  });
-
-  const grace = closeWithGrace({ delay: SHUTDOWN_DELAY_MS, logger: false }, async ({ signal, err }) => {
-    if (err) log.error({ err }, 'fatal error, shutting down');
-    else log.info({ signal: signal ?? null }, 'shutting down (the lease stays)');
-    await closeAll();
-  });
+  if (outcome === 'signal') {
+    log.info(
+      { signal: typeof signal.reason === 'string' ? signal.reason : null },
+      'shutting down (the lease stays)',
+    );
+    const closed = await Promise.race([
+      closeAll().then(() => true),
+      delay(SHUTDOWN_DELAY_MS).then(() => false),
+    ]);
+    if (!closed) {
+      log.error({ delayMs: SHUTDOWN_DELAY_MS }, 'shutdown took too long, exiting');
+      return 1;
+    }
+    return 0;
+  }
+  // The election loop never ends by itself: a bug, not an API error (those are retried
+  // forever). Exit non-zero so the container restarts; the Lease is untouched, so a leader
+  // stays leader after the restart.
+  alive = false;
+  log.fatal(
+    { err: outcome === 'ended' ? new Error('the election loop returned') : outcome.err },
+    'election stopped unexpectedly',
+  );
+  await Promise.race([closeAll(), delay(SHUTDOWN_DELAY_MS)]);
+  return 1;
 }
 
-await main();
+/**
+ * Runs the command for this process: SIGTERM/SIGINT/SIGHUP/SIGQUIT abort it (a second signal
+ * exits 1 at once), an uncaught error is logged and exits 1, and the process exits with
+ * run's code once it is done (a connection left open must not keep it alive).
+ */
+async function runAsProgram(argv: readonly string[]): Promise<never> {
+  const controller = new AbortController();
+  const onSignal = (name: NodeJS.Signals) => {
+    if (controller.signal.aborted) process.exit(1);
+    controller.abort(name);
+  };
+  const signals: NodeJS.Signals[] = ['SIGTERM', 'SIGINT', 'SIGHUP', 'SIGQUIT'];
+  for (const s of signals) process.on(s, onSignal);
+  const onError = (err: unknown) => {
+    createLogger({ level: 'info', stream: process.stdout }).fatal({ err }, 'fatal error, exiting');
+    process.exit(1);
+  };
+  process.on('uncaughtException', onError);
+  process.on('unhandledRejection', onError);
+  const code = await run({
+    argv,
+    env: process.env,
+    stdout: process.stdout,
+    stderr: process.stderr,
+    signal: controller.signal,
+  });
+  process.exit(code);
+}
+
+// Run as a program (`node dist/elector.js`); imported (tests, a dispatcher), export run only.
+// A dispatcher that imports this module and does not call run() (common/cli.ts before it
+// called run) still gets the command: it runs on the next turn unless run() was called.
+let runCalled = false;
+if (import.meta.main) {
+  await runAsProgram(process.argv.slice(2));
+} else if (/[/\\]cli\.js$/.test(process.argv[1] ?? '')) {
+  setImmediate(() => {
+    if (!runCalled) void runAsProgram(process.argv.slice(2));
+  });
+}

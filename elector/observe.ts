@@ -1,10 +1,10 @@
 /**
- * What the elector reports about itself: Prometheus metrics (prom-client) and log lines
- * (pino), both derived from the election's {@link Note}s. The election never logs or
+ * What the elector reports about itself: Prometheus metrics (./prometheus.ts) and log lines
+ * (common/logger.ts), both derived from the election's {@link Note}s. The election never logs or
  * counts on its own; this adapter is the one place that decides levels, messages and names.
  */
-import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
-import type { Logger } from 'pino';
+import type { Logger } from '../common/logger.ts';
+import { Counter, Gauge, Registry, registerProcessMetrics } from './prometheus.ts';
 import type { ElectionStore, Note } from './election.ts';
 
 export interface ElectorMetrics {
@@ -45,94 +45,104 @@ export function createMetrics(sources: MetricSources): ElectorMetrics {
   // prom-client samples event-loop lag with a 10 ms timer by default: 100 wakeups a second,
   // half a percent of a core in every idle pod (bench/README.md). Once a second still shows
   // a blocked loop, for 1% of the wakeups.
-  collectDefaultMetrics({ register: registry, eventLoopMonitoringPrecision: EVENT_LOOP_SAMPLE_MS });
-  const registers = [registry];
+  registerProcessMetrics(registry, { eventLoopSampleMs: EVENT_LOOP_SAMPLE_MS });
+  const add = <M extends Counter<string> | Gauge<string>>(m: M): M => registry.register(m);
   const states = ['leader', 'follower', 'unknown'] as const;
   const metrics: ElectorMetrics = {
     registry,
-    isLeader: new Gauge({
-      name: 'elector_is_leader',
-      help: '1 while this pod is the leader, else 0.',
-      registers,
-    }),
-    state: new Gauge({
-      name: 'elector_state',
-      help: 'The reported state: 1 for the current one of leader, follower, unknown.',
-      labelNames: ['state'],
-      registers,
-    }),
-    leaderTransitions: new Counter({
-      name: 'elector_leader_transitions_total',
-      help: 'Times the reported leader changed to another pod.',
-      registers,
-    }),
-    campaigns: new Counter({
-      name: 'elector_campaigns_total',
-      help: 'Campaigns (Lease CREATE attempts) by result: won, lost, error, skipped.',
-      labelNames: ['result'],
-      registers,
-    }),
-    electionsWon: new Counter({
-      name: 'elector_elections_won',
-      help: "Campaigns won (NAIS elector's name).",
-      registers,
-    }),
-    electionsLost: new Counter({
-      name: 'elector_elections_lost',
-      help: "Campaigns lost (NAIS elector's name).",
-      registers,
-    }),
-    reclaims: new Counter({
-      name: 'elector_reclaims_total',
-      help: 'Leases of gone, replaced or finished pods deleted (or attempted), by reason and result.',
-      labelNames: ['reason', 'result'],
-      registers,
-    }),
-    watchRestarts: new Counter({
-      name: 'elector_watch_restarts_total',
-      help: 'Watch restarts by reason: closed (normal timeout), expired (relist), stalled, error.',
-      labelNames: ['reason'],
-      registers,
-    }),
-    apiErrors: new Counter({
-      name: 'elector_api_errors_total',
-      help: 'Failed Kubernetes API requests by operation and HTTP status (0 = no response).',
-      labelNames: ['operation', 'code'],
-      registers,
-    }),
-    apiRequests: new Counter({
-      name: 'elector_api_requests_total',
-      help: 'Kubernetes API requests made, by operation (list, watch, create, get-pod, watch-pod, delete).',
-      labelNames: ['operation'],
-      registers,
-    }),
-    sseDropped: new Counter({
-      name: 'elector_sse_dropped_total',
-      help: 'SSE clients disconnected because they did not read their stream.',
-      registers,
-    }),
-    sseRejected: new Counter({
-      name: 'elector_sse_rejected_total',
-      help: 'SSE connections refused (503) because --sse-max-clients streams were open.',
-      registers,
-    }),
+    isLeader: add(
+      new Gauge({
+        name: 'elector_is_leader',
+        help: '1 while this pod is the leader, else 0.',
+      }),
+    ),
+    state: add(
+      new Gauge({
+        name: 'elector_state',
+        help: 'The reported state: 1 for the current one of leader, follower, unknown.',
+        labelNames: ['state'],
+      }),
+    ),
+    leaderTransitions: add(
+      new Counter({
+        name: 'elector_leader_transitions_total',
+        help: 'Times the reported leader changed to another pod.',
+      }),
+    ),
+    campaigns: add(
+      new Counter({
+        name: 'elector_campaigns_total',
+        help: 'Campaigns (Lease CREATE attempts) by result: won, lost, error, skipped.',
+        labelNames: ['result'],
+      }),
+    ),
+    electionsWon: add(
+      new Counter({
+        name: 'elector_elections_won',
+        help: "Campaigns won (NAIS elector's name).",
+      }),
+    ),
+    electionsLost: add(
+      new Counter({
+        name: 'elector_elections_lost',
+        help: "Campaigns lost (NAIS elector's name).",
+      }),
+    ),
+    reclaims: add(
+      new Counter({
+        name: 'elector_reclaims_total',
+        help: 'Leases of gone, replaced or finished pods deleted (or attempted), by reason and result.',
+        labelNames: ['reason', 'result'],
+      }),
+    ),
+    watchRestarts: add(
+      new Counter({
+        name: 'elector_watch_restarts_total',
+        help: 'Watch restarts by reason: closed (normal timeout), expired (relist), stalled, error.',
+        labelNames: ['reason'],
+      }),
+    ),
+    apiErrors: add(
+      new Counter({
+        name: 'elector_api_errors_total',
+        help: 'Failed Kubernetes API requests by operation and HTTP status (0 = no response).',
+        labelNames: ['operation', 'code'],
+      }),
+    ),
+    apiRequests: add(
+      new Counter({
+        name: 'elector_api_requests_total',
+        help: 'Kubernetes API requests made, by operation (list, watch, create, get-pod, watch-pod, delete).',
+        labelNames: ['operation'],
+      }),
+    ),
+    sseDropped: add(
+      new Counter({
+        name: 'elector_sse_dropped_total',
+        help: 'SSE clients disconnected because they did not read their stream.',
+      }),
+    ),
+    sseRejected: add(
+      new Counter({
+        name: 'elector_sse_rejected_total',
+        help: 'SSE connections refused (503) because --sse-max-clients streams were open.',
+      }),
+    ),
   };
-  new Gauge({
-    name: 'elector_confirmation_age_seconds',
-    help: 'Seconds since the API server last confirmed the Lease (-1 before the first time).',
-    registers,
-    collect() {
-      this.set(sources.confirmationAgeSeconds() ?? -1);
-    },
-  });
-  new Gauge({
-    name: 'elector_sse_clients',
-    help: 'Open SSE streams.',
-    registers,
-    collect() {
-      this.set(sources.sseClients());
-    },
-  });
+  const confirmationAge: Gauge = add(
+    new Gauge({
+      name: 'elector_confirmation_age_seconds',
+      help: 'Seconds since the API server last confirmed the Lease (-1 before the first time).',
+      collect: () => confirmationAge.set(sources.confirmationAgeSeconds() ?? -1),
+    }),
+  );
+  const sseClients: Gauge = add(
+    new Gauge({
+      name: 'elector_sse_clients',
+      help: 'Open SSE streams.',
+      collect: () => sseClients.set(sources.sseClients()),
+    }),
+  );
   metrics.isLeader.set(0);
   for (const s of states) metrics.state.set({ state: s }, s === 'unknown' ? 1 : 0);
   for (const r of ['won', 'lost', 'error', 'skipped']) metrics.campaigns.inc({ result: r }, 0);

@@ -1,21 +1,36 @@
 /**
- * The elector's HTTP: the election API for the app (`GET /`, `GET /sse`) on loopback, and
- * the probe server (`/healthz`, `/readyz`, `/metrics`). App factories return fastify
- * instances that tests drive with `inject()` or real sockets; {@link listenAll} binds them.
+ * The elector's HTTP, on `node:http`: the election API for the app (`GET /`, `GET /sse`) on
+ * loopback, and the probe server (`/healthz`, `/readyz`, `/metrics`). App factories return
+ * {@link HttpApp}s that tests drive with `inject()` (the routing is a pure function of the
+ * method and path) or real sockets; {@link listenAll} binds them.
  *
  * SSE: one `data:` event on connect and one per change, the `data:` line first and an `id:`
  * after it; a `retry:` hint;
  * heartbeat comments; `X-Accel-Buffering: no` for proxies. Writes never wait: a client whose
  * socket buffer stays full is disconnected rather than allowed to hold anything up, and a
  * closed client is unsubscribed at once. Beyond `maxClients` open streams, new ones get 503
- * with `Retry-After`. Closing the app ends every stream (`preClose`).
+ * with `Retry-After`. Closing the app ends every stream.
+ *
+ * Why not fastify (which the webhook uses): the elector is a sidecar in every opted-in pod,
+ * and importing fastify costs a Node 24 process ~26 MiB of RSS and ~100 ms of start (README
+ * "Measured figures") for five routes without bodies. What fastify gave them is kept here:
+ * its answers to malformed requests (400/408/431 JSON), its timeouts (keep-alive 72 s, no
+ * request timeout), 503 to requests that arrive while closing, idle connections closed on
+ * close, and no request body read (no route takes one).
  */
-import { limitPipelining } from './pipelining.ts';
-import fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
-import type { ServerResponse } from 'node:http';
-import type { Registry } from 'prom-client';
+import {
+  createServer,
+  STATUS_CODES,
+  type IncomingMessage,
+  type Server,
+  type ServerResponse,
+} from 'node:http';
+import type { Socket } from 'node:net';
+import type { Logger } from '../common/logger.ts';
 import type { ListenAddress } from './config.ts';
 import type { LeaderBoard, Snapshot } from './leader.ts';
+import { limitPipelining } from './pipelining.ts';
+import type { Registry } from './prometheus.ts';
 
 export interface SseOptions {
   heartbeatMs: number;
@@ -39,7 +54,7 @@ export const DEFAULT_SSE: SseOptions = {
 
 export interface ElectionApiOptions {
   board: LeaderBoard;
-  logger: FastifyBaseLogger;
+  logger: Logger;
   sse?: Partial<SseOptions>;
   /** Called when a slow client is dropped (metrics). */
   onSseDropped?: () => void;
@@ -49,16 +64,161 @@ export interface ElectionApiOptions {
   now?: () => number;
 }
 
-const ALLOWED = 'GET, HEAD';
+/** An answer with a body: what a route decides, before it is written to a socket. */
+export interface Answer {
+  status: number;
+  headers: Record<string, string>;
+  body: string;
+}
 
-function baseOptions(logger: FastifyBaseLogger) {
+/** A route's result: an answer, or a stream the route writes itself (SSE). */
+type Routed = Answer | { stream: (req: IncomingMessage, res: ServerResponse) => void };
+
+/** `path` is the URL without its query; `url` is the whole request target. */
+type Route = (method: string, path: string, url: string) => Routed | Promise<Routed>;
+
+/** What `inject()` returns: fastify's `inject()` response, as far as tests use it. */
+export interface InjectedResponse {
+  statusCode: number;
+  headers: Record<string, string>;
+  body: string;
+  json<T = unknown>(): T;
+}
+
+/** An HTTP app: its server, an in-process `inject()`, `listen` and `close`. */
+export interface HttpApp {
+  readonly server: Server;
+  inject(request: { method?: string; url: string }): Promise<InjectedResponse>;
+  listen(address: ListenAddress): Promise<void>;
+  /** Stops accepting, ends streams and open connections; resolves once the server closed. */
+  close(): Promise<void>;
+}
+
+const ALLOWED = 'GET, HEAD';
+const JSON_TYPE = 'application/json; charset=utf-8';
+
+function json(status: number, value: unknown, headers: Record<string, string> = {}): Answer {
+  return { status, headers: { 'content-type': JSON_TYPE, ...headers }, body: JSON.stringify(value) };
+}
+
+/** fastify's answers to requests the HTTP parser rejects, byte for byte. */
+function clientErrorBytes(code: string | undefined): string {
+  const [status, message] =
+    code === 'ERR_HTTP_REQUEST_TIMEOUT'
+      ? [408, 'Client Timeout']
+      : code === 'HPE_HEADER_OVERFLOW'
+        ? [431, 'Exceeded maximum allowed HTTP header size']
+        : [400, 'Client Error'];
+  const body = `{"error":"${STATUS_CODES[status]}","message":"${message}","statusCode":${status}}`;
+  return `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Length: ${body.length}\r\nContent-Type: application/json\r\n\r\n${body}`;
+}
+
+const CLOSING_BODY = '{"error":"Service Unavailable","message":"Service Unavailable","statusCode":503}';
+
+/**
+ * An app around a route function. `onClose` runs first on close (ends SSE streams, as
+ * fastify's `preClose` did).
+ */
+function createApp(route: Route, log: Logger, onClose: () => void = () => undefined): HttpApp {
+  let closing = false;
+  const sockets = new Set<Socket>();
+
+  const write = (method: string, res: ServerResponse, answer: Answer) => {
+    const body = Buffer.from(answer.body);
+    res.writeHead(answer.status, { ...answer.headers, 'content-length': String(body.length) });
+    res.end(method === 'HEAD' ? undefined : body);
+  };
+
+  const server = createServer({ keepAliveTimeout: 72_000, requestTimeout: 0 }, (req, res) => {
+    const method = req.method ?? 'GET';
+    // No route reads a body: a request that sends one gets its answer and the connection is
+    // closed, so no body is ever read or buffered (fastify read up to 1 MiB of it first).
+    const hasBody =
+      req.headers['transfer-encoding'] !== undefined ||
+      (req.headers['content-length'] !== undefined && req.headers['content-length'] !== '0');
+    if (hasBody) res.shouldKeepAlive = false;
+    if (closing) {
+      res.shouldKeepAlive = false;
+      res.writeHead(503, {
+        'content-type': 'application/json',
+        'content-length': String(CLOSING_BODY.length),
+      });
+      res.end(CLOSING_BODY);
+      return;
+    }
+    const url = req.url ?? '/';
+    const path = url.split('?')[0]!;
+    const answer = (routed: Routed) => {
+      if ('stream' in routed) routed.stream(req, res);
+      else write(method, res, routed);
+    };
+    const failed = (err: unknown) => {
+      log.error({ err, method, path }, 'request failed');
+      if (!res.headersSent)
+        write(
+          method,
+          res,
+          json(500, { statusCode: 500, error: 'Internal Server Error', message: String(err) }),
+        );
+      else res.destroy();
+    };
+    try {
+      const routed = route(method, path, url);
+      if (routed instanceof Promise) routed.then(answer, failed);
+      else answer(routed);
+    } catch (err) {
+      failed(err);
+    }
+  });
+  server.setTimeout(0);
+  server.on('connection', (socket: Socket) => {
+    sockets.add(socket);
+    socket.once('close', () => sockets.delete(socket));
+  });
+  server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
+    if (err.code === 'ECONNRESET' || socket.destroyed) return;
+    log.trace({ err }, 'client error');
+    if (socket.writable) socket.write(clientErrorBytes(err.code));
+    socket.destroy(err);
+  });
+
   return {
-    loggerInstance: logger,
-    logController: new LogController({ disableRequestLogging: true }),
-    // Idle keep-alive sockets must not hold up shutdown; streams end in preClose.
-    forceCloseConnections: true,
-    return503OnClosing: true,
-  } as const;
+    server,
+    async inject({ method = 'GET', url }) {
+      const routed = await route(method, url.split('?')[0]!, url);
+      if ('stream' in routed)
+        throw new Error(`inject() cannot read the stream of ${method} ${url}: use a socket`);
+      const response = {
+        statusCode: routed.status,
+        headers: { ...routed.headers, 'content-length': String(Buffer.byteLength(routed.body)) },
+        body: method === 'HEAD' ? '' : routed.body,
+      };
+      return { ...response, json: <T>() => JSON.parse(response.body) as T };
+    },
+    listen({ host, port }) {
+      return new Promise((resolve, reject) => {
+        const onError = (err: Error) => reject(err);
+        server.once('error', onError);
+        server.listen({ host, port }, () => {
+          server.off('error', onError);
+          resolve();
+        });
+      });
+    },
+    close() {
+      closing = true;
+      onClose();
+      return new Promise((resolve) => {
+        if (!server.listening) {
+          resolve();
+          return;
+        }
+        server.close(() => resolve());
+        // Idle keep-alive connections must not hold up shutdown; streams ended above.
+        for (const socket of sockets) socket.destroy();
+      });
+    },
+  };
 }
 
 /**
@@ -71,41 +231,23 @@ export function sseEvent(snapshot: Snapshot, retryMs?: number): string {
   return `data: ${JSON.stringify(snapshot.result)}\nid: ${snapshot.id}\n${retry}\n`;
 }
 
+/** 405 for the API's paths, 404 for the rest. */
+function notFound(apiPaths: readonly string[], path: string): Answer {
+  if (apiPaths.includes(path))
+    return json(405, { error: 'Method Not Allowed', allow: ALLOWED }, { allow: ALLOWED });
+  return json(404, { error: 'Not Found' });
+}
+
+const isRead = (method: string) => method === 'GET' || method === 'HEAD';
+
 /** The election API: `GET /` and `GET /sse`. */
-export function buildElectionApi(options: ElectionApiOptions): FastifyInstance {
-  const { board } = options;
+export function buildElectionApi(options: ElectionApiOptions): HttpApp {
+  const { board, logger: log } = options;
   const sse: SseOptions = { ...DEFAULT_SSE, ...options.sse };
   const now = options.now ?? Date.now;
-  const app = fastify(baseOptions(options.logger));
   const streams = new Set<ServerResponse>();
 
-  app.get('/', async (_request, reply) => {
-    const { result, known } = board.snapshot();
-    return reply
-      .code(known ? 200 : 503)
-      .header('cache-control', 'no-store')
-      .send(result);
-  });
-
-  app.get('/sse', (request, reply) => {
-    if (request.method === 'HEAD') {
-      // A HEAD request gets the stream's headers, not a stream that never ends.
-      return reply.code(200).header('content-type', 'text/event-stream; charset=utf-8').send();
-    }
-    if (board.subscriberCount >= sse.maxClients) {
-      // A client that reconnects in a loop without closing its streams must not grow the
-      // elector past its memory limit; `GET /` still answers.
-      options.onSseRejected?.();
-      return reply
-        .code(503)
-        .header('retry-after', String(Math.ceil(sse.retryMs / 1000)))
-        .send({
-          error: 'Service Unavailable',
-          message: `${board.subscriberCount} SSE streams are open, the limit (--sse-max-clients) is ${sse.maxClients}: close unused streams, or poll GET /`,
-        });
-    }
-    reply.hijack();
-    const res = reply.raw;
+  const stream = (_req: IncomingMessage, res: ServerResponse) => {
     res.writeHead(200, {
       'content-type': 'text/event-stream; charset=utf-8',
       'cache-control': 'no-cache, no-transform',
@@ -120,7 +262,7 @@ export function buildElectionApi(options: ElectionApiOptions): FastifyInstance {
     const drop = () => {
       if (closed) return;
       options.onSseDropped?.();
-      request.log.warn({ buffered: res.writableLength }, 'sse client too slow, disconnecting');
+      log.warn({ buffered: res.writableLength }, 'sse client too slow, disconnecting');
       cleanup();
       res.destroy();
     };
@@ -156,59 +298,83 @@ export function buildElectionApi(options: ElectionApiOptions): FastifyInstance {
     res.on('close', cleanup);
 
     write(sseEvent(board.snapshot(), sse.retryMs));
-  });
+  };
+
+  const route: Route = (method, path) => {
+    if (!isRead(method)) return notFound(['/', '/sse'], path);
+    if (path === '/') {
+      const { result, known } = board.snapshot();
+      return json(known ? 200 : 503, result, { 'cache-control': 'no-store' });
+    }
+    if (path !== '/sse') return notFound([], path);
+    if (method === 'HEAD') {
+      // A HEAD request gets the stream's headers, not a stream that never ends.
+      return { status: 200, headers: { 'content-type': 'text/event-stream; charset=utf-8' }, body: '' };
+    }
+    if (board.subscriberCount >= sse.maxClients) {
+      // A client that reconnects in a loop without closing its streams must not grow the
+      // elector past its memory limit; `GET /` still answers.
+      options.onSseRejected?.();
+      return json(
+        503,
+        {
+          error: 'Service Unavailable',
+          message: `${board.subscriberCount} SSE streams are open, the limit (--sse-max-clients) is ${sse.maxClients}: close unused streams, or poll GET /`,
+        },
+        { 'retry-after': String(Math.ceil(sse.retryMs / 1000)) },
+      );
+    }
+    return { stream };
+  };
 
   // End every stream when the server closes, or close() would wait for them forever.
-  app.addHook('preClose', (done) => {
+  return createApp(route, log, () => {
     for (const res of [...streams]) res.end();
-    done();
   });
-
-  app.setNotFoundHandler(async (request, reply) => {
-    const path = request.url.split('?')[0];
-    if (path === '/' || path === '/sse') {
-      return reply.code(405).header('allow', ALLOWED).send({ error: 'Method Not Allowed', allow: ALLOWED });
-    }
-    return reply.code(404).send({ error: 'Not Found' });
-  });
-
-  return app;
 }
 
 export interface ProbeApiOptions {
   board: LeaderBoard;
-  logger: FastifyBaseLogger;
+  logger: Logger;
   /** False when the elector can no longer work (its election loop died). */
   alive: () => boolean;
   /** Serve `/metrics` here (true unless a separate metrics address is configured). */
   registry: Registry | undefined;
 }
 
+async function metricsAnswer(registry: Registry): Promise<Answer> {
+  return { status: 200, headers: { 'content-type': registry.contentType }, body: await registry.metrics() };
+}
+
+/** fastify's default 404, which the probe and metrics servers always answered. */
+function routeNotFound(method: string, url: string): Answer {
+  return json(404, { message: `Route ${method}:${url} not found`, error: 'Not Found', statusCode: 404 });
+}
+
 /** `/healthz`: the process works. `/readyz`: the leader is known and confirmed. `/metrics`. */
-export function buildProbeApi(options: ProbeApiOptions): FastifyInstance {
-  const app = fastify(baseOptions(options.logger));
-  app.get('/healthz', async (_request, reply) =>
-    options.alive() ? reply.send({ status: 'ok' }) : reply.code(500).send({ status: 'election stopped' }),
-  );
-  app.get('/readyz', async (_request, reply) => {
-    const { known, result, reason } = options.board.snapshot();
-    const ready = known && result.state !== 'unknown';
-    return reply.code(ready ? 200 : 503).send({ ready, state: result.state, reason });
-  });
-  if (options.registry) addMetricsRoute(app, options.registry);
-  return app;
+export function buildProbeApi(options: ProbeApiOptions): HttpApp {
+  const { registry } = options;
+  const route: Route = (method, path, url) => {
+    if (!isRead(method)) return routeNotFound(method, url);
+    if (path === '/healthz')
+      return options.alive() ? json(200, { status: 'ok' }) : json(500, { status: 'election stopped' });
+    if (path === '/readyz') {
+      const { known, result, reason } = options.board.snapshot();
+      const ready = known && result.state !== 'unknown';
+      return json(ready ? 200 : 503, { ready, state: result.state, reason });
+    }
+    if (path === '/metrics' && registry) return metricsAnswer(registry);
+    return routeNotFound(method, url);
+  };
+  return createApp(route, options.logger);
 }
 
 /** A listener for `/metrics` alone. */
-export function buildMetricsApi(registry: Registry, logger: FastifyBaseLogger): FastifyInstance {
-  const app = fastify(baseOptions(logger));
-  addMetricsRoute(app, registry);
-  return app;
-}
-
-function addMetricsRoute(app: FastifyInstance, registry: Registry): void {
-  app.get('/metrics', async (_request, reply) =>
-    reply.header('content-type', registry.contentType).send(await registry.metrics()),
+export function buildMetricsApi(registry: Registry, logger: Logger): HttpApp {
+  return createApp(
+    (method, path, url) =>
+      isRead(method) && path === '/metrics' ? metricsAnswer(registry) : routeNotFound(method, url),
+    logger,
   );
 }
 
@@ -216,7 +382,7 @@ function addMetricsRoute(app: FastifyInstance, registry: Registry): void {
 const NO_ADDRESS = new Set(['EADDRNOTAVAIL', 'EAFNOSUPPORT']);
 
 export interface Listening {
-  app: FastifyInstance;
+  app: HttpApp;
   address: ListenAddress;
 }
 
@@ -226,9 +392,9 @@ export interface Listening {
  * (IPv6 off) is skipped when another address is bound; any other failure is an error.
  */
 export async function listenAll(
-  build: () => FastifyInstance,
+  build: () => HttpApp,
   addresses: readonly ListenAddress[],
-  log: FastifyBaseLogger,
+  log: Logger,
 ): Promise<Listening[]> {
   const attempts = addresses[0]?.port === 0 ? 5 : 1;
   for (let attempt = 1; ; attempt++) {

@@ -289,7 +289,7 @@ export const OPTIONS: readonly OptionSpec[] = [
     key: 'electorMemoryRequest',
     flag: '--elector-memory-request',
     env: 'WEBHOOK_ELECTOR_MEMORY_REQUEST',
-    default: '96Mi',
+    default: '48Mi',
     description: "The elector's memory request (empty: none).",
   },
   {

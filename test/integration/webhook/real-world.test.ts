@@ -105,7 +105,7 @@ describe('real-world pod specs through the API server', () => {
     assert.deepEqual(
       { ...pod.spec?.resources },
       {
-        requests: { cpu: '260m', memory: '146Mi' },
+        requests: { cpu: '260m', memory: '98Mi' },
         limits: { cpu: '1250m', memory: '384Mi' },
       },
     );

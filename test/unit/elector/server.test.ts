@@ -7,14 +7,13 @@ import { request, type IncomingMessage } from 'node:http';
 import { connect } from 'node:net';
 import { after, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { pino } from 'pino';
-import { Registry } from 'prom-client';
+import { createLogger } from '../../../common/logger.ts';
 import { LeaderBoard, type Verdict } from '../../../elector/leader.ts';
 import { createMetrics } from '../../../elector/observe.ts';
 import { buildElectionApi, buildProbeApi, listenAll, type SseOptions } from '../../../elector/server.ts';
 import { onSseEvents } from '../../harness/sse.ts';
 
-const log = pino({ level: 'silent' });
+const log = createLogger({ level: 'silent', stream: { write: () => true } });
 const leader = (name: string, uid = `uid-${name}`): Verdict => ({
   state: 'follower',
   name,
@@ -115,7 +114,6 @@ describe('probes', () => {
     });
     assert.equal((await app.inject({ url: '/metrics' })).statusCode, 404);
     await app.close();
-    void Registry;
   });
 });
 

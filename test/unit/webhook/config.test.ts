@@ -47,7 +47,7 @@ describe('webhook config', () => {
       electorMode: 'native-sidecar',
       electionPort: 4040,
       probePort: 4041,
-      electorResources: { cpuRequest: '10m', memoryRequest: '96Mi', cpuLimit: '250m', memoryLimit: '128Mi' },
+      electorResources: { cpuRequest: '10m', memoryRequest: '48Mi', cpuLimit: '250m', memoryLimit: '128Mi' },
       reconcileRbac: true,
       rbacNamespace: undefined,
       electorEgressPolicy: 'off',

@@ -12,7 +12,7 @@ export const TEST_CONFIG: InjectionConfig = {
   mode: 'native-sidecar',
   electionPort: 4040,
   probePort: 4041,
-  resources: { cpuRequest: '10m', memoryRequest: '96Mi', cpuLimit: '250m', memoryLimit: '128Mi' },
+  resources: { cpuRequest: '10m', memoryRequest: '48Mi', cpuLimit: '250m', memoryLimit: '128Mi' },
   version: 'test',
 };
 

@@ -61,7 +61,7 @@ const electorOf = (p: V1Pod): V1Container | undefined =>
   [...(p.spec?.initContainers ?? []), ...(p.spec?.containers ?? [])].find((c) => c.name === 'elector');
 
 describe('1. pod-level resources account for the elector', () => {
-  test('requests and limits grow by the elector’s (10m/96Mi, 250m/128Mi)', () => {
+  test('requests and limits grow by the elector’s (10m/48Mi, 250m/128Mi)', () => {
     const out = injected(
       pod(
         {},
@@ -72,7 +72,7 @@ describe('1. pod-level resources account for the elector', () => {
       ),
     );
     assert.deepEqual(out.pod.spec?.resources, {
-      requests: { cpu: '510m', memory: '146Mi' },
+      requests: { cpu: '510m', memory: '98Mi' },
       limits: { cpu: '1250m', memory: '1152Mi' },
     });
   });
@@ -86,7 +86,7 @@ describe('1. pod-level resources account for the elector', () => {
 
   test('a pod-level value in the exponent form (1e9 bytes) is read too', () => {
     const out = injected(pod({}, { resources: { requests: { memory: '1e9' } } }));
-    assert.deepEqual(out.pod.spec?.resources, { requests: { memory: '1100663296' } });
+    assert.deepEqual(out.pod.spec?.resources, { requests: { memory: '1050331648' } });
   });
 
   test('an elector without a limit adds its request to the pod limit, so requests stay within limits', () => {
@@ -96,7 +96,7 @@ describe('1. pod-level resources account for the elector', () => {
     assert.equal(d.kind, 'inject');
     if (d.kind !== 'inject') return;
     const out = inject(p, d.plan, config).pod;
-    assert.deepEqual(out.spec?.resources, { requests: { memory: '160Mi' }, limits: { memory: '160Mi' } });
+    assert.deepEqual(out.spec?.resources, { requests: { memory: '112Mi' }, limits: { memory: '112Mi' } });
   });
 
   test('re-rendering an elector (new limits) adds only the difference', () => {
