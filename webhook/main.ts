@@ -14,7 +14,7 @@ import pino from 'pino';
 import pkg from '../package.json' with { type: 'json' };
 import { parseConfig } from './config.ts';
 import type { InjectionConfig } from './inject.ts';
-import { loadKubeConfig, ownImage } from './kube.ts';
+import { kubePodReader, loadKubeConfig, ownImage } from './kube.ts';
 import { createMetrics } from './metrics.ts';
 import { RbacReconciler } from './rbac-reconciler.ts';
 import { buildServer } from './server.ts';
@@ -74,7 +74,7 @@ async function main(): Promise<void> {
   // 2. The image to inject: configured, or our own.
   let image = config.electorImage;
   if (image === undefined && kc && config.podName && config.podNamespace) {
-    image = await ownImage(kc, {
+    image = await ownImage(kubePodReader(kc), {
       name: config.podName,
       namespace: config.podNamespace,
       containerName: config.containerName,
