@@ -69,3 +69,16 @@ export class FakeClock implements Clock {
     await flush();
   }
 }
+
+/**
+ * Waits (in real time, bounded) until `condition` holds: for effects of a fired timer that
+ * take real work (key generation) and so outlast `flush()`. The fake clock does not move
+ * meanwhile, so whatever happens was caused by timers already fired.
+ */
+export async function until(condition: () => boolean, what: string, timeoutMs = 60_000): Promise<void> {
+  const deadline = performance.now() + timeoutMs;
+  while (!condition()) {
+    if (performance.now() > deadline) throw new Error(`timed out waiting until ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
