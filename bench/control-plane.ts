@@ -8,8 +8,9 @@ import { readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { startCluster } from '../test/harness/cluster.ts';
 import { writeReport } from './lib.ts';
+import { numberArgs } from './args.ts';
 
-const runs = Number(process.argv[2] ?? 5);
+const { runs } = numberArgs('control-plane', [{ name: 'runs', default: 5 }]);
 const rssMiB = (pid: number) =>
   Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) / 1024;
 

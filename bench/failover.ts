@@ -38,12 +38,18 @@ import {
   type Stats,
 } from './lib.ts';
 import { onSseEvents } from '../test/harness/sse.ts';
+import { numberArgs } from './args.ts';
 
 const ELECTION = 'app';
+const rounds = numberArgs('failover', [
+  { name: 'rounds3', default: 30 },
+  { name: 'rounds10', default: 20 },
+  { name: 'rounds30', default: 12 },
+]);
 const plan: [number, number][] = [
-  [3, Number(process.argv[2] ?? 30)],
-  [10, Number(process.argv[3] ?? 20)],
-  [30, Number(process.argv[4] ?? 12)],
+  [3, rounds.rounds3],
+  [10, rounds.rounds10],
+  [30, rounds.rounds30],
 ];
 const ROUND_TIMEOUT_MS = 90_000;
 

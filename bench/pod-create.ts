@@ -13,11 +13,12 @@
 import { CoreV1Api, type V1Pod } from '@kubernetes/client-node';
 import { startCluster } from '../test/harness/cluster.ts';
 import { registerWebhook, waitUntilActive } from '../test/integration/webhook/helpers.ts';
-import { startWebhookProcess } from '../test/unit/webhook/webhook-process.ts';
+import { startWebhookProcess } from '../test/support/webhook-process.ts';
 import { fmt, printTable, stats, writeReport } from './lib.ts';
 import { benchPod } from './pods.ts';
+import { numberArgs } from './args.ts';
 
-const podsPerCase = Number(process.argv[2] ?? 300);
+const { podsPerCase } = numberArgs('pod-create', [{ name: 'podsPerCase', default: 300 }]);
 const CHUNK = 25;
 
 const cluster = await startCluster();

@@ -9,6 +9,7 @@
  *
  *   node bench/scale.ts [steps = 50,100,200,300] [window seconds = 60]
  */
+import { parseArgs } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { INJECTED_NODE_OPTIONS } from '../webhook/inject.ts';
 import { startCluster } from '../test/harness/cluster.ts';
@@ -33,8 +34,19 @@ import {
   writeReport,
 } from './lib.ts';
 
-const steps = (process.argv[2] ?? '50,100,200,300').split(',').map(Number);
-const windowS = Number(process.argv[3] ?? 60);
+const { values: scaleArgs, positionals } = parseArgs({
+  allowPositionals: true,
+  options: { steps: { type: 'string' }, window: { type: 'string' } },
+});
+const stepsText = scaleArgs.steps ?? positionals[0] ?? '50,100,200,300';
+const windowText = scaleArgs.window ?? positionals[1] ?? '60';
+const steps = stepsText.split(',').map((t) => (/^\d+$/.test(t) && Number(t) > 0 ? Number(t) : NaN));
+const windowS = /^\d+$/.test(windowText) ? Number(windowText) : NaN;
+if (positionals.length > 2 || steps.some(Number.isNaN) || !(windowS > 0)) {
+  throw new Error(
+    `usage: node bench/scale.ts [--steps=50,100,200,300 | 50,100,...] [--window=60 | 60] (got ${process.argv.slice(2).join(' ')})`,
+  );
+}
 const PER_ELECTION = 2;
 const RESERVE_MIB = 2048;
 const START_BATCH = 4;

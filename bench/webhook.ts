@@ -20,13 +20,16 @@ import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { createServingCertificate } from '../common/pki.ts';
 import { handleAdmission, parseReview } from '../webhook/admission.ts';
-import { createReview, TEST_CONFIG } from '../test/unit/webhook/helpers.ts';
-import { startWebhookProcess } from '../test/unit/webhook/webhook-process.ts';
+import { createReview, TEST_CONFIG } from '../test/support/admission-reviews.ts';
+import { startWebhookProcess } from '../test/support/webhook-process.ts';
 import { cpuSeconds, fmt, printTable, stats, writeReport, type Stats } from './lib.ts';
 import { benchPod, POD_SIZES, type PodSize } from './pods.ts';
+import { numberArgs } from './args.ts';
 
-const seconds = Number(process.argv[2] ?? 5);
-const connections = Number(process.argv[3] ?? 8);
+const { seconds, connections } = numberArgs('webhook', [
+  { name: 'seconds', default: 5 },
+  { name: 'connections', default: 8 },
+]);
 
 const bodies = new Map<string, string>();
 for (const size of POD_SIZES)

@@ -27,7 +27,8 @@ export const ENV_ELECTOR_SSE_URL = 'ELECTOR_SSE_URL';
 
 /**
  * Node.js options the injected elector always gets. A 1 MiB young generation keeps its idle
- * RSS near 90 MiB instead of ~110 MiB (measured: test/integration/elector/measure.test.ts);
+ * RSS near 90 MiB instead of ~110 MiB (figures printed by test/integration/elector/measure.test.ts
+ * with ELECTOR_MEASURE=1, which checks that idle RSS stays under the default memory limit);
  * `--no-deprecation` silences a dependency's punycode warning on stderr. The webhook adds an
  * old-space cap sized to the container's memory limit (webhook/inject.ts `electorNodeOptions`).
  * V8 reads these only at start, so they go in the env, not in the code.

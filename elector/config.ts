@@ -14,19 +14,22 @@ import {
   ENV_POD_UID,
 } from '../common/constants.ts';
 import {
+  LOG_LEVEL_KIND,
   optionsTable as renderTable,
   parseAddress,
   parseDuration,
   readFlags,
   settingsReader,
+  typedSettings,
   usageLines,
   type ListenAddress,
+  type LogLevel,
   type OptionSpec as FlagSpec,
   type ParseOutcome,
 } from '../common/flags.ts';
 
 export type LogFormat = 'json' | 'text';
-export type LogLevel = 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent';
+export type { LogLevel };
 
 export type { ListenAddress };
 export { parseAddress, parseDuration };
@@ -104,6 +107,7 @@ export const OPTIONS: readonly OptionSpec[] = [
     flag: '--http',
     env: 'ELECTOR_HTTP',
     default: `127.0.0.1:${DEFAULT_ELECTION_PORT}`,
+    kind: { kind: 'address' },
     description:
       'Election API (`GET /`, `GET /sse`). `localhost`, `127.0.0.1` and `::1` all mean both loopbacks (127.0.0.1 and ::1).',
   },
@@ -112,6 +116,7 @@ export const OPTIONS: readonly OptionSpec[] = [
     flag: '--probe-address',
     env: 'ELECTOR_PROBE_ADDRESS',
     default: `0.0.0.0:${DEFAULT_PROBE_PORT}`,
+    kind: { kind: 'address' },
     description: '`/healthz`, `/readyz` and (unless `--metrics-address` is set) `/metrics`.',
   },
   {
@@ -120,6 +125,7 @@ export const OPTIONS: readonly OptionSpec[] = [
     env: 'ELECTOR_METRICS_ADDRESS',
     default: '',
     defaultText: '(the probe address)',
+    kind: { kind: 'address', optional: true },
     description: 'A separate listener for `/metrics`.',
   },
   {
@@ -134,6 +140,7 @@ export const OPTIONS: readonly OptionSpec[] = [
     flag: '--log-level',
     env: 'ELECTOR_LOG_LEVEL',
     default: 'info',
+    kind: LOG_LEVEL_KIND,
     description: '`trace`, `debug`, `info`, `warn`, `error`, `fatal` or `silent`.',
   },
   {
@@ -141,6 +148,7 @@ export const OPTIONS: readonly OptionSpec[] = [
     flag: '--fencing-timeout',
     env: 'ELECTOR_FENCING_TIMEOUT',
     default: '60s',
+    kind: { kind: 'duration', minMs: 3_000, maxMs: 30 * 60_000 },
     description:
       'Self-fencing bound: when the Lease cannot be confirmed with the API server for this long, the elector reports `unknown` (no leader, not even itself) until it can. 3s to 30m.',
   },
@@ -149,6 +157,7 @@ export const OPTIONS: readonly OptionSpec[] = [
     flag: '--owner-check-interval',
     env: 'ELECTOR_OWNER_CHECK_INTERVAL',
     default: '30s',
+    kind: { kind: 'duration', minMs: 1_000, maxMs: 3_600_000 },
     description:
       "How often followers check the leader's Pod (gone, finished or replaced means the Lease is reclaimed) while their watch on it is down; while it runs, it reports such changes at once. 1s to 1h.",
   },
@@ -157,6 +166,7 @@ export const OPTIONS: readonly OptionSpec[] = [
     flag: '--campaign-jitter',
     env: 'ELECTOR_CAMPAIGN_JITTER',
     default: '200ms',
+    kind: { kind: 'duration', minMs: 0, maxMs: 10_000 },
     description: 'Maximum random delay before a campaign once the Lease is gone. 0 to 10s.',
   },
   {
@@ -164,6 +174,7 @@ export const OPTIONS: readonly OptionSpec[] = [
     flag: '--sse-heartbeat',
     env: 'ELECTOR_SSE_HEARTBEAT',
     default: '15s',
+    kind: { kind: 'duration', minMs: 1_000, maxMs: 5 * 60_000 },
     description: 'Interval of SSE heartbeat comments (keeps proxies from closing idle streams). 1s to 5m.',
   },
   {
@@ -171,6 +182,7 @@ export const OPTIONS: readonly OptionSpec[] = [
     flag: '--sse-max-clients',
     env: 'ELECTOR_SSE_MAX_CLIENTS',
     default: '1000',
+    kind: { kind: 'integer', min: 1, max: 100_000 },
     description:
       'Open SSE streams beyond which new ones get 503 with Retry-After (bounds memory against a client that leaks streams). 1 to 100000.',
   },
@@ -185,7 +197,6 @@ export interface ParseInput {
   systemHostname: string;
 }
 
-const LOG_LEVELS: readonly LogLevel[] = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'];
 const LOOPBACK_HOSTS = new Set(['localhost', '127.0.0.1', '::1']);
 
 // A DNS-1123 subdomain no longer than 63 characters, so the name is valid as a Lease name, a
@@ -232,36 +243,12 @@ export function parseConfig(input: ParseInput): ParseResult {
   // Go's flag package (NAIS) also accepts a single dash: -election=x.
   const { values: flagValues, help } = readFlags(input.argv, OPTIONS, problems, { singleDash: true });
   if (help) return { kind: 'help', text: usage() };
-  const { raw, nameOf } = settingsReader(OPTIONS, flagValues, input.env, { emptyEnvIsUnset: true });
-  const duration = (key: OptionKey, minMs: number, maxMs: number): number => {
-    const text = raw(key);
-    const ms = parseDuration(text);
-    if (ms === undefined) {
-      problems.push(`${nameOf(key)}: "${text}" is not a duration (e.g. 500ms, 30s, 2m)`);
-      return 0;
-    }
-    if (ms < minMs || ms > maxMs) {
-      problems.push(`${nameOf(key)}: ${text} is outside ${formatMs(minMs)}..${formatMs(maxMs)}`);
-    }
-    return ms;
-  };
-  const integer = (key: OptionKey, min: number, max: number): number => {
-    const text = raw(key);
-    const n = /^\d+$/.test(text) ? Number(text) : NaN;
-    if (!(n >= min && n <= max))
-      problems.push(`${nameOf(key)}: "${text}" is not a whole number from ${min} to ${max}`);
-    return n;
-  };
-  const address = (key: OptionKey): ListenAddress | undefined => {
-    const text = raw(key);
-    if (text === '') return undefined;
-    const parsed = parseAddress(text);
-    if (typeof parsed === 'string') {
-      problems.push(`${nameOf(key)}: ${parsed}`);
-      return undefined;
-    }
-    return parsed;
-  };
+  const settings = typedSettings(
+    OPTIONS,
+    settingsReader(OPTIONS, flagValues, input.env, { emptyEnvIsUnset: true }),
+    problems,
+  );
+  const { raw, nameOf } = settings;
 
   // Identity (downward API).
   const env = (name: string): string => (input.env[name] ?? '').trim();
@@ -298,30 +285,23 @@ export function parseConfig(input: ParseInput): ParseResult {
   }
 
   // Listeners.
-  const httpAddress = address('http');
-  if (httpAddress === undefined && raw('http') === '') problems.push(`${nameOf('http')} must not be empty`);
-  const probe = address('probeAddress');
-  if (probe === undefined && raw('probeAddress') === '')
-    problems.push(`${nameOf('probeAddress')} must not be empty`);
-  const metrics = address('metricsAddress');
+  const httpAddress = settings.address('http');
+  const probe = settings.address('probeAddress');
+  const metrics = settings.address('metricsAddress');
 
   // Logging.
   const logFormat = raw('logFormat');
   if (logFormat !== 'json' && logFormat !== 'text') {
     problems.push(`${nameOf('logFormat')}: "${logFormat}" is not json or text`);
   }
-  const levelText = raw('logLevel').toLowerCase();
-  const logLevel = (levelText === 'warning' ? 'warn' : levelText) as LogLevel;
-  if (!LOG_LEVELS.includes(logLevel)) {
-    problems.push(`${nameOf('logLevel')}: "${levelText}" is not one of ${LOG_LEVELS.join(', ')}`);
-  }
+  const logLevel = settings.choice<LogLevel>('logLevel');
 
   // Timing.
-  const fencingTimeoutMs = duration('fencingTimeout', 3_000, 30 * 60_000);
-  const ownerCheckIntervalMs = duration('ownerCheckInterval', 1_000, 3_600_000);
-  const campaignJitterMs = duration('campaignJitter', 0, 10_000);
-  const sseHeartbeatMs = duration('sseHeartbeat', 1_000, 5 * 60_000);
-  const sseMaxClients = integer('sseMaxClients', 1, 100_000);
+  const fencingTimeoutMs = settings.duration('fencingTimeout');
+  const ownerCheckIntervalMs = settings.duration('ownerCheckInterval');
+  const campaignJitterMs = settings.duration('campaignJitter');
+  const sseHeartbeatMs = settings.duration('sseHeartbeat');
+  const sseMaxClients = settings.integer('sseMaxClients');
 
   if (problems.length > 0 || !httpAddress || !probe) return { kind: 'invalid', problems };
   return {
@@ -342,12 +322,4 @@ export function parseConfig(input: ParseInput): ParseResult {
       identity: { podName, podNamespace, podUid, hostname },
     },
   };
-}
-
-function formatMs(ms: number): string {
-  if (ms === 0) return '0';
-  if (ms % 3_600_000 === 0) return `${ms / 3_600_000}h`;
-  if (ms % 60_000 === 0) return `${ms / 60_000}m`;
-  if (ms % 1000 === 0) return `${ms / 1000}s`;
-  return `${ms}ms`;
 }

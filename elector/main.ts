@@ -62,7 +62,6 @@ function delay(ms: number): Promise<void> {
 
 /** The elector, from start to exit code. */
 export async function run({ argv, env, stdout, stderr, signal }: RunOptions): Promise<number> {
-  runCalled = true;
   const parsed = parseConfig({ argv: [...argv], env, systemHostname: hostname() });
   if (parsed.kind === 'help') {
     stdout.write(`${parsed.text}\n`);
@@ -227,7 +226,7 @@ export async function run({ argv, env, stdout, stderr, signal }: RunOptions): Pr
  * exits 1 at once), an uncaught error is logged and exits 1, and the process exits with
  * run's code once it is done (a connection left open must not keep it alive).
  */
-async function runAsProgram(argv: readonly string[]): Promise<never> {
+export async function runProcess(argv: readonly string[]): Promise<never> {
   const controller = new AbortController();
   const onSignal = (name: NodeJS.Signals) => {
     if (controller.signal.aborted) process.exit(1);
@@ -251,14 +250,5 @@ async function runAsProgram(argv: readonly string[]): Promise<never> {
   process.exit(code);
 }
 
-// Run as a program (`node dist/elector.js`); imported (tests, a dispatcher), export run only.
-// A dispatcher that imports this module and does not call run() (common/cli.ts before it
-// called run) still gets the command: it runs on the next turn unless run() was called.
-let runCalled = false;
-if (import.meta.main) {
-  await runAsProgram(process.argv.slice(2));
-} else if (/[/\\]cli\.js$/.test(process.argv[1] ?? '')) {
-  setImmediate(() => {
-    if (!runCalled) void runAsProgram(process.argv.slice(2));
-  });
-}
+// Run as a program (`node dist/elector.js`); imported (tests, common/cli.ts), nothing runs.
+if (import.meta.main) await runProcess(process.argv.slice(2));

@@ -6,7 +6,7 @@
 #   KUBE_VERSION   Kubernetes version to build   (default below)
 #   ETCD_VERSION   etcd version to build          (default below)
 #   KUSTOMIZE_VERSION                             (default below; v5.8.2+ needs Go 1.27)
-#   CONTROL_PLANE_CACHE  cache root               (default ~/.cache/k8s-leader-elector)
+#   CONTROL_PLANE_CACHE  cache root               (default ~/.cache/lifelease)
 #
 # Users who already have binaries skip this script: see test/harness/binaries.ts
 # (KUBEBUILDER_ASSETS, KUBE_CONTROLLER_MANAGER).
@@ -15,7 +15,12 @@ set -euo pipefail
 KUBE_VERSION="${KUBE_VERSION:-v1.36.3}"
 ETCD_VERSION="${ETCD_VERSION:-v3.6.16}"
 KUSTOMIZE_VERSION="${KUSTOMIZE_VERSION:-v5.8.1}"
-CACHE_ROOT="${CONTROL_PLANE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/k8s-leader-elector}"
+CACHE_BASE="${XDG_CACHE_HOME:-$HOME/.cache}"
+# The folder was ~/.cache/k8s-leader-elector before the package was named lifelease: a warm
+# one is still used until it is moved (mv ~/.cache/k8s-leader-elector ~/.cache/lifelease).
+DEFAULT_CACHE="$CACHE_BASE/lifelease"
+if [ ! -d "$DEFAULT_CACHE" ] && [ -d "$CACHE_BASE/k8s-leader-elector" ]; then DEFAULT_CACHE="$CACHE_BASE/k8s-leader-elector"; fi
+CACHE_ROOT="${CONTROL_PLANE_CACHE:-$DEFAULT_CACHE}"
 KEY="k8s-${KUBE_VERSION}-etcd-${ETCD_VERSION}"
 BIN="$CACHE_ROOT/$KEY/bin"
 KUSTOMIZE_BIN="$CACHE_ROOT/kustomize-${KUSTOMIZE_VERSION}/bin"

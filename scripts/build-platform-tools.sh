@@ -9,7 +9,7 @@
 #   PROMETHEUS_OPERATOR_VERSION  whose CRDs (PodMonitor, ServiceMonitor, PrometheusRule) the
 #                       tests install to validate the shipped monitoring objects (default below)
 #   HELM, PROMTOOL      binaries you already have: that tool is not built
-#   CONTROL_PLANE_CACHE cache root                                (default ~/.cache/k8s-leader-elector)
+#   CONTROL_PLANE_CACHE cache root                                (default ~/.cache/lifelease)
 #
 # promtool is built with Prometheus's own build tag `remove_all_sd`: the cloud service
 # discoveries (AWS, Azure, GCE, ...) are left out; rule checking and rule unit tests do not
@@ -18,7 +18,12 @@ set -euo pipefail
 
 HELM_VERSION="${HELM_VERSION:-v4.3.2}"
 PROMETHEUS_VERSION="${PROMETHEUS_VERSION:-v3.16.0}"
-CACHE_ROOT="${CONTROL_PLANE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/k8s-leader-elector}"
+CACHE_BASE="${XDG_CACHE_HOME:-$HOME/.cache}"
+# The folder was ~/.cache/k8s-leader-elector before the package was named lifelease: a warm
+# one is still used until it is moved (mv ~/.cache/k8s-leader-elector ~/.cache/lifelease).
+DEFAULT_CACHE="$CACHE_BASE/lifelease"
+if [ ! -d "$DEFAULT_CACHE" ] && [ -d "$CACHE_BASE/k8s-leader-elector" ]; then DEFAULT_CACHE="$CACHE_BASE/k8s-leader-elector"; fi
+CACHE_ROOT="${CONTROL_PLANE_CACHE:-$DEFAULT_CACHE}"
 HELM_BIN="$CACHE_ROOT/helm-${HELM_VERSION}/bin"
 PROMTOOL_BIN="$CACHE_ROOT/promtool-${PROMETHEUS_VERSION}/bin"
 PROMETHEUS_OPERATOR_VERSION="${PROMETHEUS_OPERATOR_VERSION:-v0.85.0}"

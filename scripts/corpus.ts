@@ -32,7 +32,7 @@ import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { handleAdmission, parseReview } from '../webhook/admission.ts';
 import { applyPatch, type Operation } from '../webhook/patch.ts';
-import { createReview, TEST_CONFIG } from '../test/unit/webhook/helpers.ts';
+import { createReview, TEST_CONFIG } from '../test/support/admission-reviews.ts';
 
 const args = process.argv.slice(2);
 const folder = args.find((a) => !a.startsWith('--'));
@@ -337,7 +337,7 @@ if (useApi) {
   const { startCluster } = await import('../test/harness/cluster.ts');
   const { registerWebhook, waitUntilActive, apiMessage } =
     await import('../test/integration/webhook/helpers.ts');
-  const { startWebhookProcess } = await import('../test/unit/webhook/webhook-process.ts');
+  const { startWebhookProcess } = await import('../test/support/webhook-process.ts');
   const cluster = await startCluster();
   const webhook = await startWebhookProcess({ args: ['--reconcile-rbac=false'] });
   try {

@@ -1,6 +1,6 @@
 /**
  * `npm run docs`: rewrites the generated parts of README.md (the configuration tables),
- * from the parsers that own the defaults. `test/unit/readme.test.ts` fails when the README
+ * from the parsers that own the defaults. `test/unit/docs/readme.test.ts` fails when the README
  * differs from what this would write.
  */
 import { readFileSync, writeFileSync } from 'node:fs';

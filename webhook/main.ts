@@ -1,59 +1,129 @@
 /**
- * `webhook`: the composition root. The only place that reads argv and the environment,
- * creates the root logger, installs the shutdown, and picks exit codes:
- *   0  stopped by a signal, cleanly
- *   1  failed at start-up (TLS files, own-image lookup, listen) or crashed
+ * `webhook`: the composition root. `run()` is the only place that reads argv and the
+ * environment (as given to it), creates the root logger, wires the parts, shuts down, and
+ * picks exit codes:
+ *   0  stopped by its signal, cleanly
+ *   1  failed at start-up (TLS files, own-image lookup, listen), crashed, or shutdown overran
  *   2  invalid configuration (every problem printed)
+ * Importing this module runs nothing; run as a program (`node webhook/main.ts`,
+ * `dist/webhook.js`) it runs `run()` with the process's argv, env, streams and signals.
  */
 import type { KubeConfig } from '@kubernetes/client-node';
 import closeWithGrace from 'close-with-grace';
+import { X509Certificate } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
-import { setTimeout as sleep } from 'node:timers/promises';
+import type { Writable } from 'node:stream';
 import type { Server as TlsServer } from 'node:tls';
 import pino from 'pino';
+import { createLogger, type Logger, type LogStream } from '../common/logger.ts';
 import pkg from '../package.json' with { type: 'json' };
-import { parseConfig } from './config.ts';
+import { sleep } from '../common/backoff.ts';
+import { parseConfig, type WebhookConfig } from './config.ts';
 import type { InjectionConfig } from './inject.ts';
-import { loadKubeConfig, ownImage } from './kube.ts';
+import { kubePodReader, loadKubeConfig, ownImage } from './kube.ts';
 import { createMetrics } from './metrics.ts';
 import { RbacReconciler } from './rbac-reconciler.ts';
 import { buildServer } from './server.ts';
 import { SelfManagedTls } from './self-managed-tls.ts';
 import { CertificateReloader, secureContextOptions } from './tls.ts';
-import { X509Certificate } from 'node:crypto';
 
-const parsed = parseConfig({ argv: process.argv.slice(2), env: process.env });
-if (parsed.kind === 'help') {
-  process.stdout.write(`${parsed.text}\n`);
-  process.exit(0);
+/** What a command gets from its caller: the process's, or a test's. */
+export interface RunOptions {
+  argv: readonly string[];
+  env: Readonly<Record<string, string | undefined>>;
+  stdout: Writable;
+  stderr: Writable;
+  /**
+   * Aborting it shuts the command down. Its reason says why: a signal name (`SIGTERM`) is
+   * a clean stop (exit 0, after the drain delay), an Error is a crash (exit 1, no drain).
+   */
+  signal: AbortSignal;
 }
-if (parsed.kind === 'invalid') {
-  process.stderr.write(
-    `webhook: invalid configuration:\n${parsed.problems.map((p) => `  - ${p}`).join('\n')}\n`,
-  );
-  process.exit(2);
-}
-const config = parsed.config;
-// Asynchronous writes: a synchronous write to a full stdout pipe (a slow log reader) stalled
-// the event loop, and with it every review in flight, for as long as the reader lagged.
-const logDestination = pino.destination({ dest: 1, sync: false });
-const log = pino(
-  {
+
+/** How long shutdown may take beyond the drain delay before `run` gives up with exit 1. */
+const SHUTDOWN_GRACE_MS = 15_000;
+
+/** The root logger, writing JSON lines to `stdout`. */
+function rootLogger(config: WebhookConfig, stdout: Writable): { log: Logger; flush: () => void } {
+  // Asynchronous writes to the process's stdout: a synchronous write to a full pipe (a slow
+  // log reader) stalled the event loop, and with it every review in flight.
+  // (pino's destination: only its asynchronous stdout writer is used, the lines are the
+  // common logger's, as the elector writes them.)
+  const destination: LogStream & { flushSync?: () => void } =
+    stdout === process.stdout ? pino.destination({ dest: 1, sync: false }) : stdout;
+  const log = createLogger({
     level: config.logLevel,
+    stream: destination,
     base: { component: 'webhook' },
-    timestamp: pino.stdTimeFunctions.isoTime,
-  },
-  logDestination,
-);
-process.once('exit', () => {
-  try {
-    logDestination.flushSync();
-  } catch {
-    // The reader is gone or the pipe is full: nothing more can be written.
-  }
-});
+  });
+  return {
+    log,
+    flush: () => {
+      try {
+        destination.flushSync?.();
+      } catch {
+        // The reader is gone or the pipe is full: nothing more can be written.
+      }
+    },
+  };
+}
 
-async function main(): Promise<void> {
+/** Runs the webhook until `options.signal` aborts; resolves with the exit code. */
+export async function run(options: RunOptions): Promise<number> {
+  const parsed = parseConfig({ argv: [...options.argv], env: options.env });
+  if (parsed.kind === 'help') {
+    options.stdout.write(`${parsed.text}\n`);
+    return 0;
+  }
+  if (parsed.kind === 'invalid') {
+    options.stderr.write(
+      `webhook: invalid configuration:\n${parsed.problems.map((p) => `  - ${p}`).join('\n')}\n`,
+    );
+    return 2;
+  }
+  const config = parsed.config;
+  const { log, flush } = rootLogger(config, options.stdout);
+  let webhook: Started;
+  try {
+    webhook = await start(config, log, options.signal);
+  } catch (err) {
+    log.fatal({ err }, 'webhook failed to start');
+    flush();
+    return 1;
+  }
+  const reason: unknown = options.signal.aborted
+    ? options.signal.reason
+    : await new Promise((resolve) =>
+        options.signal.addEventListener('abort', () => resolve(options.signal.reason), { once: true }),
+      );
+  const crashed = reason instanceof Error;
+  if (crashed) log.error({ err: reason }, 'webhook crashed');
+  const signal = crashed ? undefined : String(reason);
+  const overrun = new AbortController();
+  const outcome = await Promise.race([
+    webhook.stop(signal, crashed ? 0 : config.shutdownDelayMs).then(
+      () => 'stopped' as const,
+      (err: unknown) => (log.error({ err }, 'webhook shutdown failed'), 'failed' as const),
+    ),
+    sleep(config.shutdownDelayMs + SHUTDOWN_GRACE_MS, { signal: overrun.signal }).then(
+      () => 'overran' as const,
+      () => 'stopped' as const,
+    ),
+  ]);
+  overrun.abort();
+  if (outcome === 'overran') log.error({ signal }, 'webhook did not stop in time');
+  else log.info({ signal }, 'webhook stopped');
+  flush();
+  return crashed || outcome !== 'stopped' ? 1 : 0;
+}
+
+interface Started {
+  /** Not ready at once; after `drainMs` stops serving and every controller. */
+  stop(signal: string | undefined, drainMs: number): Promise<void>;
+}
+
+/** Builds and starts every part; throws when one cannot start. */
+async function start(config: WebhookConfig, log: Logger, signal: AbortSignal): Promise<Started> {
   const metrics = createMetrics();
   let shuttingDown = false;
   let selfTls: SelfManagedTls | undefined;
@@ -74,11 +144,11 @@ async function main(): Promise<void> {
   // 2. The image to inject: configured, or our own.
   let image = config.electorImage;
   if (image === undefined && kc && config.podName && config.podNamespace) {
-    image = await ownImage(kc, {
-      name: config.podName,
-      namespace: config.podNamespace,
-      containerName: config.containerName,
-    });
+    image = await ownImage(
+      kubePodReader(kc),
+      { name: config.podName, namespace: config.podNamespace, containerName: config.containerName },
+      { signal },
+    );
     log.info({ image }, 'elector image is the webhook own image');
   }
   if (image === undefined) throw new Error('no elector image');
@@ -117,7 +187,7 @@ async function main(): Promise<void> {
       log: log.child({ component: 'tls' }),
       onCertificate: (pair) => onSelfManagedCertificate(pair),
     });
-    await selfTls.start();
+    await selfTls.start(signal);
   }
   const reloader = selfTls
     ? undefined
@@ -183,33 +253,36 @@ async function main(): Promise<void> {
         })
       : undefined;
 
-  closeWithGrace({ delay: config.shutdownDelayMs + 15_000, logger: log }, async ({ signal, err }) => {
-    if (err) log.error({ err }, 'webhook crashed');
+  const stop = async (signal: string | undefined, drainMs: number) => {
     shuttingDown = true;
-    if (signal && config.shutdownDelayMs > 0) {
-      log.info({ signal, delayMs: config.shutdownDelayMs }, 'draining: not ready, still serving');
-      await sleep(config.shutdownDelayMs);
+    if (drainMs > 0) {
+      log.info({ signal, delayMs: drainMs }, 'draining: not ready, still serving');
+      await sleep(drainMs);
     }
     reloader?.stop();
     selfTls?.stop();
     await reconciler?.stop();
     await probeApp?.close();
     await app.close();
-    log.info({ signal }, 'webhook stopped');
-  });
-
-  await app.listen({ host: config.listen.host, port: config.listen.port });
-  reloader?.start(app.server as unknown as TlsServer);
-  // Rotated self-managed certificates go to new connections; open ones carry on.
-  onSelfManagedCertificate = (pair) => {
-    (app.server as unknown as TlsServer).setSecureContext(secureContextOptions(pair));
-    metrics.certificateReloads.inc({ result: 'reloaded' });
-    metrics.certificateExpiry.set(expiry(pair.cert).getTime() / 1000);
-    log.info({ notAfter: expiry(pair.cert) }, 'serving certificate rotated');
   };
+
+  try {
+    await app.listen({ host: config.listen.host, port: config.listen.port });
+    reloader?.start(app.server as unknown as TlsServer);
+    // Rotated self-managed certificates go to new connections; open ones carry on.
+    onSelfManagedCertificate = (pair) => {
+      (app.server as unknown as TlsServer).setSecureContext(secureContextOptions(pair));
+      metrics.certificateReloads.inc({ result: 'reloaded' });
+      metrics.certificateExpiry.set(expiry(pair.cert).getTime() / 1000);
+      log.info({ notAfter: expiry(pair.cert) }, 'serving certificate rotated');
+    };
+    if (probeApp && config.metrics)
+      await probeApp.listen({ host: config.metrics.host, port: config.metrics.port });
+  } catch (err) {
+    await stop(undefined, 0);
+    throw err;
+  }
   const address = app.server.address() as AddressInfo;
-  if (probeApp && config.metrics)
-    await probeApp.listen({ host: config.metrics.host, port: config.metrics.port });
   const probeAddress = probeApp?.server.address() as AddressInfo | undefined;
   log.info(
     {
@@ -227,9 +300,31 @@ async function main(): Promise<void> {
   if (reconciler) {
     reconciler.start().catch((e: unknown) => log.error({ err: e }, 'rbac reconciler failed to start'));
   }
+  return { stop };
 }
 
-main().catch((err: unknown) => {
-  log.fatal({ err }, 'webhook failed to start');
-  process.exit(1);
-});
+/**
+ * Runs `run` for this process with `argv` (cli.ts and the program entry call it): the
+ * process's environment and streams; SIGTERM/SIGINT stop it cleanly, an uncaught error stops
+ * it as a crash (both through close-with-grace, which also exits 1 on a second signal); the
+ * process exits with `run`'s code.
+ */
+export async function runProcess(argv: readonly string[]): Promise<never> {
+  const stop = new AbortController();
+  const done = run({
+    argv,
+    env: process.env,
+    stdout: process.stdout,
+    stderr: process.stderr,
+    signal: stop.signal,
+  });
+  // No delay of its own: `run` bounds the shutdown.
+  closeWithGrace({ logger: false, delay: undefined }, async ({ signal, err }) => {
+    stop.abort(err ?? signal ?? 'exit');
+    const code = await done;
+    if (code !== 0) process.exit(code);
+  });
+  process.exit(await done);
+}
+
+if (import.meta.main) await runProcess(process.argv.slice(2));

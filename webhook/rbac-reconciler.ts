@@ -14,21 +14,25 @@
  *
  * An elector that starts before its RoleBinding exists gets 403 and retries with backoff;
  * the reconciler reacts to the pod's creation within milliseconds.
+ *
+ * The decisions (which grants the pods need) are in `grants.ts` and `egress-policy.ts`; this
+ * file reads, writes and retries through an {@link RbacStore} and a {@link PodSource} (the
+ * Kubernetes ones are in kube.ts; unit tests use strict fakes), on an injected clock.
  */
-import {
-  CoreV1Api,
-  DiscoveryV1Api,
-  makeInformer,
-  NetworkingV1Api,
-  PatchStrategy,
-  RbacAuthorizationV1Api,
-  setHeaderOptions,
-  type KubeConfig,
-  type V1Pod,
-  type V1PolicyRule,
+import type {
+  KubeConfig,
+  V1EndpointSlice,
+  V1NetworkPolicy,
+  V1Pod,
+  V1PolicyRule,
+  V1Role,
+  V1RoleBinding,
 } from '@kubernetes/client-node';
-import type { Logger } from 'pino';
-import { DOMAIN, LABEL_ELECTION, PROJECT } from '../common/constants.ts';
+import type { Logger } from '../common/logger.ts';
+import { isNotFound } from '../common/api-error.ts';
+import { backoffDelay, type BackoffPolicy } from '../common/backoff.ts';
+import { systemClock, type Clock } from '../common/clock.ts';
+import { DOMAIN, PROJECT } from '../common/constants.ts';
 import { electorRole, electorRoleBinding, electorRoleName, RBAC_LABEL_MANAGED_BY } from '../common/rbac.ts';
 import {
   electorEgressPolicy,
@@ -37,7 +41,11 @@ import {
   type ApiServerTarget,
   type EgressPolicyMode,
 } from './egress-policy.ts';
+import { ActiveElections, desiredGrants, electionOf, grantKey, isActive, parseGrantKey } from './grants.ts';
+import { kubePodSource, kubeRbacStore } from './kube.ts';
 import type { WebhookMetrics } from './metrics.ts';
+
+export { desiredGrants, grantKey, type Grant } from './grants.ts';
 
 /** The field manager of our server-side applies. */
 export const FIELD_MANAGER = `${PROJECT}-webhook`;
@@ -63,46 +71,44 @@ export const WEBHOOK_RBAC_RULES: V1PolicyRule[] = [
   },
 ];
 
-export interface Grant {
-  namespace: string;
-  election: string;
-  /** Sorted, distinct. */
-  serviceAccounts: string[];
+/**
+ * The API writes and reads of the reconciler. Applies are server-side applies with
+ * {@link FIELD_MANAGER}, forced; every method rejects with the API's error (read by
+ * `common/api-error.ts`): deletes with 404 when the object is already gone.
+ */
+export interface RbacStore {
+  applyRole(role: V1Role): Promise<void>;
+  applyRoleBinding(binding: V1RoleBinding): Promise<void>;
+  applyNetworkPolicy(policy: V1NetworkPolicy): Promise<void>;
+  deleteRoleBinding(namespace: string, name: string): Promise<void>;
+  deleteRole(namespace: string, name: string): Promise<void>;
+  deleteNetworkPolicy(namespace: string, name: string): Promise<void>;
+  /** Roles matching `labelSelector` in `namespace`, or in all namespaces. */
+  listRoles(namespace: string | undefined, labelSelector: string): Promise<V1Role[]>;
+  /** NetworkPolicies matching `labelSelector` (all when undefined) in `namespace`, or everywhere. */
+  listNetworkPolicies(namespace: string | undefined, labelSelector?: string): Promise<V1NetworkPolicy[]>;
+  /** The `kubernetes` EndpointSlice in `default`: where pods reach the API server. */
+  readApiServerEndpointSlice(): Promise<V1EndpointSlice>;
 }
 
-export function grantKey(namespace: string, election: string): string {
-  return `${namespace}/${election}`;
-}
-
-function parseKey(key: string): { namespace: string; election: string } {
-  const i = key.indexOf('/');
-  return { namespace: key.slice(0, i), election: key.slice(i + 1) };
-}
-
-/** A pod whose elector may still run: not finished. */
-function active(pod: V1Pod): boolean {
-  const phase = pod.status?.phase;
-  return phase !== 'Succeeded' && phase !== 'Failed';
-}
-
-/** The grants the given pods need, by `grantKey`. Pure. */
-export function desiredGrants(pods: readonly V1Pod[]): Map<string, Grant> {
-  const out = new Map<string, Grant>();
-  for (const pod of pods) {
-    const namespace = pod.metadata?.namespace;
-    const election = pod.metadata?.labels?.[LABEL_ELECTION];
-    if (!namespace || !election || !active(pod)) continue;
-    const key = grantKey(namespace, election);
-    const grant = out.get(key) ?? { namespace, election, serviceAccounts: [] };
-    const sa = pod.spec?.serviceAccountName || 'default';
-    if (!grant.serviceAccounts.includes(sa)) grant.serviceAccounts = [...grant.serviceAccounts, sa].sort();
-    out.set(key, grant);
-  }
-  return out;
+/**
+ * The electing pods as a cache that follows the API (an informer): `start` lists them and
+ * then watches, resolving after the first list attempt; a failed watch is reported through
+ * `error` and restarted by calling `start` again.
+ */
+export interface PodSource {
+  list(namespace?: string): readonly V1Pod[];
+  onChange(fn: (pod: V1Pod, kind: 'add' | 'update' | 'delete') => void): void;
+  onError(fn: (err: unknown) => void): void;
+  start(): Promise<void>;
+  stop(): Promise<void>;
 }
 
 export interface RbacReconcilerOptions {
-  kubeConfig: KubeConfig;
+  /** The API writes and the pods; or `kubeConfig` to use the Kubernetes API for both. */
+  store?: RbacStore;
+  pods?: PodSource;
+  kubeConfig?: KubeConfig;
   logger: Logger;
   metrics: WebhookMetrics;
   /** Watch one namespace only (tests); default all namespaces. */
@@ -118,33 +124,29 @@ export interface RbacReconcilerOptions {
    * `kubernetes` EndpointSlice in `default`.
    */
   egress?: { mode: EgressPolicyMode; addresses?: string[]; port?: number };
+  /** Default the system clock. */
+  clock?: Clock;
 }
 
 /** How long API server endpoints read from the EndpointSlice are reused. */
 const TARGET_TTL_MS = 60_000;
 
-const status = (err: unknown): number | undefined => {
-  const code = (err as { code?: unknown }).code;
-  return typeof code === 'number' ? code : undefined;
-};
-
 export class RbacReconciler {
-  readonly #core: CoreV1Api;
-  readonly #rbac: RbacAuthorizationV1Api;
-  readonly #networking: NetworkingV1Api;
-  readonly #discovery: DiscoveryV1Api;
+  readonly #store: RbacStore;
+  readonly #pods: PodSource;
+  readonly #clock: Clock;
   readonly #egress: { mode: EgressPolicyMode; addresses?: string[]; port?: number };
   #target: { value: ApiServerTarget; at: number } | undefined;
   readonly #log: Logger;
   readonly #metrics: WebhookMetrics;
   readonly #resyncMs: number;
-  readonly #backoffMs: number;
-  readonly #maxBackoffMs: number;
-  readonly #informer;
+  readonly #backoff: BackoffPolicy;
   readonly #namespace: string | undefined;
   readonly #queue = new Set<string>();
   readonly #attempts = new Map<string, number>();
-  readonly #timers = new Set<NodeJS.Timeout>();
+  readonly #timers = new Set<{ cancel(): void }>();
+  /** Elections with an active pod, for the gauge: updated per pod event. */
+  readonly #active = new ActiveElections();
   #wake: (() => void) | undefined;
   #worker: Promise<void> | undefined;
   #stopped = true;
@@ -152,39 +154,34 @@ export class RbacReconciler {
   #informerErrors = 0;
 
   constructor(options: RbacReconcilerOptions) {
-    this.#core = options.kubeConfig.makeApiClient(CoreV1Api);
-    this.#rbac = options.kubeConfig.makeApiClient(RbacAuthorizationV1Api);
-    this.#networking = options.kubeConfig.makeApiClient(NetworkingV1Api);
-    this.#discovery = options.kubeConfig.makeApiClient(DiscoveryV1Api);
+    this.#namespace = options.namespace;
+    if (options.store && options.pods) {
+      this.#store = options.store;
+      this.#pods = options.pods;
+    } else if (options.kubeConfig) {
+      this.#store = options.store ?? kubeRbacStore(options.kubeConfig, FIELD_MANAGER);
+      this.#pods = options.pods ?? kubePodSource(options.kubeConfig, options.namespace);
+    } else {
+      throw new Error('RbacReconciler needs a store and pods, or a kubeConfig');
+    }
+    this.#clock = options.clock ?? systemClock;
     this.#egress = options.egress ?? { mode: 'off' };
     this.#log = options.logger;
     this.#metrics = options.metrics;
     this.#resyncMs = options.resyncMs ?? 10 * 60_000;
-    this.#backoffMs = options.backoffMs ?? 500;
-    this.#maxBackoffMs = options.maxBackoffMs ?? 5 * 60_000;
-    const ns = (this.#namespace = options.namespace);
-    this.#informer = makeInformer<V1Pod>(
-      options.kubeConfig,
-      ns ? `/api/v1/namespaces/${ns}/pods` : '/api/v1/pods',
-      () =>
-        ns
-          ? this.#core.listNamespacedPod({ namespace: ns, labelSelector: LABEL_ELECTION })
-          : this.#core.listPodForAllNamespaces({ labelSelector: LABEL_ELECTION }),
-      LABEL_ELECTION,
-    );
-    const onPod = (pod: V1Pod) => {
-      const ns = pod.metadata?.namespace;
-      const election = pod.metadata?.labels?.[LABEL_ELECTION];
-      if (ns && election) this.enqueue(grantKey(ns, election));
-    };
-    this.#informer.on('add', onPod);
-    this.#informer.on('update', onPod);
-    this.#informer.on('delete', onPod);
-    this.#informer.on('error', (err: unknown) => {
+    this.#backoff = { initialMs: options.backoffMs ?? 500, maxMs: options.maxBackoffMs ?? 5 * 60_000 };
+    this.#pods.onChange((pod, kind) => {
+      if (kind === 'delete') this.#active.remove(pod);
+      else this.#active.update(pod);
+      this.#metrics.rbacElections.set(this.#active.size);
+      const key = electionOf(pod);
+      if (key) this.enqueue(key);
+    });
+    this.#pods.onError((err: unknown) => {
       this.#synced = false;
       if (this.#stopped) return;
       this.#informerErrors += 1;
-      const delay = Math.min(this.#backoffMs * 2 ** Math.min(this.#informerErrors, 10), this.#maxBackoffMs);
+      const delay = backoffDelay(this.#informerErrors, this.#backoff);
       this.#log.warn({ err, retryInMs: delay }, 'pod watch failed; restarting');
       this.#after(delay, () => void this.#startInformer());
     });
@@ -204,11 +201,12 @@ export class RbacReconciler {
     this.#scheduleResync();
   }
 
+  /** Stops watching and reconciling; cancels every pending retry and resync. */
   async stop(): Promise<void> {
     this.#stopped = true;
-    for (const t of this.#timers) clearTimeout(t);
+    for (const t of this.#timers) t.cancel();
     this.#timers.clear();
-    await this.#informer.stop();
+    await this.#pods.stop();
     this.#wake?.();
     await this.#worker;
   }
@@ -222,7 +220,7 @@ export class RbacReconciler {
   async #startInformer(): Promise<void> {
     if (this.#stopped) return;
     const errorsBefore = this.#informerErrors;
-    await this.#informer.start();
+    await this.#pods.start();
     if (this.#informerErrors === errorsBefore && !this.#stopped) {
       this.#synced = true;
       this.#informerErrors = 0;
@@ -232,11 +230,11 @@ export class RbacReconciler {
   }
 
   #after(ms: number, fn: () => void): void {
-    const t = setTimeout(() => {
-      this.#timers.delete(t);
+    const timer = this.#clock.setTimer(ms, () => {
+      this.#timers.delete(timer);
       fn();
-    }, ms);
-    this.#timers.add(t);
+    });
+    this.#timers.add(timer);
   }
 
   #scheduleResync(): void {
@@ -249,24 +247,19 @@ export class RbacReconciler {
 
   /** Queues every election with pods, and every election we hold a Role for. */
   async resync(): Promise<void> {
-    for (const key of desiredGrants(this.#informer.list()).keys()) this.enqueue(key);
+    const pods = this.#pods.list();
+    // A (re)list may have missed deletions: count the elections afresh.
+    this.#active.reset(pods);
+    this.#metrics.rbacElections.set(this.#active.size);
+    for (const key of desiredGrants(pods).keys()) this.enqueue(key);
     try {
       const labelSelector = `${RBAC_LABEL_MANAGED_BY}=${PROJECT}`;
-      const roles = this.#namespace
-        ? await this.#rbac.listNamespacedRole({ namespace: this.#namespace, labelSelector })
-        : await this.#rbac.listRoleForAllNamespaces({ labelSelector });
+      const roles = await this.#store.listRoles(this.#namespace, labelSelector);
       const policies =
         this.#egress.mode === 'off'
           ? []
-          : this.#namespace
-            ? (
-                await this.#networking.listNamespacedNetworkPolicy({
-                  namespace: this.#namespace,
-                  labelSelector,
-                })
-              ).items
-            : (await this.#networking.listNetworkPolicyForAllNamespaces({ labelSelector })).items;
-      for (const owned of [...roles.items, ...policies]) {
+          : await this.#store.listNetworkPolicies(this.#namespace, labelSelector);
+      for (const owned of [...roles, ...policies]) {
         const ns = owned.metadata?.namespace;
         const election = owned.metadata?.labels?.[`${DOMAIN}/election`];
         if (ns && election) this.enqueue(grantKey(ns, election));
@@ -294,107 +287,75 @@ export class RbacReconciler {
         this.#attempts.delete(key);
       } catch (err) {
         this.#metrics.rbacReconciles.inc({ result: 'error' });
-        const attempt = (this.#attempts.get(key) ?? 0) + 1;
-        this.#attempts.set(key, attempt);
-        const delay = Math.min(this.#backoffMs * 2 ** (attempt - 1), this.#maxBackoffMs);
+        const attempt = this.#attempts.get(key) ?? 0;
+        this.#attempts.set(key, attempt + 1);
+        const delay = backoffDelay(attempt, this.#backoff);
         this.#log.warn({ err, election: key, retryInMs: delay }, 'rbac reconcile failed');
-        this.#after(delay, () => this.enqueue(key));
+        if (!this.#stopped) this.#after(delay, () => this.enqueue(key));
       }
     }
   }
 
   /** Brings one election's Role and RoleBinding to what its pods need now. */
   async reconcile(key: string): Promise<'applied' | 'deleted' | 'unchanged'> {
-    const { namespace, election } = parseKey(key);
-    const grant = desiredGrants(this.#informer.list(namespace)).get(key);
-    this.#metrics.rbacElections.set(desiredGrants(this.#informer.list()).size);
+    const { namespace, election } = parseGrantKey(key);
+    // 1. Decide: the grant this election's pods need now, if any.
+    const grant = desiredGrants(this.#pods.list(namespace)).get(key);
     const name = electorRoleName(election);
     if (!grant) {
+      // 2a. No active pod: remove the binding first (it is what grants), then the Role.
       let deleted = false;
       for (const del of [
-        () => this.#rbac.deleteNamespacedRoleBinding({ name, namespace }),
-        () => this.#rbac.deleteNamespacedRole({ name, namespace }),
-        ...(this.#egress.mode === 'off'
-          ? []
-          : [() => this.#networking.deleteNamespacedNetworkPolicy({ name, namespace })]),
+        () => this.#store.deleteRoleBinding(namespace, name),
+        () => this.#store.deleteRole(namespace, name),
+        ...(this.#egress.mode === 'off' ? [] : [() => this.#store.deleteNetworkPolicy(namespace, name)]),
       ]) {
         try {
           await del();
           deleted = true;
         } catch (err) {
-          if (status(err) !== 404) throw err;
+          if (!isNotFound(err)) throw err;
         }
       }
       if (deleted) this.#log.info({ namespace, election }, 'elector rbac removed');
       return deleted ? 'deleted' : 'unchanged';
     }
-    const apply = setHeaderOptions('Content-Type', PatchStrategy.ServerSideApply);
-    await this.#rbac.patchNamespacedRole(
-      { name, namespace, body: electorRole(namespace, election), fieldManager: FIELD_MANAGER, force: true },
-      apply,
-    );
-    await this.#rbac.patchNamespacedRoleBinding(
-      {
-        name,
-        namespace,
-        body: electorRoleBinding(namespace, election, grant.serviceAccounts),
-        fieldManager: FIELD_MANAGER,
-        force: true,
-      },
-      apply,
-    );
-    if (this.#egress.mode !== 'off') await this.#reconcileEgress(namespace, election, apply);
+    // 2b. Active pods: the Role before the binding that refers to it.
+    await this.#store.applyRole(electorRole(namespace, election));
+    await this.#store.applyRoleBinding(electorRoleBinding(namespace, election, grant.serviceAccounts));
+    if (this.#egress.mode !== 'off') await this.#reconcileEgress(namespace, election);
     this.#log.debug({ namespace, election, serviceAccounts: grant.serviceAccounts }, 'elector rbac applied');
     return 'applied';
   }
 
   /** The election's egress NetworkPolicy: applied when its mode asks for one, else removed. */
-  async #reconcileEgress(
-    namespace: string,
-    election: string,
-    apply: ReturnType<typeof setHeaderOptions>,
-  ): Promise<void> {
+  async #reconcileEgress(namespace: string, election: string): Promise<void> {
     const name = electorRoleName(election);
-    const pods = this.#informer
+    const pods = this.#pods
       .list(namespace)
-      .filter((p) => p.metadata?.labels?.[LABEL_ELECTION] === election && active(p));
+      .filter((p) => electionOf(p) === grantKey(namespace, election) && isActive(p));
     const policies =
-      this.#egress.mode === 'if-isolated'
-        ? (await this.#networking.listNamespacedNetworkPolicy({ namespace })).items
-        : [];
+      this.#egress.mode === 'if-isolated' ? await this.#store.listNetworkPolicies(namespace) : [];
     if (!needsEgressPolicy(this.#egress.mode, pods, policies)) {
       try {
-        await this.#networking.deleteNamespacedNetworkPolicy({ name, namespace });
+        await this.#store.deleteNetworkPolicy(namespace, name);
         this.#log.info({ namespace, election }, 'elector egress policy removed: no policy isolates its pods');
       } catch (err) {
-        if (status(err) !== 404) throw err;
+        if (!isNotFound(err)) throw err;
       }
       return;
     }
     const target = await this.#apiServerTarget();
-    await this.#networking.patchNamespacedNetworkPolicy(
-      {
-        name,
-        namespace,
-        body: electorEgressPolicy(namespace, election, target),
-        fieldManager: FIELD_MANAGER,
-        force: true,
-      },
-      apply,
-    );
+    await this.#store.applyNetworkPolicy(electorEgressPolicy(namespace, election, target));
   }
 
   /** The API server as pods reach it: the flags, completed from the `kubernetes` EndpointSlice. */
   async #apiServerTarget(): Promise<ApiServerTarget> {
     const { addresses, port } = this.#egress;
     if (addresses?.length && port !== undefined) return { cidrs: addresses, port };
-    const now = Date.now();
+    const now = this.#clock.now();
     if (this.#target && now - this.#target.at < TARGET_TTL_MS) return this.#target.value;
-    const slice = await this.#discovery.readNamespacedEndpointSlice({
-      name: 'kubernetes',
-      namespace: 'default',
-    });
-    const found = targetFromEndpointSlice(slice);
+    const found = targetFromEndpointSlice(await this.#store.readApiServerEndpointSlice());
     if (!found) throw new Error('the kubernetes EndpointSlice in default has no ready address or no port');
     const value = { cidrs: addresses?.length ? addresses : found.cidrs, port: port ?? found.port };
     this.#target = { value, at: now };

@@ -1,7 +1,10 @@
 /**
- * Self-managed TLS, the adapter: keeps a CA and serving certificate in a Secret, keeps the
- * MutatingWebhookConfiguration's caBundle in step, and hands the serving pair to the HTTPS
- * server. Decisions come from `certs.ts`; this file only reads, writes and retries.
+ * Self-managed TLS, the controller: keeps a CA and serving certificate in a Secret, keeps
+ * the MutatingWebhookConfiguration's caBundle in step, and hands the serving pair to the
+ * HTTPS server. Decisions come from `certs.ts` (`plan`, `caBundle`), the Secret's layout and
+ * the issuing from `tls-secret.ts`; this file only reads, writes and retries, through a
+ * {@link TlsStore} (the Kubernetes one is in kube.ts; unit tests use a strict fake) and on an
+ * injected clock.
  *
  * Several replicas run this at once. Every write to the Secret carries the resourceVersion
  * it was computed from, so when two replicas decide to rotate at the same moment exactly one
@@ -12,35 +15,31 @@
  * Ready means the caBundle of every webhook in the configuration contains the CA that
  * signed the certificate this replica serves: before that, the API server would refuse us.
  */
-import {
-  AdmissionregistrationV1Api,
-  CoreV1Api,
-  type KubeConfig,
-  type V1MutatingWebhookConfiguration,
-  type V1Secret,
-} from '@kubernetes/client-node';
-import { X509Certificate } from 'node:crypto';
-import { createCertificateAuthority, loadCertificateAuthority, type KeyPairPem } from '../common/pki.ts';
-import { DOMAIN } from '../common/constants.ts';
-import {
-  bundleContains,
-  caBundle,
-  plan,
-  type Plan,
-  type RotationPolicy,
-  type StoredCertificates,
-} from './certs.ts';
+import type { KubeConfig, V1MutatingWebhookConfiguration, V1Secret } from '@kubernetes/client-node';
+import { isConflict, isNotFound } from '../common/api-error.ts';
+import { retry } from '../common/backoff.ts';
+import { systemClock, type Clock } from '../common/clock.ts';
+import { bundleContains, caBundle, plan, type Plan, type RotationPolicy } from './certs.ts';
+import { kubeTlsStore } from './kube.ts';
+import { carryOut, parseSecret, secretFor } from './tls-secret.ts';
 
-const KEY = {
-  cert: 'tls.crt',
-  key: 'tls.key',
-  caCert: 'ca.crt',
-  caKey: 'ca.key',
-  nextCaCert: 'next-ca.crt',
-  nextCaKey: 'next-ca.key',
-  previousCaCert: 'previous-ca.crt',
-} as const;
-const ANNOTATION_NEXT_STAGED_AT = `${DOMAIN}/next-ca-staged-at`;
+export { parseSecret } from './tls-secret.ts';
+
+/**
+ * The API objects self-managed TLS reads and writes: one Secret and one
+ * MutatingWebhookConfiguration, both named when the store is made. Methods reject with the
+ * API's error (read by `common/api-error.ts`): 404 when absent, 409 when a write's
+ * resourceVersion is stale.
+ */
+export interface TlsStore {
+  readSecret(): Promise<V1Secret>;
+  createSecret(body: V1Secret): Promise<void>;
+  /** Replaces the Secret; `body.metadata.resourceVersion` is the precondition. */
+  replaceSecret(body: V1Secret): Promise<void>;
+  readWebhookConfiguration(): Promise<V1MutatingWebhookConfiguration>;
+  /** Replaces the configuration; its resourceVersion is the precondition. */
+  replaceWebhookConfiguration(body: V1MutatingWebhookConfiguration): Promise<void>;
+}
 
 export interface TlsLogger {
   info(obj: object, msg: string): void;
@@ -49,7 +48,9 @@ export interface TlsLogger {
 }
 
 export interface SelfManagedTlsOptions {
-  kubeConfig: KubeConfig;
+  /** The API objects; or `kubeConfig` to use the Kubernetes API. */
+  store?: TlsStore;
+  kubeConfig?: KubeConfig;
   namespace: string;
   secretName: string;
   webhookConfigurationName: string;
@@ -59,6 +60,8 @@ export interface SelfManagedTlsOptions {
   log: TlsLogger;
   /** Called whenever the pair to serve changes (first call: before `start()` resolves). */
   onCertificate: (pair: { cert: string; key: string }) => void;
+  /** Timers and, unless `now` is given, the time; default the system clock. */
+  clock?: Clock;
   now?: () => Date;
 }
 
@@ -69,99 +72,35 @@ export interface SyncResult {
   ready: boolean;
 }
 
-const status = (err: unknown): number | undefined => (err as { code?: number }).code;
+/** Retries of `start()` until the first certificate is served. */
+const START_BACKOFF = { initialMs: 200, maxMs: 10_000 };
+/** A failed background sync is tried again after at most this. */
+const RETRY_AFTER_FAILURE_MS = 5000;
+/** While not ready (the caBundle may still be propagating), check at least this often. */
+const RECHECK_NOT_READY_MS = 1000;
+/** Syncs in a row that may meet a 409 before `syncUntilSettled` gives up for this round. */
+const MAX_CONFLICTS = 5;
+
 const b64 = (s: string) => Buffer.from(s).toString('base64');
-const unb64 = (s: string | undefined) =>
-  s === undefined ? undefined : Buffer.from(s, 'base64').toString('utf8');
-
-/** Parses the Secret; undefined when anything essential is missing or unreadable. */
-export function parseSecret(secret: V1Secret | undefined): StoredCertificates | undefined {
-  const d = secret?.data ?? {};
-  const [certPem, keyPem, caPem, caKeyPem] = [d[KEY.cert], d[KEY.key], d[KEY.caCert], d[KEY.caKey]].map(
-    unb64,
-  );
-  if (!certPem || !keyPem || !caPem || !caKeyPem) return undefined;
-  try {
-    const ca = new X509Certificate(caPem);
-    const serving = new X509Certificate(certPem);
-    const dnsNames = (serving.subjectAltName ?? '')
-      .split(', ')
-      .filter((n) => n.startsWith('DNS:'))
-      .map((n) => n.slice(4));
-    const stored: StoredCertificates = {
-      ca: {
-        certPem: caPem,
-        keyPem: caKeyPem,
-        notBefore: new Date(ca.validFrom),
-        notAfter: new Date(ca.validTo),
-      },
-      serving: {
-        certPem,
-        keyPem,
-        notBefore: new Date(serving.validFrom),
-        notAfter: new Date(serving.validTo),
-        dnsNames,
-        issuedByCa: serving.checkIssued(ca) && serving.verify(ca.publicKey),
-      },
-    };
-    const nextPem = unb64(d[KEY.nextCaCert]);
-    const nextKey = unb64(d[KEY.nextCaKey]);
-    const stagedAt = secret?.metadata?.annotations?.[ANNOTATION_NEXT_STAGED_AT];
-    if (nextPem && nextKey && stagedAt && !Number.isNaN(Date.parse(stagedAt))) {
-      stored.next = {
-        certPem: nextPem,
-        keyPem: nextKey,
-        stagedAt: new Date(stagedAt),
-        notAfter: new Date(new X509Certificate(nextPem).validTo),
-      };
-    }
-    const previousPem = unb64(d[KEY.previousCaCert]);
-    if (previousPem)
-      stored.previous = {
-        certPem: previousPem,
-        notAfter: new Date(new X509Certificate(previousPem).validTo),
-      };
-    return stored;
-  } catch {
-    return undefined;
-  }
-}
-
-function toSecretData(s: StoredCertificates): {
-  data: Record<string, string>;
-  annotations: Record<string, string>;
-} {
-  const data: Record<string, string> = {
-    [KEY.cert]: b64(s.serving.certPem),
-    [KEY.key]: b64(s.serving.keyPem),
-    [KEY.caCert]: b64(s.ca.certPem),
-    [KEY.caKey]: b64(s.ca.keyPem),
-  };
-  const annotations: Record<string, string> = {};
-  if (s.next) {
-    data[KEY.nextCaCert] = b64(s.next.certPem);
-    data[KEY.nextCaKey] = b64(s.next.keyPem);
-    annotations[ANNOTATION_NEXT_STAGED_AT] = s.next.stagedAt.toISOString();
-  }
-  if (s.previous) data[KEY.previousCaCert] = b64(s.previous.certPem);
-  return { data, annotations };
-}
 
 export class SelfManagedTls {
   private readonly options: SelfManagedTlsOptions;
-  private readonly core: CoreV1Api;
-  private readonly admission: AdmissionregistrationV1Api;
+  private readonly store: TlsStore;
+  private readonly clock: Clock;
   private readonly now: () => Date;
   private served: string | undefined;
   private readyFlag = false;
-  private timer: NodeJS.Timeout | undefined;
-  private stopped = false;
+  private timer: { cancel(): void } | undefined;
+  private readonly stopping = new AbortController();
 
   constructor(options: SelfManagedTlsOptions) {
     this.options = options;
-    this.core = options.kubeConfig.makeApiClient(CoreV1Api);
-    this.admission = options.kubeConfig.makeApiClient(AdmissionregistrationV1Api);
-    this.now = options.now ?? (() => new Date());
+    if (options.store) this.store = options.store;
+    else if (options.kubeConfig) this.store = kubeTlsStore(options.kubeConfig, options);
+    else throw new Error('SelfManagedTls needs a store or a kubeConfig');
+    this.clock = options.clock ?? systemClock;
+    const clock = this.clock;
+    this.now = options.now ?? (() => new Date(clock.now()));
   }
 
   /** True once the caBundle trusts the certificate this replica serves. */
@@ -171,55 +110,68 @@ export class SelfManagedTls {
 
   /**
    * Syncs until a certificate is served (retrying API errors with backoff), then keeps
-   * syncing in the background until `stop()`.
+   * syncing in the background until `stop()`. Rejects when `signal` aborts or `stop()` is
+   * called first.
    */
   async start(signal?: AbortSignal): Promise<void> {
-    let delay = 200;
-    while (this.served === undefined) {
-      if (signal?.aborted || this.stopped) throw new Error('stopped before a certificate was available');
-      try {
-        await this.syncUntilSettled();
-      } catch (err) {
-        this.options.log.warn({ err }, 'self-managed TLS: sync failed, retrying');
-        await new Promise((r) => setTimeout(r, delay));
-        delay = Math.min(delay * 2, 10_000);
-      }
+    const abort = signal ? AbortSignal.any([signal, this.stopping.signal]) : this.stopping.signal;
+    try {
+      await retry(
+        async () => {
+          await this.syncUntilSettled();
+          if (this.served === undefined) throw new Error('the Secret kept changing under us');
+        },
+        {
+          policy: START_BACKOFF,
+          clock: this.clock,
+          signal: abort,
+          onRetry: (err, retryInMs) =>
+            this.options.log.warn({ err, retryInMs }, 'self-managed TLS: sync failed, retrying'),
+        },
+      );
+    } catch (err) {
+      if (abort.aborted) throw new Error('stopped before a certificate was available', { cause: err });
+      throw err;
     }
     this.schedule(this.options.checkIntervalMs);
   }
 
+  /** Stops the background checks (and a `start()` still waiting); leaves no timer behind. */
   stop(): void {
-    this.stopped = true;
-    clearTimeout(this.timer);
+    this.stopping.abort();
+    this.timer?.cancel();
+    this.timer = undefined;
   }
 
   private schedule(ms: number): void {
-    if (this.stopped) return;
-    clearTimeout(this.timer);
-    this.timer = setTimeout(() => {
+    if (this.stopping.signal.aborted) return;
+    this.timer?.cancel();
+    this.timer = this.clock.setTimer(ms, () => {
+      this.timer = undefined;
       this.syncUntilSettled().then(
-        (r) => {
-          const next = r.plan.action === 'none' ? r.plan.nextCheckAt.getTime() - this.now().getTime() : 0;
-          // Re-check soon while not ready (the caBundle may still be propagating).
-          const interval = r.ready
-            ? this.options.checkIntervalMs
-            : Math.min(this.options.checkIntervalMs, 1000);
-          this.schedule(Math.max(100, Math.min(interval, next > 0 ? next : interval)));
-        },
+        (r) => this.schedule(this.nextCheckIn(r)),
         (err: unknown) => {
           this.options.log.warn({ err }, 'self-managed TLS: sync failed, retrying');
-          this.schedule(Math.min(this.options.checkIntervalMs, 5000));
+          this.schedule(Math.min(this.options.checkIntervalMs, RETRY_AFTER_FAILURE_MS));
         },
       );
-    }, ms);
-    this.timer.unref();
+    });
+  }
+
+  /** When to look again after a sync: at the plan's next due time, sooner while not ready. */
+  private nextCheckIn(r: SyncResult): number {
+    const interval = r.ready
+      ? this.options.checkIntervalMs
+      : Math.min(this.options.checkIntervalMs, RECHECK_NOT_READY_MS);
+    const next = r.plan.action === 'none' ? r.plan.nextCheckAt.getTime() - this.now().getTime() : 0;
+    return Math.max(100, Math.min(interval, next > 0 ? next : interval));
   }
 
   /** Runs `sync` again while it reports a write conflict (bounded). */
   async syncUntilSettled(): Promise<SyncResult> {
     for (let i = 0; ; i++) {
       const r = await this.sync();
-      if (!r.conflict || i >= 5) return r;
+      if (!r.conflict || i >= MAX_CONFLICTS) return r;
     }
   }
 
@@ -229,9 +181,9 @@ export class SelfManagedTls {
     // 1. Read what is stored.
     let secret: V1Secret | undefined;
     try {
-      secret = await this.core.readNamespacedSecret({ name, namespace });
+      secret = await this.store.readSecret();
     } catch (err) {
-      if (status(err) !== 404) throw err;
+      if (!isNotFound(err)) throw err;
     }
     let stored = parseSecret(secret);
     const now = this.now();
@@ -239,24 +191,15 @@ export class SelfManagedTls {
 
     // 2. Carry out the plan, if any, and write it back from the version we read.
     if (p.action !== 'none') {
-      const next = await this.execute(p, stored, now);
-      const { data, annotations } = toSecretData(next);
-      const body: V1Secret = {
-        metadata: {
-          name,
-          namespace,
-          labels: { 'app.kubernetes.io/managed-by': 'lifelease' },
-          annotations,
-          ...(secret?.metadata?.resourceVersion ? { resourceVersion: secret.metadata.resourceVersion } : {}),
-        },
-        type: 'kubernetes.io/tls',
-        data,
-      };
+      const next = await carryOut(p, stored, policy, now);
+      const body = secretFor(next, { name, namespace, resourceVersion: secret?.metadata?.resourceVersion });
       try {
-        if (secret) await this.core.replaceNamespacedSecret({ name, namespace, body });
-        else await this.core.createNamespacedSecret({ namespace, body });
+        if (secret) await this.store.replaceSecret(body);
+        else await this.store.createSecret(body);
       } catch (err) {
-        if (status(err) === 409) {
+        // 409 on replace (stale resourceVersion) or on create (AlreadyExists): another
+        // replica wrote first; the next pass reads what it wrote.
+        if (isConflict(err)) {
           log.info({ action: p.action }, 'self-managed TLS: another replica changed the certificates first');
           return { plan: p, conflict: true, ready: this.readyFlag };
         }
@@ -277,76 +220,15 @@ export class SelfManagedTls {
     return { plan: p, conflict: false, ready: bundleOk };
   }
 
-  private async execute(
-    p: Exclude<Plan, { action: 'none' }>,
-    stored: StoredCertificates | undefined,
-    now: Date,
-  ) {
-    const { policy } = this.options;
-    const issueServing = async (caCert: string, caKey: string): Promise<KeyPairPem> => {
-      const ca = await loadCertificateAuthority(caCert, caKey, policy.servingValidityMs);
-      return ca.issue({
-        commonName: policy.dnsNames[0] ?? 'webhook',
-        altNames: policy.dnsNames,
-        usage: 'server',
-        now,
-      });
-    };
-    const newCa = () =>
-      createCertificateAuthority(`lifelease webhook CA ${now.toISOString()}`, {
-        validityMs: policy.caValidityMs,
-        now,
-      });
-    const serving = (pair: KeyPairPem) => ({
-      certPem: pair.certPem,
-      keyPem: pair.keyPem,
-      notBefore: pair.notBefore,
-      notAfter: pair.notAfter,
-      dnsNames: policy.dnsNames,
-      issuedByCa: true,
-    });
-
-    if (p.action === 'create' || !stored) {
-      const ca = await newCa();
-      return {
-        ca: { certPem: ca.certPem, keyPem: ca.keyPem, notBefore: ca.notBefore, notAfter: ca.notAfter },
-        serving: serving(await issueServing(ca.certPem, ca.keyPem)),
-      } satisfies StoredCertificates;
-    }
-    if (p.action === 'renew-serving') {
-      return { ...stored, serving: serving(await issueServing(stored.ca.certPem, stored.ca.keyPem)) };
-    }
-    if (p.action === 'stage-ca') {
-      const ca = await newCa();
-      return {
-        ...stored,
-        next: { certPem: ca.certPem, keyPem: ca.keyPem, stagedAt: now, notAfter: ca.notAfter },
-      };
-    }
-    // promote-ca
-    const next = stored.next!;
-    const promoted: StoredCertificates = {
-      ca: {
-        certPem: next.certPem,
-        keyPem: next.keyPem,
-        notBefore: new Date(new X509Certificate(next.certPem).validFrom),
-        notAfter: next.notAfter,
-      },
-      serving: serving(await issueServing(next.certPem, next.keyPem)),
-      previous: { certPem: stored.ca.certPem, notAfter: stored.ca.notAfter },
-    };
-    return promoted;
-  }
-
   /** Sets every webhook's caBundle to `bundle`; true when all of them trust `servingCa`. */
   private async syncCaBundle(bundle: string, servingCa: string): Promise<boolean> {
     const name = this.options.webhookConfigurationName;
-    for (let attempt = 0; attempt < 5; attempt++) {
+    for (let attempt = 0; attempt < MAX_CONFLICTS; attempt++) {
       let config: V1MutatingWebhookConfiguration;
       try {
-        config = await this.admission.readMutatingWebhookConfiguration({ name });
+        config = await this.store.readWebhookConfiguration();
       } catch (err) {
-        if (status(err) === 404) {
+        if (isNotFound(err)) {
           this.options.log.warn(
             { name },
             'self-managed TLS: MutatingWebhookConfiguration not found; not ready',
@@ -360,11 +242,11 @@ export class SelfManagedTls {
       if (webhooks.every((w) => w.clientConfig.caBundle === want)) return bundleContains(bundle, servingCa);
       for (const w of webhooks) w.clientConfig.caBundle = want;
       try {
-        await this.admission.replaceMutatingWebhookConfiguration({ name, body: config });
+        await this.store.replaceWebhookConfiguration(config);
         this.options.log.info({ name, webhooks: webhooks.length }, 'self-managed TLS: caBundle updated');
         return bundleContains(bundle, servingCa);
       } catch (err) {
-        if (status(err) !== 409) throw err;
+        if (!isConflict(err)) throw err;
       }
     }
     return false;

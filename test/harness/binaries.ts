@@ -6,6 +6,7 @@
  *    (built on first use).
  */
 import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { access, constants } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import path from 'node:path';
@@ -42,10 +43,18 @@ export async function executable(file: string): Promise<boolean> {
 /** The cache folder `scripts/build-control-plane.sh` writes to, for the pinned versions. */
 function cacheRoot(): string {
   // Kept in step with scripts/build-control-plane.sh.
-  return (
-    process.env['CONTROL_PLANE_CACHE'] ??
-    path.join(process.env['XDG_CACHE_HOME'] ?? path.join(homedir(), '.cache'), 'k8s-leader-elector')
-  );
+  return process.env['CONTROL_PLANE_CACHE'] ?? defaultCacheRoot();
+}
+
+/**
+ * `~/.cache/lifelease` (or under `$XDG_CACHE_HOME`). The folder was `k8s-leader-elector`
+ * before the package was named lifelease: a warm one is still used until it is moved.
+ */
+export function defaultCacheRoot(): string {
+  const base = process.env['XDG_CACHE_HOME'] ?? path.join(homedir(), '.cache');
+  const current = path.join(base, 'lifelease');
+  const legacy = path.join(base, 'k8s-leader-elector');
+  return !existsSync(current) && existsSync(legacy) ? legacy : current;
 }
 
 export function cachedBinDir(): string {

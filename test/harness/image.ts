@@ -20,7 +20,7 @@
  * - **The test app image** (`localhost/lifelease-test-app:<hash>`): the bookworm + Node
  *   stand-in without the build CA, for demo apps and client snippets (sh + node).
  *
- * Everything is cached by content under `~/.cache/k8s-leader-elector/images/`
+ * Everything is cached by content under `~/.cache/lifelease/images/`
  * (`LIFELEASE_IMAGE_CACHE` moves it): the debootstrap rootfs by suite, mirror and debootstrap
  * version; each stand-in by the hash of what goes into it; the project image by the hash of
  * the Dockerfile, every file it COPYs, the stand-ins' digests and buildah's version. A change
@@ -53,7 +53,7 @@ import {
   openSync,
   closeSync,
 } from 'node:fs';
-import { homedir } from 'node:os';
+import { defaultCacheRoot } from './binaries.ts';
 import path from 'node:path';
 
 const REPO_ROOT = path.resolve(import.meta.dirname, '../..');
@@ -98,7 +98,7 @@ export interface Images {
 export interface EnsureImagesOptions {
   /** Progress lines (default: stderr with an `[image]` prefix). */
   log?: (line: string) => void;
-  /** Cache root (default `$LIFELEASE_IMAGE_CACHE` or `~/.cache/k8s-leader-elector/images`). */
+  /** Cache root (default `$LIFELEASE_IMAGE_CACHE` or `~/.cache/lifelease/images`). */
   cacheDir?: string;
   /** Seconds between progress lines during a long step (default 10). */
   progressEvery?: number;
@@ -115,11 +115,7 @@ export function projectImageName(root = REPO_ROOT): string {
 export function imageCacheDir(): string {
   return (
     process.env['LIFELEASE_IMAGE_CACHE'] ??
-    path.join(
-      process.env['CONTROL_PLANE_CACHE'] ??
-        path.join(process.env['XDG_CACHE_HOME'] ?? path.join(homedir(), '.cache'), 'k8s-leader-elector'),
-      'images',
-    )
+    path.join(process.env['CONTROL_PLANE_CACHE'] ?? defaultCacheRoot(), 'images')
   );
 }
 

@@ -7,13 +7,19 @@
  * ELECTOR_MEASURE_IDLE_S (default 180) sets the idle window; ELECTOR_ENTRY the entry point
  * (default `dist/elector.js` when built, else `elector/main.ts`); ELECTOR_NODE_OPTIONS the
  * elector's NODE_OPTIONS (e.g. `--max-semi-space-size=1`).
+ *
+ * Besides printing the figures it checks the properties they rest on: every elector became
+ * ready, every failover settled within 60 s, and an idle elector (leader or follower) stays
+ * under the memory limit the webhook injects by default.
  */
+import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { deletePod, httpGet, type ElectorProcess } from '../../harness/elector-process.ts';
 import { sharedCluster, type TestCluster } from '../../harness/shared.ts';
+import { defaultOf, quantityValue } from '../../../webhook/config.ts';
 import { TestElection, allAgree } from './helpers.ts';
 
 const enabled = process.env['ELECTOR_MEASURE'] === '1';
@@ -87,6 +93,8 @@ test(
       followerMs.push(await readyAfterSpawn(eb));
       await e.close();
     }
+    assert.equal(leaderMs.length, 5);
+    assert.equal(followerMs.length, 5);
     t.diagnostic(`start-to-ready as leader: ${stats(leaderMs)}`);
     t.diagnostic(`start-to-ready as follower: ${stats(followerMs)}`);
 
@@ -103,6 +111,7 @@ test(
       const t0 = performance.now();
       await deletePod(e.kc, old.pod);
       for (;;) {
+        assert.ok(performance.now() - t0 < 60_000, 'failover did not settle within 60 s');
         const answers = await Promise.all(rest.map((x) => x.get()));
         const names = new Set(answers.map((a) => a.body.name));
         if (names.size === 1 && !names.has('') && !names.has(first)) break;
@@ -133,9 +142,20 @@ test(
         .map((k) => `${k} ${(((r1[k] ?? 0) - (r0[k] ?? 0)) / hours).toFixed(0)}`);
       return `${(total / hours).toFixed(0)}/h (${parts.join(', ')})`;
     };
+    const [leaderRss, followerRss] = [rssMiB(ea.pid!), rssMiB(eb.pid!)];
     t.diagnostic(
-      `idle RSS after ${idleSeconds} s: leader ${rssMiB(ea.pid!).toFixed(1)} MiB, follower ${rssMiB(eb.pid!).toFixed(1)} MiB`,
+      `idle RSS after ${idleSeconds} s: leader ${leaderRss.toFixed(1)} MiB, follower ${followerRss.toFixed(1)} MiB`,
     );
+    const limitMiB = quantityValue(defaultOf('electorMemoryLimit'))! / 2 ** 20;
+    for (const [who, rss] of [
+      ['leader', leaderRss],
+      ['follower', followerRss],
+    ] as const) {
+      assert.ok(
+        rss > 0 && rss < limitMiB,
+        `idle ${who} RSS ${rss.toFixed(1)} MiB is not under the ${limitMiB} MiB limit`,
+      );
+    }
     t.diagnostic(`API requests in steady state: leader ${rate(ra0, ra1)}; follower ${rate(rb0, rb1)}`);
   },
 );

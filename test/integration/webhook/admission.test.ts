@@ -12,8 +12,8 @@ import { request, type RequestOptions } from 'node:https';
 import { after, before, describe, test } from 'node:test';
 import { sharedCluster, type TestCluster } from '../../harness/shared.ts';
 import { handleAdmission } from '../../../webhook/admission.ts';
-import { TEST_CONFIG } from '../../unit/webhook/helpers.ts';
-import { startWebhookProcess, type WebhookProcess } from '../../unit/webhook/webhook-process.ts';
+import { TEST_CONFIG } from '../../support/admission-reviews.ts';
+import { startWebhookProcess, type WebhookProcess } from '../../support/webhook-process.ts';
 import {
   apiMessage,
   apiStatus,

@@ -19,7 +19,7 @@ import {
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
-import pino from 'pino';
+import { createLogger } from '../../../common/logger.ts';
 import { WEBHOOK_EGRESS_RULES, type EgressPolicyMode } from '../../../webhook/egress-policy.ts';
 import { createMetrics } from '../../../webhook/metrics.ts';
 import { RbacReconciler, WEBHOOK_RBAC_RULES } from '../../../webhook/rbac-reconciler.ts';
@@ -38,7 +38,7 @@ const reconcilers: RbacReconciler[] = [];
 function start(egress: { mode: EgressPolicyMode; addresses?: string[]; port?: number }): RbacReconciler {
   const r = new RbacReconciler({
     kubeConfig: webhookKc,
-    logger: pino({ level: 'silent' }),
+    logger: createLogger({ level: 'silent', stream: process.stdout }),
     metrics: createMetrics({ defaultMetrics: false }),
     namespace: ns,
     resyncMs: 500,

@@ -11,7 +11,7 @@ import { after, before, test } from 'node:test';
 import { electorRoleName } from '../../../common/rbac.ts';
 import { WEBHOOK_RBAC_RULES } from '../../../webhook/rbac-reconciler.ts';
 import { sharedCluster, type TestCluster } from '../../harness/shared.ts';
-import { startWebhookProcess, type WebhookProcess } from '../../unit/webhook/webhook-process.ts';
+import { startWebhookProcess, type WebhookProcess } from '../../support/webhook-process.ts';
 import {
   apiStatus,
   electorOf,

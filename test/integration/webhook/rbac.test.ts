@@ -15,7 +15,7 @@ import {
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
-import pino from 'pino';
+import { createLogger } from '../../../common/logger.ts';
 import { electorRole, electorRoleName } from '../../../common/rbac.ts';
 import { createMetrics } from '../../../webhook/metrics.ts';
 import { RbacReconciler, WEBHOOK_RBAC_RULES } from '../../../webhook/rbac-reconciler.ts';
@@ -40,7 +40,7 @@ async function kubeConfigAs(serviceAccount: string): Promise<KubeConfig> {
 function startReconciler(): RbacReconciler {
   const r = new RbacReconciler({
     kubeConfig: webhookKc,
-    logger: pino({ level: 'silent' }),
+    logger: createLogger({ level: 'silent', stream: process.stdout }),
     metrics: createMetrics({ defaultMetrics: false }),
     namespace: ns,
     resyncMs: 1000,

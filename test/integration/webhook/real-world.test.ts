@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import { sharedCluster, type TestCluster } from '../../harness/shared.ts';
-import { startWebhookProcess, type WebhookProcess } from '../../unit/webhook/webhook-process.ts';
+import { startWebhookProcess, type WebhookProcess } from '../../support/webhook-process.ts';
 import {
   apiMessage,
   apiStatus,

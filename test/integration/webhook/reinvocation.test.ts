@@ -13,7 +13,7 @@ import { after, before, test } from 'node:test';
 import { createServingCertificate } from '../../../common/pki.ts';
 import { createPatch } from '../../../webhook/patch.ts';
 import { sharedCluster, type TestCluster } from '../../harness/shared.ts';
-import { startWebhookProcess, type WebhookProcess } from '../../unit/webhook/webhook-process.ts';
+import { startWebhookProcess, type WebhookProcess } from '../../support/webhook-process.ts';
 import { electorOf, registerWebhook, waitUntilActive, type Registration } from './helpers.ts';
 
 let cluster: TestCluster;

@@ -119,7 +119,10 @@ describe('webhook config', () => {
     assert.deepEqual(c.listen, { host: '127.0.0.1', port: 9443 });
     assert.deepEqual(c.metrics, { host: '0.0.0.0', port: 9090 });
     assert.equal(c.electorMode, 'container');
-    assert.equal(c.electorResources.cpuLimit, '');
+    // An empty variable is unset (the one rule of both commands): the default applies; an
+    // empty flag is the value "none".
+    assert.equal(c.electorResources.cpuLimit, '250m');
+    assert.equal(ok(['--elector-cpu-limit='], env).electorResources.cpuLimit, '');
     assert.equal(c.reconcileRbac, false);
     assert.equal(c.maxRequestBytes, 2 * 1024 * 1024);
     assert.deepEqual(c.electorCommand, ['node', '/app/dist/elector.js']);

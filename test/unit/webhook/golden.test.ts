@@ -34,6 +34,24 @@ function review(pod: Input['pod'], config: InjectionConfig) {
   return handleAdmission(parsed.request, config);
 }
 
+/** Does the JSON pointer `pointer` (an appending `/-` means the array's last item) resolve in `doc`? */
+function written(doc: unknown, pointer: string): boolean {
+  let node = doc;
+  for (const raw of pointer.split('/').slice(1)) {
+    const key = raw.replace(/~1/g, '/').replace(/~0/g, '~');
+    if (Array.isArray(node)) {
+      const i = key === '-' ? node.length - 1 : Number(key);
+      if (!(i >= 0 && i < node.length)) return false;
+      node = node[i] as unknown;
+    } else if (node !== null && typeof node === 'object' && key in node) {
+      node = (node as Record<string, unknown>)[key];
+    } else {
+      return false;
+    }
+  }
+  return true;
+}
+
 const files = readdirSync(DIR);
 const cases = files.filter((f) => f.endsWith('.input.json')).map((f) => f.slice(0, -'.input.json'.length));
 
@@ -71,7 +89,11 @@ describe('golden injection', () => {
       );
 
       // The patch never touches managedFields, and every path it writes exists in the result.
-      for (const op of decodePatch(first.review)) assert.ok(!op.path.includes('managedFields'), op.path);
+      for (const op of decodePatch(first.review)) {
+        assert.ok(!op.path.includes('managedFields'), op.path);
+        if (op.op === 'add' || op.op === 'replace')
+          assert.ok(written(injected, op.path), `${name}: ${op.path}`);
+      }
 
       // Re-review of the injected pod: nothing to change, same warnings.
       const again = review(expected.pod as Input['pod'], config);
