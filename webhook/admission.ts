@@ -8,7 +8,7 @@
  * because answering has no side effects.
  */
 import { applyPlan, decide, type InjectionConfig, type RefuseReason, type SkipReason } from './inject.ts';
-import type { Operation } from './patch.ts';
+import { serializePatch, type Operation } from './patch.ts';
 
 export const ADMISSION_API_VERSION = 'admission.k8s.io/v1';
 export const ADMISSION_KIND = 'AdmissionReview';
@@ -88,9 +88,23 @@ export function patched(
     uid,
     allowed: true,
     patchType: 'JSONPatch',
-    patch: Buffer.from(JSON.stringify(operations)).toString('base64'),
+    patch: Buffer.from(serializePatch(operations)).toString('base64'),
     ...withWarnings(warnings),
   });
+}
+
+/**
+ * The response as JSON text: `JSON.stringify(review)`, the same bytes, written by hand. The
+ * patch is base64 (no character JSON escapes), so the largest field is copied, not scanned.
+ */
+export function encodeReview(review: AdmissionReviewResponse): string {
+  const r = review.response;
+  let out = `{"apiVersion":${JSON.stringify(review.apiVersion)},"kind":${JSON.stringify(review.kind)},"response":{"uid":${JSON.stringify(r.uid)},"allowed":${r.allowed}`;
+  if (r.status !== undefined) out += `,"status":${JSON.stringify(r.status)}`;
+  if (r.patchType !== undefined) out += `,"patchType":${JSON.stringify(r.patchType)}`;
+  if (r.patch !== undefined) out += `,"patch":"${r.patch}"`;
+  if (r.warnings !== undefined) out += `,"warnings":${JSON.stringify(r.warnings)}`;
+  return `${out}}}`;
 }
 
 function isRecord(v: unknown): v is Record<string, unknown> {

@@ -28,16 +28,9 @@ function quantity(text: string): number | undefined {
   return m ? Number(m[1]) * 10 ** Number(m[4]) : quantityValue(text.trim());
 }
 import { applyPatch, type Operation } from './patch.ts';
-import { canonical, clip, isRecord, stringMap } from './pod.ts';
-import { injectedStatus, type InjectedStatus, type InjectionPlan } from './policy.ts';
-import {
-  electorContainer,
-  renderHash,
-  TOKEN_MOUNT_PATH,
-  TOKEN_VOLUME_NAME,
-  tokenVolume,
-  type InjectionConfig,
-} from './render.ts';
+import { canonical, clip, isRecord, stringAt } from './pod.ts';
+import { injectedStatus, type InjectionPlan } from './policy.ts';
+import { renderElector, TOKEN_MOUNT_PATH, TOKEN_VOLUME_NAME, type InjectionConfig } from './render.ts';
 
 /** The operations that inject the elector, and the warnings for the user. */
 export interface Applied {
@@ -52,7 +45,9 @@ export interface InjectionResult {
 }
 
 /** A JSON Pointer token: `~` and `/` escaped. */
-const token = (key: string | number) => String(key).replace(/~/g, '~0').replace(/\//g, '~1');
+const token = (key: string) => key.replace(/~/g, '~0').replace(/\//g, '~1');
+const LABEL_POINTER = `/metadata/labels/${token(LABEL_ELECTION)}`;
+const INJECTED_POINTER = `/metadata/annotations/${token(ANNOTATION_INJECTED)}`;
 
 /**
  * The token mount for the elector: the one the pod's containers already use (the
@@ -90,14 +85,14 @@ const POD_LEVEL = ['cpu', 'memory'] as const;
 /** A container's request of a resource as the API server counts it: the request, else the limit. */
 function requestOf(c: V1Container | undefined, resource: string): number {
   const r = isRecord(c?.resources) ? c.resources : {};
-  const text = stringMap(r.requests)[resource] ?? stringMap(r.limits)[resource];
+  const text = stringAt(r.requests, resource) ?? stringAt(r.limits, resource);
   return text === undefined ? 0 : (quantity(text) ?? 0);
 }
 
 /** A container's limit of a resource, else its request (what it may use of a pod-level limit). */
 function limitOf(c: V1Container | undefined, resource: string): number {
   const r = isRecord(c?.resources) ? c.resources : {};
-  const text = stringMap(r.limits)[resource] ?? stringMap(r.requests)[resource];
+  const text = stringAt(r.limits, resource) ?? stringAt(r.requests, resource);
   return text === undefined ? 0 : (quantity(text) ?? 0);
 }
 
@@ -178,7 +173,7 @@ export function applyPlan(pod: V1Pod, plan: InjectionPlan, config: InjectionConf
   const warnings: string[] = [];
   const meta = isRecord(pod.metadata) ? pod.metadata : undefined;
   const spec = pod.spec!;
-  const labels = meta && isRecord(meta.labels) ? stringMap(meta.labels) : undefined;
+
   const election = plan.election;
 
   // 1. Warnings about the election's name (kept under ~120 characters, as Kubernetes asks).
@@ -191,7 +186,7 @@ export function applyPlan(pod: V1Pod, plan: InjectionPlan, config: InjectionConf
       `election ${JSON.stringify(election.name)} derived from ${clip(election.derivedFrom)}; pick a name with annotation ${ANNOTATION_ELECTION}`,
     );
   }
-  const previousLabel = labels?.[LABEL_ELECTION];
+  const previousLabel = stringAt(meta?.labels, LABEL_ELECTION);
   if (previousLabel !== undefined && previousLabel !== election.name) {
     warnings.push(
       `label ${LABEL_ELECTION}=${clip(previousLabel)} replaced by ${JSON.stringify(election.name)}; name elections with the annotation`,
@@ -213,9 +208,14 @@ export function applyPlan(pod: V1Pod, plan: InjectionPlan, config: InjectionConf
   // 3. Render the elector and its token volume; keep the existing one if it is what we render.
   const mount = tokenMountFor([...users.app, ...users.init].map(({ c }) => c));
   const podRunsAsRoot = isRecord(spec.securityContext) && spec.securityContext.runAsUser === 0;
-  const rendered = electorContainer(plan, config, mount.mount, podRunsAsRoot);
-  const volume = mount.ownVolume ? tokenVolume() : undefined;
-  const hash = renderHash(rendered, volume, config.mode);
+  const {
+    container: rendered,
+    containerAlone: renderedAlone,
+    volume,
+    volumeAlone,
+    hash,
+    status,
+  } = renderElector(plan, config, mount.mount, mount.ownVolume, podRunsAsRoot);
   const current = injectedStatus(pod)?.hash === hash && previous !== undefined;
 
   // 4. The app's env: prepended (so the user's own entries can refer to them with $(VAR)),
@@ -223,12 +223,10 @@ export function applyPlan(pod: V1Pod, plan: InjectionPlan, config: InjectionConf
   // sidecars run beside the app and get it too; regular init containers finish before the
   // elector starts and get nothing.
   const wanted = appEnv(plan.electionPort);
-  const targets = [
-    ...users.init
-      .filter(({ c }) => c.restartPolicy === 'Always')
-      .map((x) => ({ ...x, list: 'initContainers' })),
-    ...users.app.map((x) => ({ ...x, list: 'containers' })),
-  ];
+  const targets: { c: V1Container; i: number; list: string }[] = [];
+  for (const { c, i } of users.init)
+    if (c.restartPolicy === 'Always') targets.push({ c, i, list: 'initContainers' });
+  for (const { c, i } of users.app) targets.push({ c, i, list: 'containers' });
   for (const { c, i, list } of targets) {
     const present = electorEnv(c);
     if (envFromMayProvide(c)) {
@@ -273,7 +271,7 @@ export function applyPlan(pod: V1Pod, plan: InjectionPlan, config: InjectionConf
       }
       if (Array.isArray(spec.initContainers))
         ops.push({ op: 'add', path: `/spec/initContainers/${length}`, value: rendered });
-      else ops.push({ op: 'add', path: '/spec/initContainers', value: [rendered] });
+      else ops.push({ op: 'add', path: '/spec/initContainers', value: renderedAlone });
     }
   } else {
     if (previousInit) {
@@ -295,7 +293,7 @@ export function applyPlan(pod: V1Pod, plan: InjectionPlan, config: InjectionConf
   const existing = volumes ? volumes.findIndex((v) => isRecord(v) && v.name === TOKEN_VOLUME_NAME) : -1;
   if (volume && existing === -1) {
     if (volumes) ops.push({ op: 'add', path: `/spec/volumes/${volumes.length}`, value: volume });
-    else ops.push({ op: 'add', path: '/spec/volumes', value: [volume] });
+    else ops.push({ op: 'add', path: '/spec/volumes', value: volumeAlone! });
   } else if (volume && !current && canonical(volumes?.[existing]) !== canonical(volume)) {
     ops.push({ op: 'replace', path: `/spec/volumes/${existing}`, value: volume });
   } else if (!volume && existing !== -1) {
@@ -305,22 +303,22 @@ export function applyPlan(pod: V1Pod, plan: InjectionPlan, config: InjectionConf
   // 7. Pod-level resources grow by the elector's (minus a previous elector's).
   if (!current) podResourceOps(spec, previous, rendered, ops);
 
-  // 8. The label (to find electing pods) and the status annotation.
-  const stamp: InjectedStatus = { version: config.version, hash, election: election.name, mode: config.mode };
-  const metaOps: Record<string, Record<string, string>> = {};
-  if (previousLabel !== election.name) metaOps['labels'] = { [LABEL_ELECTION]: election.name };
-  if (!current) metaOps['annotations'] = { [ANNOTATION_INJECTED]: JSON.stringify(stamp) };
+  // 8. The label (to find electing pods) and the status annotation (see InjectedStatus).
+  const labels = previousLabel !== election.name ? { [LABEL_ELECTION]: election.name } : undefined;
+  const annotations = current ? undefined : { [ANNOTATION_INJECTED]: status };
   if (!meta) {
-    if (Object.keys(metaOps).length > 0) ops.push({ op: 'add', path: '/metadata', value: metaOps });
+    if (labels || annotations)
+      ops.push({
+        op: 'add',
+        path: '/metadata',
+        value: { ...(labels && { labels }), ...(annotations && { annotations }) },
+      });
   } else {
-    for (const [field, entries] of Object.entries(metaOps)) {
-      if (isRecord(meta[field as 'labels'])) {
-        for (const [key, value] of Object.entries(entries))
-          ops.push({ op: 'add', path: `/metadata/${field}/${token(key)}`, value });
-      } else {
-        ops.push({ op: 'add', path: `/metadata/${field}`, value: entries });
-      }
-    }
+    if (labels && isRecord(meta.labels)) ops.push({ op: 'add', path: LABEL_POINTER, value: election.name });
+    else if (labels) ops.push({ op: 'add', path: '/metadata/labels', value: labels });
+    if (annotations && isRecord(meta.annotations))
+      ops.push({ op: 'add', path: INJECTED_POINTER, value: status });
+    else if (annotations) ops.push({ op: 'add', path: '/metadata/annotations', value: annotations });
   }
   return { operations: ops, warnings };
 }

@@ -90,7 +90,50 @@ export function createPatch(original: unknown, mutated: unknown): Operation[] {
   return ops;
 }
 
-/** Applies a patch to a deep copy of `doc` and returns the copy; throws when it does not apply. */
+/**
+ * Applies a patch to a deep copy of `doc` and returns the copy; throws when it does not apply.
+ * The operations' values are copied too: the result shares nothing with them (admission's
+ * are frozen and shared between reviews, see render.ts).
+ */
 export function applyPatch<T>(doc: T, operations: readonly Operation[]): T {
-  return jsonpatch.applyPatch(structuredClone(doc), [...operations], true, false).newDocument;
+  return jsonpatch.applyPatch(structuredClone(doc), structuredClone([...operations]), true, false)
+    .newDocument;
+}
+
+/** JSON text of values that never change once made (the rendered elector), by identity. */
+const serialized = new WeakMap<object, string>();
+
+/**
+ * Registers the JSON text of a value that will not change (the caller freezes it), so
+ * {@link serializePatch} copies that text instead of serialising the value for every review.
+ */
+export function preSerialized<T extends object>(value: T): T {
+  serialized.set(value, JSON.stringify(value));
+  return value;
+}
+
+/** The keys, in order, of an operation whose text {@link serializePatch} writes itself. */
+const PLAIN = /^op,path,value$/;
+
+/**
+ * `JSON.stringify(operations)`, the same text, with the text of values registered by
+ * {@link preSerialized} spliced in: the operations between them are serialised as usual, in
+ * one call per run of them.
+ */
+export function serializePatch(operations: readonly Operation[]): string {
+  const parts: string[] = [];
+  let start = 0;
+  for (let i = 0; i < operations.length; i++) {
+    const op = operations[i]!;
+    const value: unknown = 'value' in op ? op.value : undefined;
+    const text = typeof value === 'object' && value !== null ? serialized.get(value) : undefined;
+    if (text === undefined || (op.op !== 'add' && op.op !== 'replace') || !PLAIN.test(Object.keys(op).join()))
+      continue;
+    if (i > start) parts.push(JSON.stringify(operations.slice(start, i)).slice(1, -1));
+    parts.push(`{"op":"${op.op}","path":${JSON.stringify(op.path)},"value":${text}}`);
+    start = i + 1;
+  }
+  if (start === 0) return JSON.stringify(operations);
+  if (start < operations.length) parts.push(JSON.stringify(operations.slice(start)).slice(1, -1));
+  return `[${parts.join(',')}]`;
 }

@@ -19,6 +19,16 @@ export function stringMap(v: unknown): Record<string, string> {
   return out;
 }
 
+/**
+ * The string value of one key of a map (labels, annotations), or undefined: what
+ * `stringMap(v)[key]` answers, without copying the map (this runs several times per review).
+ */
+export function stringAt(v: unknown, key: string): string | undefined {
+  if (!isRecord(v) || !Object.hasOwn(v, key)) return undefined;
+  const value = v[key];
+  return typeof value === 'string' ? value : undefined;
+}
+
 /** The container objects of a list; [] when it is not one. */
 export function containersOf(list: unknown): V1Container[] {
   return Array.isArray(list) ? list.filter(isRecord).map((c) => c as unknown as V1Container) : [];

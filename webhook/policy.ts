@@ -12,7 +12,7 @@ import {
   OPT_IN_KEY,
 } from '../common/constants.ts';
 import type { ElectorMode } from './config.ts';
-import { clip, containersOf, isRecord, shortHash, stringMap } from './pod.ts';
+import { clip, containersOf, isRecord, shortHash, stringAt } from './pod.ts';
 import { TOKEN_VOLUME_NAME, type InjectionConfig } from './render.ts';
 
 /** Maximum length of a Lease name we produce (also a label value and part of a Role name). */
@@ -71,7 +71,7 @@ export interface InjectedStatus {
 
 /** True when the pod carries our status annotation (so an `elector` container is ours). */
 export function injectedStatus(pod: V1Pod): InjectedStatus | undefined {
-  const text = stringMap(pod.metadata?.annotations)[ANNOTATION_INJECTED];
+  const text = stringAt(pod.metadata?.annotations, ANNOTATION_INJECTED);
   if (text === undefined) return undefined;
   try {
     const parsed: unknown = JSON.parse(text);
@@ -98,8 +98,8 @@ function parseFlag(value: string | undefined): boolean | undefined | 'invalid' {
 
 /** Reads the opt-in from the label and the annotation `leaderElection` ("true"/"false", any case). */
 export function optIn(pod: V1Pod): OptIn {
-  const labelValue = stringMap(pod.metadata?.labels)[OPT_IN_KEY];
-  const annotationValue = stringMap(pod.metadata?.annotations)[OPT_IN_KEY];
+  const labelValue = stringAt(pod.metadata?.labels, OPT_IN_KEY);
+  const annotationValue = stringAt(pod.metadata?.annotations, OPT_IN_KEY);
   const label = parseFlag(labelValue);
   const annotation = parseFlag(annotationValue);
   const bad: string[] = [];
@@ -163,8 +163,7 @@ const CRONJOB_JOB = /^(.+)-(\d{8,})$/;
 /** The owning workload's name, as stable as Kubernetes allows: survives rollouts and CronJob runs. */
 function workloadName(pod: V1Pod): { name: string; source: ElectionSource } | undefined {
   const meta = pod.metadata ?? {};
-  const labels = stringMap(meta.labels);
-  const templateHash = labels['pod-template-hash'];
+  const templateHash = stringAt(meta.labels, 'pod-template-hash');
   const stripHash = (name: string) =>
     templateHash && name.endsWith(`-${templateHash}`) ? name.slice(0, -templateHash.length - 1) : name;
 
@@ -195,7 +194,7 @@ function workloadName(pod: V1Pod): { name: string; source: ElectionSource } | un
  */
 export function electionName(pod: V1Pod): Election | { invalid: string } {
   const meta = pod.metadata ?? {};
-  const explicit = stringMap(meta.annotations)[ANNOTATION_ELECTION];
+  const explicit = stringAt(meta.annotations, ANNOTATION_ELECTION);
   if (explicit !== undefined) {
     if (isValidElectionName(explicit)) return { name: explicit, source: 'annotation' };
     const suggestion = sanitize(explicit)
@@ -208,13 +207,12 @@ export function electionName(pod: V1Pod): Election | { invalid: string } {
         (suggestion !== '' ? ` (e.g. "${suggestion}")` : ''),
     };
   }
-  const labels = stringMap(meta.labels);
   const candidates: { raw: string | undefined; source: ElectionSource }[] = [];
   const workload = workloadName(pod);
   if (workload?.source === 'owner') candidates.push({ raw: workload.name, source: 'owner' });
   candidates.push(
-    { raw: labels['app'], source: 'app-label' },
-    { raw: labels['app.kubernetes.io/name'], source: 'app-kubernetes-io-name-label' },
+    { raw: stringAt(meta.labels, 'app'), source: 'app-label' },
+    { raw: stringAt(meta.labels, 'app.kubernetes.io/name'), source: 'app-kubernetes-io-name-label' },
   );
   if (workload?.source === 'generate-name') candidates.push({ raw: workload.name, source: 'generate-name' });
   candidates.push({ raw: typeof meta.name === 'string' ? meta.name : undefined, source: 'pod-name' });
@@ -231,12 +229,8 @@ export function electionName(pod: V1Pod): Election | { invalid: string } {
 // Policy
 // ---------------------------------------------------------------------------------------
 
-function portAnnotation(
-  annotations: Record<string, string>,
-  key: string,
-  fallback: number,
-): number | { invalid: string } {
-  const text = annotations[key];
+function portAnnotation(annotations: unknown, key: string, fallback: number): number | { invalid: string } {
+  const text = stringAt(annotations, key);
   if (text === undefined) return fallback;
   const n = /^\d+$/.test(text.trim()) ? Number(text.trim()) : NaN;
   if (n >= 1024 && n <= 65535) return n;
@@ -261,9 +255,9 @@ function windowsOnly(spec: Record<string, unknown>): string | undefined {
   const os = spec['os'];
   if (isRecord(os) && typeof os['name'] === 'string' && os['name'].toLowerCase() === 'windows')
     return 'spec.os.name is windows';
-  const selector = stringMap(spec['nodeSelector']);
   for (const key of OS_LABELS)
-    if (selector[key]?.toLowerCase() === 'windows') return `its nodeSelector ${key} is windows`;
+    if (stringAt(spec['nodeSelector'], key)?.toLowerCase() === 'windows')
+      return `its nodeSelector ${key} is windows`;
   const affinity = isRecord(spec['affinity']) ? spec['affinity']['nodeAffinity'] : undefined;
   const required = isRecord(affinity)
     ? affinity['requiredDuringSchedulingIgnoredDuringExecution']
@@ -305,7 +299,7 @@ function sharedHostnameOwner(pod: V1Pod): { kind: string; name: string } | undef
   if (!owner) return undefined;
   const kind = typeof owner.kind === 'string' ? owner.kind : '';
   if (kind === 'StatefulSet') return undefined;
-  if (kind === 'Job' && stringMap(meta.annotations)[JOB_COMPLETION_INDEX] !== undefined) return undefined;
+  if (kind === 'Job' && stringAt(meta.annotations, JOB_COMPLETION_INDEX) !== undefined) return undefined;
   return { kind, name: typeof owner.name === 'string' ? owner.name : '' };
 }
 
@@ -362,7 +356,7 @@ export function decide(pod: unknown, namespace: string, config: InjectionConfig)
   if ('invalid' in election)
     return { kind: 'refuse', reason: 'invalid-election-name', message: election.invalid };
 
-  const annotations = stringMap(p.metadata?.annotations);
+  const annotations = p.metadata?.annotations;
   const electionPort = portAnnotation(annotations, ANNOTATION_ELECTION_PORT, config.electionPort);
   const probePort = portAnnotation(annotations, ANNOTATION_PROBE_PORT, config.probePort);
   const portProblems = [electionPort, probePort].flatMap((v) => (typeof v === 'number' ? [] : [v.invalid]));

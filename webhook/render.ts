@@ -13,8 +13,9 @@ import {
   PROJECT,
 } from '../common/constants.ts';
 import { defaultOf, quantityValue, type ElectorMode, type ElectorResources } from './config.ts';
+import { preSerialized } from './patch.ts';
 import { shortHash } from './pod.ts';
-import type { InjectionPlan } from './policy.ts';
+import type { InjectedStatus, InjectionPlan } from './policy.ts';
 
 /** What the transformation needs from the configuration. */
 export interface InjectionConfig {
@@ -164,4 +165,85 @@ export function tokenVolume(): V1Volume {
  */
 export function renderHash(elector: V1Container, volume: V1Volume | undefined, mode: ElectorMode): string {
   return shortHash(JSON.stringify({ elector, volume: volume ?? null, mode }), 12);
+}
+
+/** The elector as rendered for a pod: container, token volume (when ours), and their hash. */
+export interface RenderedElector {
+  container: V1Container;
+  /** `[container]`, the value that adds the list to a pod without one. */
+  containerAlone: readonly V1Container[];
+  volume: V1Volume | undefined;
+  /** `[volume]`, likewise. */
+  volumeAlone: readonly V1Volume[] | undefined;
+  hash: string;
+  /** The status annotation's value: an {@link InjectedStatus} as JSON. */
+  status: string;
+}
+
+/** Rendered electors by configuration, then by what else the rendering reads; bounded. */
+const rendered = new WeakMap<InjectionConfig, Map<string, RenderedElector>>();
+/** Distinct renderings kept per configuration (an election and namespace each, in practice). */
+export const MAX_CACHED_RENDERINGS = 1024;
+
+function deepFreeze<T>(value: T): T {
+  if (typeof value === 'object' && value !== null && !Object.isFrozen(value)) {
+    Object.freeze(value);
+    for (const v of Object.values(value)) deepFreeze(v);
+  }
+  return value;
+}
+
+/**
+ * {@link electorContainer}, {@link tokenVolume} and {@link renderHash} for a pod, remembered:
+ * the rendering is a pure function of the plan, the configuration, the token mount and
+ * whether the pod runs as root, and every pod of a workload asks for the same one, so each
+ * is rendered and hashed once (the hash was the largest part of an injection). The results
+ * are frozen, as they are shared between reviews, and their JSON is made once too (the patch
+ * copies it: serialising the container was the largest part of a review left). The
+ * configuration must not change after its first use (it is the process's, made once at
+ * start-up).
+ */
+export function renderElector(
+  plan: InjectionPlan,
+  config: InjectionConfig,
+  tokenMount: V1VolumeMount,
+  ownVolume: boolean,
+  podRunsAsRoot: boolean,
+): RenderedElector {
+  let cache = rendered.get(config);
+  if (!cache) rendered.set(config, (cache = new Map<string, RenderedElector>()));
+  const key = JSON.stringify([
+    plan.election.name,
+    plan.namespace,
+    plan.electionPort,
+    plan.probePort,
+    tokenMount.name,
+    tokenMount.mountPath,
+    tokenMount.readOnly ?? null,
+    ownVolume,
+    podRunsAsRoot,
+  ]);
+  const hit = cache.get(key);
+  if (hit) return hit;
+  const container = preSerialized(deepFreeze(electorContainer(plan, config, tokenMount, podRunsAsRoot)));
+  const volume = ownVolume ? preSerialized(deepFreeze(tokenVolume())) : undefined;
+  const hash = renderHash(container, volume, config.mode);
+  const status: InjectedStatus = {
+    version: config.version,
+    hash,
+    election: plan.election.name,
+    mode: config.mode,
+  };
+  const entry: RenderedElector = Object.freeze({
+    container,
+    containerAlone: preSerialized(Object.freeze([container])),
+    volume,
+    volumeAlone: volume ? preSerialized(Object.freeze([volume])) : undefined,
+    hash,
+    status: JSON.stringify(status),
+  });
+  // Oldest first out: a Map iterates in insertion order.
+  if (cache.size >= MAX_CACHED_RENDERINGS) cache.delete(cache.keys().next().value!);
+  cache.set(key, entry);
+  return entry;
 }

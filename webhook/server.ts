@@ -16,7 +16,7 @@ import Fastify, {
   type FastifyRequest,
 } from 'fastify';
 import type { SecureContextOptions } from 'node:tls';
-import { handleAdmission, parseReview, podDisplayName, type Outcome } from './admission.ts';
+import { encodeReview, handleAdmission, parseReview, podDisplayName, type Outcome } from './admission.ts';
 import type { InjectionConfig } from './inject.ts';
 import type { WebhookMetrics } from './metrics.ts';
 
@@ -43,6 +43,8 @@ export interface ServerOptions {
    */
   headersTimeoutMs?: number;
 }
+
+const JSON_TYPE = 'application/json; charset=utf-8';
 
 type ErrorWithCode = Error & { code?: string; statusCode?: number };
 
@@ -168,7 +170,8 @@ export function buildServer(options: ServerOptions): FastifyInstance {
         request.log.info({ ...fields, message: result.message }, 'pod refused');
       else if (result.outcome === 'patched') request.log.info(fields, 'elector injected');
       else request.log.debug(fields, 'pod allowed');
-      return reply.send(result.review);
+      // Written by hand (the same JSON): the patch is copied, not scanned by JSON.stringify.
+      return reply.type(JSON_TYPE).send(encodeReview(result.review));
     });
   }
   return app;

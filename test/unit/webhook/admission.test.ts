@@ -4,6 +4,7 @@ import { describe, test } from 'node:test';
 import {
   allowed,
   denied,
+  encodeReview,
   errored,
   handleAdmission,
   parseReview,
@@ -58,6 +59,18 @@ describe('response constructors', () => {
     const r = patched('u', ops);
     assert.equal(r.response.patchType, 'JSONPatch');
     assert.deepEqual(decodePatch(r), ops);
+  });
+  test('encodeReview writes what JSON.stringify would, byte for byte', () => {
+    const ops = [{ op: 'add' as const, path: '/metadata/labels/a', value: 'b"\\\u2028' }];
+    for (const r of [
+      allowed('u"1'),
+      allowed('u', ['a "quoted" warning', 'ü']),
+      denied('u', 'no "way"\n'),
+      errored('u', 500, 'oops'),
+      patched('u', ops, ['w']),
+      patched('u', []),
+    ])
+      assert.equal(encodeReview(r), JSON.stringify(r));
   });
 });
 

@@ -5,15 +5,19 @@ import { describe, test } from 'node:test';
 import {
   decide,
   electionName,
+  electorContainer,
   electorNodeOptions,
+  ELECTOR_UID,
   inject,
   INJECTED_NODE_OPTIONS,
   isValidElectionName,
   optIn,
   toElectionName,
+  TOKEN_MOUNT_PATH,
   TOKEN_VOLUME_NAME,
   type InjectionConfig,
 } from '../../../webhook/inject.ts';
+import { MAX_CACHED_RENDERINGS, renderElector } from '../../../webhook/render.ts';
 import { TEST_CONFIG } from './helpers.ts';
 
 function pod(meta: V1Pod['metadata'] = {}, spec: Partial<NonNullable<V1Pod['spec']>> = {}): V1Pod {
@@ -438,6 +442,55 @@ describe('transformation', () => {
     const before = structuredClone(p);
     injected(p);
     assert.deepEqual(p, before);
+  });
+
+  test('the elector is rendered once per election and configuration, frozen, and never shared with a result', () => {
+    const plan = (p: V1Pod, config: InjectionConfig = TEST_CONFIG) => {
+      const d = decide(p, 'ns', config);
+      if (d.kind !== 'inject') throw new Error(JSON.stringify(d));
+      return d.plan;
+    };
+    const mount = { name: TOKEN_VOLUME_NAME, mountPath: TOKEN_MOUNT_PATH, readOnly: true };
+    const render = (p: V1Pod, config: InjectionConfig = TEST_CONFIG, root = false) =>
+      renderElector(plan(p, config), config, mount, true, root);
+    const first = render(pod({ name: 'a' }));
+    // Another pod of the same election: the same rendering, not a new one.
+    assert.equal(render(pod({ name: 'b' })), first);
+    assert.ok(Object.isFrozen(first.container) && Object.isFrozen(first.container.securityContext));
+    assert.throws(() => {
+      (first.container.args as string[]).push('--x');
+    }, TypeError);
+    // What the rendering reads changes it: election, configuration, a root pod.
+    const other = render(pod({ labels: { leaderElection: 'true', app: 'other' } }));
+    assert.notEqual(other.hash, first.hash);
+    assert.notEqual(render(pod({ name: 'a' }), { ...TEST_CONFIG, image: 'x:2' }).hash, first.hash);
+    assert.equal(
+      render(pod({ name: 'a' }), TEST_CONFIG, true).container.securityContext?.runAsUser,
+      ELECTOR_UID,
+    );
+    // Each equals what a fresh rendering gives.
+    assert.deepEqual(first.container, electorContainer(plan(pod()), TEST_CONFIG, mount));
+    // A pod made from the patch owns its elector: changing it changes nothing shared.
+    const out = injected(pod()).pod;
+    out.spec!.initContainers![0]!.image = 'changed';
+    assert.equal(injected(pod()).pod.spec!.initContainers![0]!.image, TEST_CONFIG.image);
+  });
+
+  test('the renderings kept are bounded', () => {
+    const config = { ...TEST_CONFIG };
+    const mount = { name: TOKEN_VOLUME_NAME, mountPath: TOKEN_MOUNT_PATH, readOnly: true };
+    const planFor = (name: string) => {
+      const d = decide(pod({ annotations: { 'lifelease.dev/election': name } }), 'ns', config);
+      if (d.kind !== 'inject') throw new Error(JSON.stringify(d));
+      return d.plan;
+    };
+    const oldest = renderElector(planFor('e-0'), config, mount, true, false);
+    for (let i = 1; i <= MAX_CACHED_RENDERINGS; i++)
+      renderElector(planFor(`e-${i}`), config, mount, true, false);
+    // e-0 was dropped (oldest first): asked again, it is rendered anew, equal but not the same.
+    const again = renderElector(planFor('e-0'), config, mount, true, false);
+    assert.notEqual(again, oldest);
+    assert.deepEqual(again, oldest);
   });
 
   test('resources: an empty setting leaves that value out', () => {

@@ -7,6 +7,7 @@ import path from 'node:path';
 import { describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { createServingCertificate } from '../../../common/pki.ts';
+import { stretched } from '../../harness/wait.ts';
 import { createReview } from './helpers.ts';
 import { startWebhookProcess } from './webhook-process.ts';
 
@@ -41,7 +42,7 @@ describe('webhook process', () => {
     const r = spawnSync(process.execPath, [MAIN, '--elector-mode=nope', '--listen-address=x'], {
       encoding: 'utf8',
       env: { PATH: process.env['PATH'] ?? '' },
-      timeout: 20_000,
+      timeout: stretched(20_000),
     });
     assert.equal(r.status, 2);
     assert.match(r.stderr, /--tls-cert-file .* is required/);
@@ -59,7 +60,7 @@ describe('webhook process', () => {
         '--elector-image=i',
         '--reconcile-rbac=false',
       ],
-      { encoding: 'utf8', env: { PATH: process.env['PATH'] ?? '' }, timeout: 20_000 },
+      { encoding: 'utf8', env: { PATH: process.env['PATH'] ?? '' }, timeout: stretched(20_000) },
     );
     assert.equal(r.status, 1);
     assert.match(r.stdout, /cannot read the TLS files/);

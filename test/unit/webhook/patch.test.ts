@@ -5,7 +5,13 @@
 import fc from 'fast-check';
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { applyPatch, createPatch } from '../../../webhook/patch.ts';
+import {
+  applyPatch,
+  createPatch,
+  preSerialized,
+  serializePatch,
+  type Operation,
+} from '../../../webhook/patch.ts';
 
 const NUM_RUNS = Number(process.env['FC_NUM_RUNS'] ?? 400);
 
@@ -89,5 +95,34 @@ describe('createPatch', () => {
       { op: 'add', path: '/list/2', value: 9 },
     ]);
     assert.deepEqual(createPatch(a, { list: [1, 2, 4, 5] }), [{ op: 'remove', path: '/list/2' }]);
+  });
+});
+
+describe('serializePatch', () => {
+  test('is JSON.stringify of the operations, pre-serialised values spliced in (property)', () => {
+    const operation = fc.oneof(
+      fc.record({ op: fc.constantFrom('add', 'replace', 'test'), path: fc.string(), value: json }),
+      fc.record({ op: fc.constant('remove'), path: fc.string() }),
+      fc.record({ op: fc.constantFrom('move', 'copy'), from: fc.string(), path: fc.string() }),
+    );
+    fc.assert(
+      fc.property(fc.array(fc.tuple(operation, fc.boolean()), { maxLength: 8 }), (list) => {
+        const ops = list.map(([op, registered]) => {
+          if (registered && 'value' in op && typeof op.value === 'object' && op.value !== null)
+            preSerialized(op.value);
+          return op as Operation;
+        });
+        assert.equal(serializePatch(ops), JSON.stringify(ops));
+      }),
+      { numRuns: NUM_RUNS },
+    );
+  });
+  test('an operation with its keys in another order is serialised as it is', () => {
+    const value = preSerialized({ a: [1, 2] });
+    const ops = [
+      { path: '/x', op: 'add', value } as Operation,
+      { op: 'add', path: '/y', value, extra: 1 } as Operation,
+    ];
+    assert.equal(serializePatch(ops), JSON.stringify(ops));
   });
 });

@@ -7,7 +7,12 @@ import type { V1Container, V1Pod } from '@kubernetes/client-node';
 import fc from 'fast-check';
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { handleAdmission, parseReview, type AdmissionReviewResponse } from '../../../webhook/admission.ts';
+import {
+  encodeReview,
+  handleAdmission,
+  parseReview,
+  type AdmissionReviewResponse,
+} from '../../../webhook/admission.ts';
 import type { InjectionConfig } from '../../../webhook/inject.ts';
 import { applyPatch } from '../../../webhook/patch.ts';
 import { createReview, decodePatch, TEST_CONFIG } from './helpers.ts';
@@ -172,8 +177,14 @@ function assertValidReview(r: AdmissionReviewResponse, uid: string): void {
     assert.equal(r.response.patch, undefined);
   }
   for (const w of r.response.warnings ?? []) assert.ok(w.length <= 256, `warning too long: ${w}`);
-  // Survives the wire.
+  // Survives the wire, written by hand as JSON.stringify would.
   assert.deepEqual(JSON.parse(JSON.stringify(r)), r);
+  assert.equal(encodeReview(r), JSON.stringify(r));
+  // The patch (pre-serialised parts spliced in) is the operations' plain JSON.
+  if (r.response.patch !== undefined) {
+    const text = Buffer.from(r.response.patch, 'base64').toString('utf8');
+    assert.equal(text, JSON.stringify(JSON.parse(text)));
+  }
 }
 
 const isTrue = (v: string | undefined) => v?.trim().toLowerCase() === 'true';
