@@ -26,25 +26,73 @@ export interface Timing {
   watchGraceMs: number;
   backoffInitialMs: number;
   backoffMaxMs: number;
+  /**
+   * Long watches (see {@link LONG_WATCH_MIN_FENCING_MS}): each watch lasts 5-10 minutes
+   * (jittered, {@link longWatchSeconds}) and is abandoned once silent for a bookmark period
+   * plus `watchGraceMs`; two watches on the Lease, half a bookmark period apart, confirm the
+   * view about every 30 s. Off: one Lease watch of `watchTimeoutSeconds` at a time, and the
+   * leader's Pod watch lasts {@link POD_WATCH_SECONDS}.
+   */
+  longWatches: boolean;
 }
 
 /**
- * Derives the protocol's timing from the configured bounds. A watch lasts a third of the
- * fencing bound, so a lost watch leaves two more attempts before the elector fences itself.
+ * How often kube-apiserver sends a bookmark on a watch that asked for them: about once a
+ * minute, and 2 s before the watch's timeout (k8s.io/apiserver storage/cacher,
+ * `defaultBookmarkFrequency`, `nextBookmarkTime`). Each bookmark confirms the view.
+ */
+export const BOOKMARK_PERIOD_MS = 60_000;
+
+/**
+ * The smallest fencing bound for long watches. Two Lease watches half a bookmark period apart
+ * confirm the view every ~30 s (up to ~32 s with the server's bookmark buckets): a bound well
+ * above that never fences a healthy elector. Under it, one short watch at a time, as before.
+ */
+export const LONG_WATCH_MIN_FENCING_MS = 45_000;
+
+/**
+ * A long watch's server-side timeout: 5 to 10 minutes (jittered, so that many electors do not
+ * reconnect together), plus 2 s so that the server's bookmark 2 s before the timeout falls on
+ * its minute bookmark (one bookmark, not two close together).
+ */
+export function longWatchSeconds(random: () => number): number {
+  return 60 * (5 + Math.min(5, Math.floor(random() * 6))) + 2;
+}
+
+/**
+ * Derives the protocol's timing from the configured bounds. With long watches, bookmarks
+ * confirm the view; otherwise a watch lasts a third of the fencing bound, so a lost watch
+ * leaves two more attempts before the elector fences itself.
  */
 export function timingFor(opts: {
   fencingTimeoutMs: number;
   ownerCheckIntervalMs: number;
   campaignJitterMs: number;
+  /** Default: on when the fencing bound is at least {@link LONG_WATCH_MIN_FENCING_MS}. */
+  longWatches?: boolean;
 }): Timing {
+  const { longWatches, ...bounds } = opts;
   const watchTimeoutSeconds = Math.max(1, Math.floor(opts.fencingTimeoutMs / 3000));
   return {
-    ...opts,
+    ...bounds,
+    longWatches: longWatches ?? opts.fencingTimeoutMs >= LONG_WATCH_MIN_FENCING_MS,
     watchTimeoutSeconds,
     watchGraceMs: Math.min(5000, Math.max(1000, Math.floor(opts.fencingTimeoutMs / 6))),
     backoffInitialMs: 200,
     backoffMaxMs: Math.min(8000, Math.max(1000, Math.floor(opts.fencingTimeoutMs / 6))),
   };
+}
+
+/**
+ * Orders two resourceVersions when both are etcd revisions (decimal integers, which is what
+ * kube-apiserver serves; client-go's `CompareResourceVersion` reads them the same way);
+ * undefined when either is not one.
+ */
+export function compareResourceVersions(a: string, b: string): number | undefined {
+  const revision = /^[1-9][0-9]*$/;
+  if (!revision.test(a) || !revision.test(b)) return undefined;
+  if (a.length !== b.length) return a.length < b.length ? -1 : 1;
+  return a < b ? -1 : a > b ? 1 : 0;
 }
 
 /** Exponential backoff with jitter (50-100% of the step), capped. */

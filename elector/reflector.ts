@@ -77,6 +77,11 @@ export interface WatchSession<E extends { type: string }> {
   timeoutSeconds: number;
   /** The watch is abandoned (`stalled`) this long after it started: a half-open connection never ends. */
   stallMs: number;
+  /**
+   * Also abandoned once nothing (open, event, bookmark) came for this long: with bookmarks a
+   * healthy watch is never silent for much more than the server's bookmark period.
+   */
+  silenceMs?: number;
   /** Opens the watch through the store. */
   start(request: WatchRequest<E>): Promise<void>;
   /** The server accepted the watch (`startedAt`: when it was requested). */
@@ -170,10 +175,20 @@ async function watchOnce<E extends { type: string }>(
   let stalled = false;
   let expired = false;
   let failure: ApiError | undefined;
-  const stallTimer = clock.setTimer(s.stallMs, () => {
+  const deadline = startedAt + s.stallMs;
+  const onStall = () => {
     stalled = true;
     stop.abort();
-  });
+  };
+  const silence = s.silenceMs;
+  let stallTimer = clock.setTimer(Math.min(s.stallMs, silence ?? Infinity), onStall);
+  /** Something came: with `silenceMs`, the silence counts afresh. */
+  const heard = () => {
+    if (silence === undefined || stalled) return;
+    stallTimer.cancel();
+    const now = clock.now();
+    stallTimer = clock.setTimer(Math.max(0, Math.min(deadline, now + silence) - now), onStall);
+  };
   let watching = true;
   const keep = s.keep;
   if (keep) {
@@ -192,10 +207,12 @@ async function watchOnce<E extends { type: string }>(
       onOpen: () => {
         opened = true;
         state.failures = 0;
+        heard();
         s.onOpen(startedAt);
       },
       onEvent: (event) => {
         if (signal.aborted || stop.signal.aborted) return;
+        heard();
         if (isError(event)) {
           if (event.code === 410) expired = true;
           else failure ??= new ApiError(event.message || event.reason, event.code, event.reason);

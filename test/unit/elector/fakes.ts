@@ -261,7 +261,16 @@ export const ME: Identity = {
   hostname: 'app-0',
 };
 
+/** One short Lease watch at a time (the tests written for it); long watches: `LONG_TIMING`. */
 export const TIMING: Timing = timingFor({
+  fencingTimeoutMs: 60_000,
+  ownerCheckIntervalMs: 30_000,
+  campaignJitterMs: 200,
+  longWatches: false,
+});
+
+/** The default at this fencing bound: two long Lease watches confirmed by bookmarks. */
+export const LONG_TIMING: Timing = timingFor({
   fencingTimeoutMs: 60_000,
   ownerCheckIntervalMs: 30_000,
   campaignJitterMs: 200,
