@@ -10,7 +10,7 @@
  *   B. noise + E elections of C candidates each (electors started and settled before);
  *   C. noise + a namespace-wide watch of Pods and of Leases, counted on the client: what an
  *      elector holds that watches every Pod and Lease of its namespace, as anchors.md says
- *      nais/elector does (its own code could not be built here: see bench/README.md).
+ *      nais/elector does (its binary is measured too when provided: see below).
  * Requests per elector come straight from the audit log (window B, by identity). Bytes and
  * watch events come from the metrics, as B minus A (the noise is the same in both), divided
  * by the number of electors; C minus A against the client-side count checks that method.
