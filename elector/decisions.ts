@@ -95,6 +95,25 @@ export function compareResourceVersions(a: string, b: string): number | undefine
   return a < b ? -1 : a > b ? 1 : 0;
 }
 
+/**
+ * Whether a Lease event or bookmark at `resourceVersion` is news to a view current at
+ * `viewRv`, on watch lane `lane` (long watches: the other lane may have delivered it already;
+ * `orSame` for a bookmark, which confirms a view at its own version). Not comparable (not an
+ * etcd revision): lane 0 alone is believed, as with one watch.
+ */
+export function isNews(
+  longWatches: boolean,
+  viewRv: string | undefined,
+  resourceVersion: string,
+  lane: 0 | 1,
+  orSame: boolean,
+): boolean {
+  if (!longWatches || viewRv === undefined) return true;
+  const c = compareResourceVersions(resourceVersion, viewRv);
+  if (c === undefined) return lane === 0;
+  return orSame ? c >= 0 : c > 0;
+}
+
 /** Exponential backoff with jitter (50-100% of the step), capped. */
 export function backoffMs(failures: number, timing: Timing, random: () => number): number {
   const step = Math.min(timing.backoffMaxMs, timing.backoffInitialMs * 2 ** Math.min(failures, 20));

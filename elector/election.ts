@@ -47,19 +47,26 @@ import {
   BOOKMARK_PERIOD_MS,
   POD_WATCH_SECONDS,
   backoffMs,
-  compareResourceVersions,
+  isNews,
   longWatchSeconds,
   classifyLease,
   decideAction,
   decideVerdict,
   isConfirmed,
   type Holder,
-  type Memory,
   type ReclaimReason,
   type Timing,
   type View,
 } from './decisions.ts';
-import { runWatchLoop, sleep, waitFor, Wakeup, type WatchSession } from './reflector.ts';
+import {
+  halfPeriodAfter,
+  runWatchLoop,
+  sleep,
+  waitFor,
+  Wakeup,
+  type Lane,
+  type WatchSession,
+} from './reflector.ts';
 import {
   asApiError,
   type ApiError,
@@ -113,19 +120,6 @@ export interface ElectionOptions {
  * moment comes; the pod loop watches the leader's one Pod, so that its last state before it
  * vanished is known.
  */
-/** One watch on the Lease after another (see {@link Election}'s sync loop). */
-interface Lane {
-  index: 0 | 1;
-  /** Where the next watch starts; undefined: list first (lane 0) or start from the view's. */
-  resourceVersion: string | undefined;
-  /** When the lane's bookmark schedule was last set: its watch opened, or a bookmark came. */
-  phaseAt: number | undefined;
-  /** Its watch is open now. */
-  open: boolean;
-  /** Its next watch opens half a bookmark period after the other lane's. */
-  stagger: boolean;
-}
-
 export class Election {
   readonly #o: ElectionOptions;
   readonly #s: ElectionState = {
@@ -161,13 +155,13 @@ export class Election {
 
   /** Milliseconds since the API server last confirmed the view; undefined before that. */
   confirmationAgeMs(): number | undefined {
-    const at = this.#view.confirmedAt;
+    const at = this.#s.view.confirmedAt;
     return at === undefined ? undefined : Math.max(0, this.#o.clock.now() - at);
   }
 
   /** A copy of the current view, for diagnostics and tests. */
   get view(): Readonly<View> {
-    return { ...this.#view };
+    return { ...this.#s.view };
   }
 
   /** Runs until `signal` aborts; never rejects because of the API. */
@@ -186,30 +180,11 @@ export class Election {
     }
   }
 
-  get #view(): View {
-    return this.#s.view;
-  }
-  set #view(view: View) {
-    this.#s.view = view;
-  }
-  get #memory(): Memory {
-    return this.#s.memory;
-  }
-  set #memory(memory: Memory) {
-    this.#s.memory = memory;
-  }
-  get #track(): PodTrack | undefined {
-    return this.#s.track;
-  }
-  set #track(track: PodTrack | undefined) {
-    this.#s.track = track;
-  }
-
   // --- view -----------------------------------------------------------------------------
 
   #observe(lease: LeaseRecord | null, at: number): void {
-    const prev = this.#view.lease;
-    const first = !this.#view.listed;
+    const prev = this.#s.view.lease;
+    const first = !this.#s.view.listed;
     const same =
       prev === lease ||
       (prev !== null &&
@@ -217,7 +192,7 @@ export class Election {
         prev.uid === lease.uid &&
         prev.resourceVersion === lease.resourceVersion);
     if (first || !same) {
-      this.#view = { ...this.#view, lease, generation: this.#view.generation + 1 };
+      this.#s.view = { ...this.#s.view, lease, generation: this.#s.view.generation + 1 };
       const holder = lease ? classifyLease(lease) : undefined;
       if (first || prev?.uid !== lease?.uid) this.#o.onNote({ type: 'lease-changed', lease, holder });
       if (lease === null) {
@@ -234,15 +209,17 @@ export class Election {
                 podName: gone.podName,
                 podUid:
                   gone.podUid ??
-                  (this.#memory.owner?.leaseUid === prev!.uid ? this.#memory.owner.resolvedUid : undefined),
+                  (this.#s.memory.owner?.leaseUid === prev!.uid
+                    ? this.#s.memory.owner.resolvedUid
+                    : undefined),
                 // Now, not `at` (a list's start): the deletion happened before we saw it.
                 goneAt: this.#o.clock.now(),
               }
             : undefined;
-        this.#memory = {
-          ...this.#memory,
+        this.#s.memory = {
+          ...this.#s.memory,
           campaign: {
-            generation: this.#view.generation,
+            generation: this.#s.view.generation,
             notBefore: this.#o.clock.now() + jitter,
             done: false,
             failures: 0,
@@ -251,20 +228,20 @@ export class Election {
         };
       }
     }
-    this.#view = { ...this.#view, listed: true };
+    this.#s.view = { ...this.#s.view, listed: true };
     this.#confirm(at);
   }
 
   #confirm(at: number): void {
-    const prev = this.#view.confirmedAt;
-    if (prev === undefined || at > prev) this.#view = { ...this.#view, confirmedAt: at };
+    const prev = this.#s.view.confirmedAt;
+    if (prev === undefined || at > prev) this.#s.view = { ...this.#s.view, confirmedAt: at };
     this.#publish();
     this.#changed.fire();
   }
 
   #publish(): void {
     const { identity, timing, clock } = this.#o;
-    const next = decideVerdict(this.#view, this.#memory, identity, timing, clock.now());
+    const next = decideVerdict(this.#s.view, this.#s.memory, identity, timing, clock.now());
     const prev = this.#verdict;
     if (
       next.state === prev.state &&
@@ -315,18 +292,6 @@ export class Election {
     ]);
   }
 
-  /**
-   * Whether a Lease event at `resourceVersion` is news to the view (long watches: the other
-   * lane may have delivered it already). Not comparable (not an etcd revision): lane 0 alone
-   * is believed, as with one watch.
-   */
-  #isNews(lane: Lane, resourceVersion: string, orSame: boolean): boolean {
-    if (!this.#o.timing.longWatches || this.#viewRv === undefined) return true;
-    const c = compareResourceVersions(resourceVersion, this.#viewRv);
-    if (c === undefined) return lane.index === 0;
-    return orSame ? c >= 0 : c > 0;
-  }
-
   #leaseLane(lane: Lane, other: Lane | undefined, signal: AbortSignal): Promise<void> {
     const { store, clock, timing, random } = this.#o;
     const long = timing.longWatches;
@@ -337,12 +302,12 @@ export class Election {
         // bound) is not resumed: a watch from its old resourceVersion opens before it replays
         // what was missed, and confirming the old view at that moment would have this elector
         // claim, for a moment, a Lease that was deleted and won by another pod meanwhile.
-        if (lane.resourceVersion !== undefined && !isConfirmed(this.#view, clock.now(), timing)) {
+        if (lane.resourceVersion !== undefined && !isConfirmed(this.#s.view, clock.now(), timing)) {
           lane.resourceVersion = undefined;
         }
         if (lane.resourceVersion === undefined && lane.index === 1) {
           // The second lane starts where the (confirmed) view is; it never lists.
-          if (this.#viewRv === undefined || !isConfirmed(this.#view, clock.now(), timing)) {
+          if (this.#viewRv === undefined || !isConfirmed(this.#s.view, clock.now(), timing)) {
             await this.#wait(undefined, signal);
             return undefined;
           }
@@ -377,10 +342,7 @@ export class Election {
               return undefined;
             }
           } else {
-            const half = BOOKMARK_PERIOD_MS / 2;
-            const delay =
-              (((other.phaseAt + half - clock.now()) % BOOKMARK_PERIOD_MS) + BOOKMARK_PERIOD_MS) %
-              BOOKMARK_PERIOD_MS;
+            const delay = halfPeriodAfter(other.phaseAt, clock.now());
             lane.stagger = false;
             if (delay > 0) {
               await sleep(clock, delay, signal);
@@ -419,7 +381,7 @@ export class Election {
                 if (event.lease.name !== this.#o.identity.election) return undefined;
                 const rv = event.lease.resourceVersion;
                 lane.resourceVersion = rv;
-                if (!this.#isNews(lane, rv, false)) return undefined;
+                if (!isNews(timing.longWatches, this.#viewRv, rv, lane.index, false)) return undefined;
                 if (long) this.#viewRv = rv;
                 this.#observe(event.type === 'DELETED' ? null : event.lease, clock.now());
                 return undefined;
@@ -429,7 +391,8 @@ export class Election {
                 if (rv) lane.resourceVersion = rv;
                 lane.phaseAt = clock.now();
                 // A lane behind the view (another API server's cache) confirms nothing.
-                if (long && rv && !this.#isNews(lane, rv, true)) return undefined;
+                if (long && rv && !isNews(timing.longWatches, this.#viewRv, rv, lane.index, true))
+                  return undefined;
                 if (long && rv) this.#viewRv = rv;
                 this.#confirm(clock.now());
                 return undefined;
@@ -466,7 +429,7 @@ export class Election {
   async #actLoop(signal: AbortSignal): Promise<void> {
     const { identity, timing, clock } = this.#o;
     while (!signal.aborted) {
-      const action = decideAction(this.#view, this.#memory, identity, timing, clock.now());
+      const action = decideAction(this.#s.view, this.#s.memory, identity, timing, clock.now());
       switch (action.type) {
         case 'wait':
           await this.#wait(action.until, signal);
@@ -485,25 +448,25 @@ export class Election {
 
   /** The Pod to watch: the one the current Lease names, when it is another's. */
   #podTarget(): { podName: string; podUid: string } | undefined {
-    const lease = this.#view.lease;
+    const lease = this.#s.view.lease;
     if (lease === null) return undefined;
     const holder = classifyLease(lease);
     if (holder.kind !== 'pod' && holder.kind !== 'orphan') return undefined;
     const podUid =
       holder.podUid ??
-      (this.#memory.owner?.leaseUid === lease.uid ? this.#memory.owner.resolvedUid : undefined);
+      (this.#s.memory.owner?.leaseUid === lease.uid ? this.#s.memory.owner.resolvedUid : undefined);
     if (podUid === undefined || podUid === this.#o.identity.podUid) return undefined;
     return { podName: holder.podName, podUid };
   }
 
   /** Moves the next owner check of the Lease naming `t`'s Pod to `at` (a GET the watch makes needless). */
   #deferOwnerCheck(t: PodTrack, at: number): void {
-    const o = this.#memory.owner;
+    const o = this.#s.memory.owner;
     const target = this.#podTarget();
-    if (!o || !target || target.podUid !== t.podUid || o.leaseUid !== this.#view.lease?.uid) return;
+    if (!o || !target || target.podUid !== t.podUid || o.leaseUid !== this.#s.view.lease?.uid) return;
     const nextCheckAt = at === Infinity ? Number.MAX_SAFE_INTEGER : Math.min(o.nextCheckAt, at);
     if (nextCheckAt === o.nextCheckAt) return;
-    this.#memory = { ...this.#memory, owner: { ...o, nextCheckAt } };
+    this.#s.memory = { ...this.#s.memory, owner: { ...o, nextCheckAt } };
     this.#changed.fire();
   }
 
@@ -512,21 +475,21 @@ export class Election {
     t.last = pod;
     t.resourceVersion = pod.resourceVersion;
     if (how === 'deleted') t.deleted = true;
-    const o = this.#memory.owner;
+    const o = this.#s.memory.owner;
     const finished = pod.phase === 'Succeeded' || pod.phase === 'Failed';
     if (how === 'deleted' && o) {
       // The garbage collector removes a Lease its owner's deletion leaves behind; an orphaned
       // Lease has none, so the owner check (404: reclaim) runs now. For an owned Lease it
       // runs after the usual interval, in case the garbage collector is down.
-      const lease = this.#view.lease;
+      const lease = this.#s.view.lease;
       const orphan = lease !== null && classifyLease(lease).kind === 'orphan';
       const now = this.#o.clock.now();
-      this.#memory = {
-        ...this.#memory,
+      this.#s.memory = {
+        ...this.#s.memory,
         owner: { ...o, nextCheckAt: orphan ? now : now + this.#o.timing.ownerCheckIntervalMs },
       };
     } else if (how === 'watched' && finished && o && o.nextCheckAt > this.#o.clock.now()) {
-      this.#memory = { ...this.#memory, owner: { ...o, nextCheckAt: this.#o.clock.now() } };
+      this.#s.memory = { ...this.#s.memory, owner: { ...o, nextCheckAt: this.#o.clock.now() } };
     }
     this.#changed.fire();
   }
@@ -548,13 +511,13 @@ export class Election {
       { clock, timing, random, changed: this.#changed },
       async (state, signal): Promise<WatchSession<PodWatchEvent> | undefined> => {
         const target = this.#podTarget();
-        let t = this.#track;
+        let t = this.#s.track;
         if (target && (t === undefined || t.podUid !== target.podUid)) {
           t = { ...target, last: undefined, deleted: false, resourceVersion: undefined };
-          this.#track = t;
+          this.#s.track = t;
           state.failures = 0;
         }
-        if (!target || !t || t.deleted || !isConfirmed(this.#view, clock.now(), timing)) {
+        if (!target || !t || t.deleted || !isConfirmed(this.#s.view, clock.now(), timing)) {
           await this.#wait(undefined, signal);
           return undefined;
         }
@@ -604,8 +567,8 @@ export class Election {
           expired: () => {
             // Too old to resume: the owner check reads the Pod afresh, now.
             track.resourceVersion = undefined;
-            const o = this.#memory.owner;
-            if (o) this.#memory = { ...this.#memory, owner: { ...o, nextCheckAt: clock.now() } };
+            const o = this.#s.memory.owner;
+            if (o) this.#s.memory = { ...this.#s.memory, owner: { ...o, nextCheckAt: clock.now() } };
             this.#changed.fire();
           },
           stalled: () => this.#deferOwnerCheck(track, clock.now() + timing.ownerCheckIntervalMs),

@@ -6,7 +6,7 @@
  * {@link WatchSession} per request; this module only runs it. Also the election's two ways
  * of waiting ({@link waitFor}, {@link sleep}) on its injected {@link Clock}.
  */
-import { backoffMs, type Timing } from './decisions.ts';
+import { BOOKMARK_PERIOD_MS, backoffMs, type Timing } from './decisions.ts';
 import { ApiError, asApiError, type Clock } from './store.ts';
 
 /** Resolves all current waiters at once; a new wait starts a new round. */
@@ -238,4 +238,23 @@ function isError(event: {
   type: string;
 }): event is { type: 'ERROR'; code: number; reason: string; message: string } {
   return event.type === 'ERROR';
+}
+
+/** One watch on the Lease after another (see election.ts's sync loop). */
+export interface Lane {
+  index: 0 | 1;
+  /** Where the next watch starts; undefined: list first (lane 0) or start from the view's. */
+  resourceVersion: string | undefined;
+  /** When the lane's bookmark schedule was last set: its watch opened, or a bookmark came. */
+  phaseAt: number | undefined;
+  /** Its watch is open now. */
+  open: boolean;
+  /** Its next watch opens half a bookmark period after the other lane's. */
+  stagger: boolean;
+}
+
+/** How long until half a bookmark period after `phaseAt` (mod the period): a lane's slot. */
+export function halfPeriodAfter(phaseAt: number, now: number): number {
+  const p = BOOKMARK_PERIOD_MS;
+  return (((phaseAt + p / 2 - now) % p) + p) % p;
 }
