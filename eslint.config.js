@@ -33,6 +33,10 @@ export default tseslint.config(
     // The pure core must not reach for the outside world (see README "Layout").
     files: [
       'elector/election.ts',
+      'elector/store.ts',
+      'elector/decisions.ts',
+      'elector/reflector.ts',
+      'elector/campaign.ts',
       'elector/leader.ts',
       'elector/config.ts',
       'webhook/inject.ts',

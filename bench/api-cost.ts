@@ -10,14 +10,19 @@
  *   B. noise + E elections of C candidates each (electors started and settled before);
  *   C. noise + a namespace-wide watch of Pods and of Leases, counted on the client: what an
  *      elector holds that watches every Pod and Lease of its namespace, as anchors.md says
- *      nais/elector does (its own code could not be built here: see bench/README.md).
+ *      nais/elector does (its binary is measured too when provided: see below).
  * Requests per elector come straight from the audit log (window B, by identity). Bytes and
  * watch events come from the metrics, as B minus A (the noise is the same in both), divided
  * by the number of electors; C minus A against the client-side count checks that method.
  *
+ * Window B runs once per group of electors, one after the other, each with the same noise:
+ * ours (`dist/elector.js`); ours from another build when `LIFELEASE_BEFORE_ELECTOR` names its
+ * `elector.js` (before/after in one run); nais/elector when `NAIS_ELECTOR_BIN` names its
+ * binary (bench/nais.ts). Long watches last 5-10 minutes: give windows of 300 s or more.
+ *
  *   node bench/api-cost.ts [seconds per window = 120] [elections = 10] [candidates each = 3]
  */
-import { KubeConfig, RbacAuthorizationV1Api, CoreV1Api } from '@kubernetes/client-node';
+import { KubeConfig, RbacAuthorizationV1Api } from '@kubernetes/client-node';
 import { readFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -26,6 +31,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { electorRole, electorRoleBinding } from '../common/rbac.ts';
 import { startCluster } from '../test/harness/cluster.ts';
 import { createPod, startElector, type ElectorProcess } from '../test/harness/elector-process.ts';
+import { grantNais, naisBinary, serviceAccount, startNais, type NaisProcess } from './nais.ts';
 import {
   apiJson,
   apiServerMetrics,
@@ -51,6 +57,16 @@ const CHURN_MS = 200;
 const RENEW_MS = 2000;
 
 requireBuild();
+const naisBin = naisBinary();
+const beforeEntry = process.env['LIFELEASE_BEFORE_ELECTOR'];
+/** The groups of electors, each measured in its own window B. */
+const groups: { label: string; kind: 'ours' | 'nais'; entry: string }[] = [
+  ...(naisBin ? [{ label: 'nais/elector', kind: 'nais' as const, entry: naisBin }] : []),
+  ...(beforeEntry
+    ? [{ label: 'lifelease before', kind: 'ours' as const, entry: path.resolve(beforeEntry) }]
+    : []),
+  { label: 'lifelease', kind: 'ours', entry: 'dist/elector.js' },
+];
 
 const auditDir = await mkdtemp(path.join(tmpdir(), 'lifelease-bench-audit-'));
 const auditLog = path.join(auditDir, 'audit.log');
@@ -69,7 +85,7 @@ const kcFrom = (file: string) => {
   return kc;
 };
 
-const electors: ElectorProcess[] = [];
+const electors: (ElectorProcess | NaisProcess)[] = [];
 const noise = new AbortController();
 const noiseCount = { podCreates: 0, podDeletes: 0, renewals: 0, errors: 0 };
 let noiseDone: Promise<unknown> = Promise.resolve();
@@ -171,31 +187,67 @@ try {
   console.error(`window A (noise only, ${period} s)...`);
   const a = await window();
 
-  // B. Electors, each candidate with its own ServiceAccount (so the audit log tells them apart).
-  const core = cluster.kubeConfig.makeApiClient(CoreV1Api);
+  // B. Electors, each candidate with its own ServiceAccount (so the audit log tells them
+  //    apart); one window per group, one group after the other.
   const rbac = cluster.kubeConfig.makeApiClient(RbacAuthorizationV1Api);
-  for (let i = 0; i < elections; i++) {
-    const election = `e${i}`;
-    const sas = Array.from({ length: perElection }, (_, j) => `${election}-c${j}`);
-    await rbac.createNamespacedRole({ namespace: ns, body: electorRole(ns, election) });
-    await rbac.createNamespacedRoleBinding({ namespace: ns, body: electorRoleBinding(ns, election, sas) });
-    for (const sa of sas) {
-      await core.createNamespacedServiceAccount({ namespace: ns, body: { metadata: { name: sa } } });
-      const pod = await createPod(cluster.kubeConfig, ns, sa, { serviceAccountName: sa });
-      const kubeconfigPath = await cluster.serviceAccountKubeconfig(ns, sa, 7200);
-      electors.push(await startElector({ election, pod, kubeconfigPath, entry: 'dist/elector.js' }));
-    }
+  interface GroupRun {
+    label: string;
+    window: Window;
+    roles: Map<string, 'leader' | 'follower'>;
+    n: number;
+    rssMiB: number[];
   }
-  await Promise.all(electors.map((e) => e.waitFor((r) => r.name !== '', 60_000, 'a leader')));
-  const roles = new Map<string, 'leader' | 'follower'>();
-  for (const e of electors) roles.set(e.pod.name, (await e.get()).body.is_leader ? 'leader' : 'follower');
-  await sleep(25_000); // past the start-up requests and one full watch cycle
-  console.error(`window B (noise + ${electors.length} electors, ${period} s)...`);
-  const b = await window(electors.map((e) => e.pid!));
-  const rssMiB = electors.map(
-    (e) => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${e.pid}/status`, 'utf8'))![1]) / 1024,
-  );
-  await Promise.all(electors.map((e) => e.stop()));
+  const runs: GroupRun[] = [];
+  for (const [g, group] of groups.entries()) {
+    const started: (ElectorProcess | NaisProcess)[] = [];
+    for (let i = 0; i < elections; i++) {
+      const election = `g${g}e${i}`;
+      const sas = Array.from({ length: perElection }, (_, j) => `${election}-c${j}`);
+      if (group.kind === 'ours') {
+        await rbac.createNamespacedRole({ namespace: ns, body: electorRole(ns, election) });
+        await rbac.createNamespacedRoleBinding({
+          namespace: ns,
+          body: electorRoleBinding(ns, election, sas),
+        });
+      } else {
+        await grantNais(cluster.kubeConfig, ns, sas);
+      }
+      for (const sa of sas) {
+        await serviceAccount(cluster.kubeConfig, ns, sa);
+        const pod = await createPod(cluster.kubeConfig, ns, sa, { serviceAccountName: sa });
+        const kubeconfigPath = await cluster.serviceAccountKubeconfig(ns, sa, 7200);
+        const e =
+          group.kind === 'ours'
+            ? await startElector({ election, pod, kubeconfigPath, entry: group.entry })
+            : startNais({ bin: group.entry, election, pod, kubeconfigPath });
+        started.push(await e);
+        electors.push(await e);
+      }
+    }
+    const leaderOf = async (e: ElectorProcess | NaisProcess) => {
+      try {
+        return (await e.get()).body.name ?? '';
+      } catch {
+        return ''; // not listening yet
+      }
+    };
+    const deadline = Date.now() + 120_000;
+    while ((await Promise.all(started.map(leaderOf))).some((name) => name === '')) {
+      if (Date.now() > deadline) throw new Error(`${group.label}: no leader everywhere in 120 s`);
+      await sleep(250);
+    }
+    const roles = new Map<string, 'leader' | 'follower'>();
+    for (const e of started)
+      roles.set(e.pod.name, (await leaderOf(e)) === e.hostname ? 'leader' : 'follower');
+    await sleep(45_000); // past the start-up requests (and the second Lease watch, 30 s later)
+    console.error(`window B (noise + ${started.length} ${group.label} electors, ${period} s)...`);
+    const w = await window(started.map((e) => e.pid!));
+    const rssMiB = started.map(
+      (e) => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${e.pid}/status`, 'utf8'))![1]) / 1024,
+    );
+    await Promise.all(started.map((e) => e.stop()));
+    runs.push({ label: group.label, window: w, roles, n: started.length, rssMiB });
+  }
 
   // C. The namespace-wide watcher stand-in.
   console.error(`window C (noise + namespace-wide Pod and Lease watches, ${period} s)...`);
@@ -215,7 +267,7 @@ try {
   noise.abort();
   await noiseDone;
 
-  // Requests by identity from the audit log, window B.
+  // Requests by identity from the audit log, per window B.
   interface AuditEvent {
     stage: string;
     verb: string;
@@ -223,32 +275,28 @@ try {
     objectRef?: { resource?: string };
     requestReceivedTimestamp: string;
   }
-  const perUser = new Map<string, Record<string, number>>();
+  const audit: { t: number; user: string; key: string }[] = [];
   for (const line of readFileSync(auditLog, 'utf8').split('\n')) {
     if (!line) continue;
     const ev = JSON.parse(line) as AuditEvent;
     // A watch is audited when it starts (ResponseStarted) and ends; count its start only.
     if (ev.verb === 'watch' ? ev.stage !== 'ResponseStarted' : ev.stage !== 'ResponseComplete') continue;
     const t = Date.parse(ev.requestReceivedTimestamp.slice(0, 23) + 'Z');
-    if (t < b.start || t >= b.end) continue;
-    const key = `${ev.verb} ${ev.objectRef?.resource ?? ''}`;
-    const u = perUser.get(ev.user.username) ?? {};
-    u[key] = (u[key] ?? 0) + 1;
-    perUser.set(ev.user.username, u);
+    audit.push({ t, user: ev.user.username, key: `${ev.verb} ${ev.objectRef?.resource ?? ''}` });
   }
+  const requestsIn = (w: Window) => {
+    const perUser = new Map<string, Record<string, number>>();
+    for (const ev of audit) {
+      if (ev.t < w.start || ev.t >= w.end) continue;
+      const u = perUser.get(ev.user) ?? {};
+      u[ev.key] = (u[ev.key] ?? 0) + 1;
+      perUser.set(ev.user, u);
+    }
+    return perUser;
+  };
   const minutes = period / 60;
-  const byRole = { leader: {} as Record<string, number>, follower: {} as Record<string, number> };
-  const count = { leader: 0, follower: 0 };
-  for (const [pod, role] of roles) {
-    count[role]++;
-    for (const [k, v] of Object.entries(perUser.get(`system:serviceaccount:${ns}:${pod}`) ?? {}))
-      byRole[role][k] = (byRole[role][k] ?? 0) + v;
-  }
   const perMinute = (r: Record<string, number>, n: number) =>
     Object.fromEntries(Object.entries(r).map(([k, v]) => [k, v / n / minutes]));
-  const leader = perMinute(byRole.leader, count.leader);
-  const follower = perMinute(byRole.follower, count.follower);
-  const renewerPerLease = perMinute(perUser.get('bench-renewer') ?? {}, NOISE_LEASES);
   const writes = (r: Record<string, number>) =>
     total(Object.fromEntries(Object.entries(r).filter(([k]) => /^(create|update|patch|delete) /.test(k))));
 
@@ -257,54 +305,93 @@ try {
     metricDelta(w.before, w.after, name, where, by);
   const minus = (x: Record<string, number>, y: Record<string, number>) =>
     Object.fromEntries(Object.keys({ ...x, ...y }).map((k) => [k, (x[k] ?? 0) - (y[k] ?? 0)]));
-  const n = electors.length;
   const watchEvents = (w: Window, resource: string) =>
     total(diff(w, 'apiserver_watch_events_total', { resource }));
   const watchBytes = (w: Window, resource: string) =>
     total(diff(w, 'apiserver_watch_events_sizes_sum', { resource }));
-  const electorWatchEvents = (watchEvents(b, 'leases') - watchEvents(a, 'leases')) / n / minutes;
-  const electorWatchBytes = (watchBytes(b, 'leases') - watchBytes(a, 'leases')) / n / minutes;
-  const responseBytes = minus(
-    diff(b, 'apiserver_response_sizes_sum', { resource: /^(pods|leases)$/ }, 'verb'),
-    diff(a, 'apiserver_response_sizes_sum', { resource: /^(pods|leases)$/ }, 'verb'),
-  );
-  const electorResponseBytes = ((responseBytes['GET'] ?? 0) + (responseBytes['LIST'] ?? 0)) / n / minutes;
-  const requestsB = minus(
-    diff(b, 'apiserver_request_total', { resource: /^(pods|leases)$/ }, 'verb'),
-    diff(a, 'apiserver_request_total', { resource: /^(pods|leases)$/ }, 'verb'),
-  );
+  const figures = runs.map((r) => {
+    const b = r.window;
+    const perUser = requestsIn(b);
+    const byRole = { leader: {} as Record<string, number>, follower: {} as Record<string, number> };
+    const count = { leader: 0, follower: 0 };
+    for (const [pod, role] of r.roles) {
+      count[role]++;
+      for (const [k, v] of Object.entries(perUser.get(`system:serviceaccount:${ns}:${pod}`) ?? {}))
+        byRole[role][k] = (byRole[role][k] ?? 0) + v;
+    }
+    const n = r.n;
+    const both = (w: Window, f: (w: Window, res: string) => number) => f(w, 'leases') + f(w, 'pods');
+    const responseBytes = minus(
+      diff(b, 'apiserver_response_sizes_sum', { resource: /^(pods|leases)$/ }, 'verb'),
+      diff(a, 'apiserver_response_sizes_sum', { resource: /^(pods|leases)$/ }, 'verb'),
+    );
+    return {
+      label: r.label,
+      n,
+      count,
+      leader: perMinute(byRole.leader, Math.max(1, count.leader)),
+      follower: perMinute(byRole.follower, Math.max(1, count.follower)),
+      requests: (total(byRole.leader) + total(byRole.follower)) / n / minutes,
+      writes: (writes(byRole.leader) + writes(byRole.follower)) / n / minutes,
+      watchEvents: (both(b, watchEvents) - both(a, watchEvents)) / n / minutes,
+      watchBytes: (both(b, watchBytes) - both(a, watchBytes)) / n / minutes,
+      responseBytes: ((responseBytes['GET'] ?? 0) + (responseBytes['LIST'] ?? 0)) / n / minutes,
+      requestsByVerbBminusA: Object.fromEntries(
+        Object.entries(
+          minus(
+            diff(b, 'apiserver_request_total', { resource: /^(pods|leases)$/ }, 'verb'),
+            diff(a, 'apiserver_request_total', { resource: /^(pods|leases)$/ }, 'verb'),
+          ),
+        ).map(([k, v]) => [k, v / n / minutes]),
+      ),
+      apiServerCores: b.apiServerCpu,
+      electorCpuSecondsPerMinute: b.electorCpu / n / minutes,
+      electorRssMiB: { min: Math.min(...r.rssMiB), max: Math.max(...r.rssMiB) },
+    };
+  });
+  const renewerPerLease = perMinute(requestsIn(a).get('bench-renewer') ?? {}, NOISE_LEASES);
   const standInMetric = {
     events:
       watchEvents(c, 'leases') + watchEvents(c, 'pods') - watchEvents(a, 'leases') - watchEvents(a, 'pods'),
     bytes: watchBytes(c, 'leases') + watchBytes(c, 'pods') - watchBytes(a, 'leases') - watchBytes(a, 'pods'),
   };
 
-  const verbs = ['list leases', 'watch leases', 'get pods', 'create leases', 'delete leases'];
+  const verbs = [
+    'list leases',
+    'watch leases',
+    'get pods',
+    'list pods',
+    'watch pods',
+    'create leases',
+    'delete leases',
+  ];
   printTable(
-    `API requests per elector per minute, noisy namespace, ${period} s window (audit log, by identity)`,
-    ['who', ...verbs, 'writes', 'n'],
-    [
-      ['lifelease leader', ...verbs.map((v) => fmt(leader[v] ?? 0, 2)), fmt(writes(leader), 2), count.leader],
-      [
-        'lifelease follower',
-        ...verbs.map((v) => fmt(follower[v] ?? 0, 2)),
-        fmt(writes(follower), 2),
-        count.follower,
-      ],
-    ],
+    `API requests per elector per minute, noisy namespace, ${period} s window each (audit log, by identity)`,
+    ['who', ...verbs, 'all', 'writes', 'n'],
+    figures.flatMap((f) =>
+      (['leader', 'follower'] as const).map((role) => [
+        `${f.label} ${role}`,
+        ...verbs.map((v) => fmt(f[role][v] ?? 0, 2)),
+        fmt(total(f[role]), 2),
+        fmt(writes(f[role]), 2),
+        f.count[role],
+      ]),
+    ),
   );
   printTable(
-    'Per minute, in the same namespace (electors: metrics B - A per elector; stand-in: client-side count)',
-    ['who', 'requests', 'writes', 'watch events in', 'watch KiB in', 'response KiB'],
+    'Per elector per minute, same namespace (requests: audit log; events and bytes: metrics B - A; stand-in: client-side count)',
+    ['who', 'requests', 'writes', 'watch events in', 'watch KiB in', 'response KiB', 'CPU s', 'RSS MiB'],
     [
-      [
-        'lifelease elector (mean of all)',
-        fmt((total(byRole.leader) + total(byRole.follower)) / n / minutes, 2),
-        fmt((writes(byRole.leader) + writes(byRole.follower)) / n / minutes, 2),
-        fmt(electorWatchEvents, 2),
-        fmt(electorWatchBytes / 1024, 2),
-        fmt(electorResponseBytes / 1024, 2),
-      ],
+      ...figures.map((f) => [
+        `${f.label} (mean of ${f.n})`,
+        fmt(f.requests, 2),
+        fmt(f.writes, 2),
+        fmt(f.watchEvents, 2),
+        fmt(f.watchBytes / 1024, 2),
+        fmt(f.responseBytes / 1024, 2),
+        fmt(f.electorCpuSecondsPerMinute, 3),
+        `${fmt(f.electorRssMiB.min, 0)}-${fmt(f.electorRssMiB.max, 0)}`,
+      ]),
       [
         'client-go-style renewer, per Lease (leader side only)',
         fmt(total(renewerPerLease), 1),
@@ -312,13 +399,17 @@ try {
         '-',
         '-',
         '-',
+        '-',
+        '-',
       ],
       [
-        'namespace-wide Pod+Lease watcher (nais/elector pattern)',
+        'namespace-wide Pod+Lease watcher (the nais/elector pattern)',
         '-',
         '-',
         fmt((standIn.podEvents + standIn.leaseEvents) / minutes, 0),
         fmt((standIn.podBytes + standIn.leaseBytes) / 1024 / minutes, 0),
+        '-',
+        '-',
         '-',
       ],
     ],
@@ -333,12 +424,12 @@ try {
         fmt(total(diff(a, 'apiserver_request_total', { resource: /^(pods|leases)$/ })) / period, 1),
         '-',
       ],
-      [
-        `B + ${n} electors`,
-        fmt(b.apiServerCpu, 3),
-        fmt(total(diff(b, 'apiserver_request_total', { resource: /^(pods|leases)$/ })) / period, 1),
-        fmt(b.electorCpu, 2),
-      ],
+      ...runs.map((r) => [
+        `B + ${r.n} ${r.label}`,
+        fmt(r.window.apiServerCpu, 3),
+        fmt(total(diff(r.window, 'apiserver_request_total', { resource: /^(pods|leases)$/ })) / period, 1),
+        fmt(r.window.electorCpu, 2),
+      ]),
       [
         'C + namespace-wide watches',
         fmt(c.apiServerCpu, 3),
@@ -353,7 +444,8 @@ try {
   writeReport('api-cost', {
     command: `node bench/api-cost.ts ${period} ${elections} ${perElection}`,
     windowSeconds: period,
-    electors: { elections, perElection, leaders: count.leader, followers: count.follower },
+    groups: groups.map((g) => g.label),
+    electors: { elections, perElection },
     noise: {
       pods: NOISE_PODS,
       churnEveryMs: CHURN_MS,
@@ -361,24 +453,15 @@ try {
       renewEveryMs: RENEW_MS,
       ...noiseCount,
     },
-    auditRequestsPerMinute: { leader, follower, clientGoRenewerPerLease: renewerPerLease },
-    metricsPerElectorPerMinute: {
-      watchEvents: electorWatchEvents,
-      watchBytes: electorWatchBytes,
-      responseBytes: electorResponseBytes,
-      requestsByVerbBminusA: Object.fromEntries(
-        Object.entries(requestsB).map(([k, v]) => [k, v / n / minutes]),
-      ),
-    },
+    perElectorPerMinute: figures,
+    clientGoRenewerPerLease: renewerPerLease,
     namespaceWideWatcherPerMinute: {
       events: (standIn.podEvents + standIn.leaseEvents) / minutes,
       bytes: (standIn.podBytes + standIn.leaseBytes) / minutes,
       ...standIn,
       metricsCminusA: standInMetric,
     },
-    apiServerCores: { A: a.apiServerCpu, B: b.apiServerCpu, C: c.apiServerCpu },
-    electorCpuSecondsPerMinute: b.electorCpu / n / minutes,
-    electorRssMiB: { min: Math.min(...rssMiB), max: Math.max(...rssMiB) },
+    apiServerCores: { A: a.apiServerCpu, C: c.apiServerCpu },
     loadAverageAtEnd: loadAverage(),
   });
 } finally {

@@ -12,7 +12,16 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { BENCH_DIR, loadAverage, machine, REPO_ROOT } from './lib.ts';
 
-const ALL = ['control-plane', 'webhook', 'pod-create', 'failover', 'api-cost', 'footprint', 'scale'];
+const ALL = [
+  'control-plane',
+  'webhook',
+  'pod-create',
+  'failover',
+  'api-cost',
+  'footprint',
+  'scale',
+  'side-by-side',
+];
 const wanted = process.argv.slice(2);
 const unknown = wanted.filter((w) => !ALL.includes(w));
 if (unknown.length > 0)

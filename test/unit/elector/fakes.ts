@@ -27,7 +27,7 @@ import {
   LEASE_LABEL_MANAGED_BY,
   PROJECT,
 } from '../../../common/constants.ts';
-import { MAX_TIMER_MS } from '../../../elector/election.ts';
+import { MAX_TIMER_MS } from '../../../elector/reflector.ts';
 
 /** Lets every pending promise callback and immediate run. */
 export async function flush(): Promise<void> {
@@ -265,7 +265,16 @@ export const ME: Identity = {
   hostname: 'app-0',
 };
 
+/** One short Lease watch at a time (the tests written for it); long watches: `LONG_TIMING`. */
 export const TIMING: Timing = timingFor({
+  fencingTimeoutMs: 60_000,
+  ownerCheckIntervalMs: 30_000,
+  campaignJitterMs: 200,
+  longWatches: false,
+});
+
+/** The default at this fencing bound: two long Lease watches confirmed by bookmarks. */
+export const LONG_TIMING: Timing = timingFor({
   fencingTimeoutMs: 60_000,
   ownerCheckIntervalMs: 30_000,
   campaignJitterMs: 200,
