@@ -24,7 +24,9 @@ import { startCluster, type Cluster } from '../harness/cluster.ts';
 import { installWebhook, type InstalledWebhook } from '../harness/system.ts';
 import { buildBundle, type Bundle } from './bundle.ts';
 import { check, type Interval, type Observation, type Partition } from './history.ts';
-import { CHAOS_NODE, ChaosKubelet, type PodState } from './kubelet.ts';
+import { ChaosKubelet } from './kubelet.ts';
+import type { ChaosPods, PodsOptions, PodState } from './pods.ts';
+import { RealNodeEnv } from './real-node.ts';
 import { Recorder } from './recorder.ts';
 import { Rng } from './rng.ts';
 import {
@@ -61,6 +63,12 @@ export interface ChaosOptions {
   checkerFencingMs?: number;
   /** Where failing schedules leave their histories and elector logs. */
   artifactsDir: string;
+  /**
+   * Run the pods on a real node (kubelet + containerd + runc + CNI, the project image, the
+   * webhook as a Deployment): real-node.ts. Needs root and the host's one node. Default: the
+   * kubelet stand-in (kubelet.ts).
+   */
+  realNode?: boolean;
   log: (msg: string) => void;
 }
 
@@ -124,30 +132,43 @@ export async function retryApi<T>(what: string, fn: () => Promise<T>, timeoutMs 
   }
 }
 
-/** The control plane, the webhook and the elector bundle, shared by the schedules of a run. */
+/**
+ * The control plane, the webhook and the elector bundle (or the real node), shared by the
+ * schedules of a run.
+ */
 export class ChaosEnv {
   readonly cluster: Cluster;
-  readonly webhook: InstalledWebhook;
-  readonly bundle: Bundle;
+  readonly webhook: InstalledWebhook | undefined;
+  readonly bundle: Bundle | undefined;
+  readonly realNode: RealNodeEnv | undefined;
   readonly options: ChaosOptions;
   /** Things the runner had to do for a slow control plane, for the report. */
   readonly stats = { serviceAccountsCreated: 0 };
 
-  private constructor(cluster: Cluster, webhook: InstalledWebhook, bundle: Bundle, options: ChaosOptions) {
+  private constructor(
+    cluster: Cluster,
+    options: ChaosOptions,
+    parts: { webhook?: InstalledWebhook; bundle?: Bundle; realNode?: RealNodeEnv },
+  ) {
     this.cluster = cluster;
-    this.webhook = webhook;
-    this.bundle = bundle;
+    this.webhook = parts.webhook;
+    this.bundle = parts.bundle;
+    this.realNode = parts.realNode;
     this.options = options;
   }
 
   static async start(options: ChaosOptions): Promise<ChaosEnv> {
+    if (options.realNode) {
+      const realNode = await RealNodeEnv.start({ log: options.log });
+      return new ChaosEnv(realNode.cluster, options, { realNode });
+    }
     const bundle = await buildBundle();
     let cluster: Cluster | undefined;
     try {
       cluster = await startCluster();
       // installWebhook runs the webhook pods from the shared dist/: build it once if missing.
       const webhook = await installWebhook(cluster, { log: options.log });
-      return new ChaosEnv(cluster, webhook, bundle, options);
+      return new ChaosEnv(cluster, options, { webhook, bundle });
     } catch (err) {
       await cluster?.stop();
       bundle.remove();
@@ -156,9 +177,10 @@ export class ChaosEnv {
   }
 
   async stop(): Promise<void> {
-    await this.webhook.stop().catch(() => undefined);
+    if (this.realNode) return this.realNode.stop();
+    await this.webhook?.stop().catch(() => undefined);
     await this.cluster.stop();
-    this.bundle.remove();
+    this.bundle?.remove();
   }
 
   /** Runs one schedule in a fresh namespace; never throws for what the electors do. */
@@ -186,7 +208,7 @@ class ScheduleRun {
   readonly logDir: string;
   readonly attachments = new Map<string, { detach(): Promise<void> }>();
   namespace = '';
-  kubelet: ChaosKubelet | undefined;
+  kubelet: ChaosPods | undefined;
   #names = 0;
 
   constructor(env: ChaosEnv, schedule: Schedule) {
@@ -205,7 +227,7 @@ class ScheduleRun {
     this.o.log(`[seed ${this.schedule.seed}] ${msg}`);
   }
 
-  get k(): ChaosKubelet {
+  get k(): ChaosPods {
     if (!this.kubelet) throw new Error('not started');
     return this.kubelet;
   }
@@ -279,10 +301,8 @@ class ScheduleRun {
   async setUp(): Promise<void> {
     const cluster = this.env.cluster;
     this.namespace = await this.createNamespace();
-    this.kubelet = new ChaosKubelet({
-      cluster,
+    const options: PodsOptions = {
       namespace: this.namespace,
-      entrypoint: this.env.bundle.entrypoint,
       extraArgs: [
         `--fencing-timeout=${this.o.fencingMs}ms`,
         `--owner-check-interval=${this.o.ownerCheckMs}ms`,
@@ -301,7 +321,10 @@ class ScheduleRun {
         void a?.detach();
       },
       log: (m) => this.log(m),
-    });
+    };
+    this.kubelet = this.env.realNode
+      ? this.env.realNode.pods(options)
+      : new ChaosKubelet({ ...options, cluster, entrypoint: this.env.bundle!.entrypoint });
     this.kubelet.start();
     await Promise.all(Array.from({ length: this.schedule.pods }, () => this.createPod()));
     // Starting the pods is a wait, stretched by the machine's load (5 pods, each two Node.js
@@ -386,17 +409,15 @@ class ScheduleRun {
 
   async createPod(name?: string): Promise<PodState> {
     const podName = name ?? `c-${++this.#names}`;
+    const spec = this.k.podBody(podName);
     const body: V1Pod = {
-      metadata: { name: podName, labels: { app: ELECTION, leaderElection: 'true' } },
-      spec: {
-        nodeName: CHAOS_NODE,
-        terminationGracePeriodSeconds: 2,
-        containers: [{ name: 'app', image: 'example.invalid/app:1' }],
-      },
+      ...spec,
+      metadata: { ...spec.metadata, name: podName, labels: { app: ELECTION, leaderElection: 'true' } },
     };
     const pod = await retryApi(`create pod ${podName}`, async () => {
       try {
-        return await this.core.createNamespacedPod({ namespace: this.namespace, body });
+        const prepared = await this.k.prepare(this.core, this.namespace, body);
+        return await this.core.createNamespacedPod({ namespace: this.namespace, body: prepared });
       } catch (err) {
         // A create whose answer was lost to a fault: take what was stored.
         if (apiCode(err) === 409) {
@@ -587,7 +608,9 @@ class ScheduleRun {
         designedIf(wasLeader, "the leader's elector is down: the lease stays, nobody else may lead");
         // The moment of the SIGKILL is when its answers stop: the recorder is told, so the
         // checker ends the claim there rather than at the next failed poll.
-        if (!this.k.killElector(t, fault.restartDelayMs, () => this.recorder.silence(t.key, t.hostname)))
+        if (
+          !(await this.k.killElector(t, fault.restartDelayMs, () => this.recorder.silence(t.key, t.hostname)))
+        )
           r.notes.push(`${t.key}: no elector process to kill`);
         else r.notes.push(`killed the elector of ${t.key}`);
         return;
@@ -602,14 +625,12 @@ class ScheduleRun {
           'the leader is cut off past its fencing bound: it fences itself, nobody else may lead',
           from,
         );
-        this.k.hold(t);
-        s.cutApiServer();
+        this.k.cutApiServer(t);
         const p: Partition = { pod: t.key, from, to: Infinity };
         this.partitions.push(p);
         r.notes.push(`cut ${t.key} off for ${fault.durationMs} ms`);
         await sleep(fault.durationMs);
-        s.restoreApiServer();
-        this.k.release(t);
+        this.k.restoreApiServer(t);
         p.to = performance.now();
         if (p.to - from > F + this.o.slackMs) {
           this.mustBeFenced.push({ pod: t.key, from: from + F + this.o.slackMs, to: p.to });
@@ -617,6 +638,13 @@ class ScheduleRun {
         return;
       }
       case 'partition-force-delete': {
+        // A whole node cut off starts nothing new: have three candidates before, so that two
+        // remain to take over without a replacement.
+        if (this.k.nodeWide && this.candidates().length < 3) {
+          await this.replace(3 - this.candidates().length);
+          const ready = await this.agreement(performance.now(), stretched(90_000));
+          if (!ready) throw new Error(`the extra candidates did not join: ${this.describeAnswers()}`);
+        }
         const t = await this.leader();
         const s = t?.sandbox;
         if (!t || !s) return void r.notes.push('no leader to cut off');
@@ -629,8 +657,7 @@ class ScheduleRun {
           'the leader was force-deleted while it may still run: nobody leads until its fencing bound ran out',
           from,
         );
-        this.k.hold(t);
-        s.cutApiServer();
+        this.k.cutNode(t);
         const p: Partition = { pod: t.key, from, to: Infinity };
         await sleep(fault.deleteAfterMs);
         await retryApi('force-delete pod', () =>
@@ -646,10 +673,8 @@ class ScheduleRun {
         const fencedBy = from + F + this.o.slackMs;
         await sleep(Math.max(0, fencedBy + 1500 - performance.now()));
         this.mustBeFenced.push({ pod: t.key, from: fencedBy, to: performance.now() });
-        s.restoreApiServer();
         p.to = performance.now();
-        await this.k.stopContainer(t);
-        this.k.release(t);
+        await this.k.restoreNode(t);
         return;
       }
       case 'delete': {
@@ -713,7 +738,11 @@ class ScheduleRun {
       case 'finish': {
         const t = await this.leader();
         if (!t) return void r.notes.push('no leader to finish');
-        await this.k.finish(t);
+        if (await this.k.finish(t, fault.phase)) {
+          r.notes.push(`${t.key} ${fault.phase} (its app container ended; the kubelet reported it)`);
+          await this.replace(fault.replacements);
+          return;
+        }
         // Read, then replace the status; a 409 means another writer (the kubelet stand-in
         // reporting the pod stopped, in a storm that also deletes it) came in between: read
         // again (a bounded number of times).
