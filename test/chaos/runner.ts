@@ -5,9 +5,10 @@
  * run by the chaos kubelet (kubelet.ts). Every elector's answers are recorded from inside
  * its pod (recorder.ts) and judged by the history checker (history.ts):
  *
- * - safety: never two pods told they lead at once, except a partitioned pod within the
- *   self-fencing bound (plus `slackMs`); a partitioned pod stops claiming once the bound
- *   has passed; nobody claims while a foreign Lease holds the name;
+ * - safety: never two pods told they lead at once, with no allowance for anyone (a partitioned
+ *   leader keeps its Lease while its Pod exists, and a takeover after a forced deletion
+ *   waits out its fencing bound); a partitioned pod stops claiming once the bound has
+ *   passed; nobody claims while a foreign Lease holds the name;
  * - liveness: after each fault heals, every candidate agrees on one leader, which says it
  *   leads, within `agreeBoundMs` (no leader is the designed answer while a foreign Lease
  *   holds the name, which the runner tells the checker);
@@ -56,11 +57,6 @@ export interface ChaosOptions {
   /** Allowance on the fencing bound for timers and polling on a loaded machine. */
   slackMs: number;
   pollMs: number;
-  /**
-   * The self-fencing bound the checker allows a partitioned pod; default `fencingMs`. A
-   * smaller value proves the checker sees real overlaps (the sensitivity test).
-   */
-  checkerFencingMs?: number;
   /** Where failing schedules leave their histories and elector logs. */
   artifactsDir: string;
   /**
@@ -91,9 +87,15 @@ export interface FaultRecord {
   /** Windows where no leader was the designed answer. */
   designed: { from: number; to: number; reason: string }[];
   notes: string[];
+  /** The leader's pod deleted: which, when, and when its object was gone (if seen). */
+  deleted?: { pod: string; at: number; goneAt: number | undefined };
   /** Filled in by the checker. */
   longestGapMs?: number;
   longestUndesignedGapMs?: number;
+  /** From the leader's deletion to the first claim of another pod (the takeover). */
+  takeoverMs?: number;
+  /** From the deleted leader's object being gone to that claim. */
+  takeoverAfterGoneMs?: number;
 }
 
 export interface ScheduleResult {
@@ -105,7 +107,7 @@ export interface ScheduleResult {
   pods: number;
   durationMs: number;
   artifacts: string | undefined;
-  /** What the checker judged: every observation, and the partitions it was told about. */
+  /** What the checker judged: every observation; and the partitions injected (not excused). */
   history: Observation[];
   partitions: Partition[];
 }
@@ -664,6 +666,7 @@ class ScheduleRun {
           this.core.deleteNamespacedPod({ name: t.name, namespace: this.namespace, gracePeriodSeconds: 0 }),
         );
         t.done = true;
+        r.deleted = { pod: t.key, at: performance.now(), goneAt: performance.now() };
         r.notes.push(`cut ${t.key} off, force-deleted it ${fault.deleteAfterMs} ms later`);
         await this.replace(0);
         // The others elect a new leader while the cut-off pod still runs; it must fence
@@ -710,6 +713,7 @@ class ScheduleRun {
           () => undefined,
         );
         if (fault.target === 'leader') {
+          r.deleted = { pod: t.key, at: deletedAt, goneAt: gone };
           r.designed.push({
             from: deletedAt,
             to: gone ?? Infinity,
@@ -833,12 +837,8 @@ class ScheduleRun {
   judge(): void {
     const history = this.recorder.history;
     if (history.length === 0) return;
-    const bound = this.o.checkerFencingMs ?? this.o.fencingMs;
-    const verdict = check(history, {
-      partitions: this.partitions,
-      fencingBoundMs: bound,
-      slackMs: this.o.slackMs,
-    });
+    // No partition allowance: the partitions are in the result for the report, not excused.
+    const verdict = check(history);
     for (const v of verdict.violations)
       this.problems.push(`safety: ${v.reason} (overlap ${v.overlapMs.toFixed(0)} ms)`);
     const overlaps = (iv: Interval, w: { from: number; to: number }) => iv.from < w.to && iv.to > w.from;
@@ -861,12 +861,19 @@ class ScheduleRun {
       const v = check(history, {
         window: { from: f.injectedAt, to },
         designed: f.designed,
-        partitions: this.partitions,
-        fencingBoundMs: bound,
-        slackMs: this.o.slackMs,
       });
       f.longestGapMs = v.longestGapMs;
       f.longestUndesignedGapMs = v.longestUndesignedGapMs;
+      const d = f.deleted;
+      if (d) {
+        const next = verdict.intervals
+          .filter((iv) => iv.pod !== d.pod && iv.from >= d.at)
+          .reduce((m, iv) => Math.min(m, iv.from), Infinity);
+        if (next !== Infinity) {
+          f.takeoverMs = next - d.at;
+          if (d.goneAt !== undefined) f.takeoverAfterGoneMs = next - d.goneAt;
+        }
+      }
     }
   }
 }

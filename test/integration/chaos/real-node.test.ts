@@ -62,7 +62,7 @@ describe('fault schedule on a real node', { skip }, () => {
     result = r;
     for (const f of r.faults) {
       t.diagnostic(
-        `${f.type}: longest no-leader gap ${(f.longestGapMs ?? 0).toFixed(0)} ms, agreed ${f.agreedAt === undefined ? 'never' : `${(f.agreedAt - f.healedAt).toFixed(0)} ms after the heal`}; ${f.notes.join('; ')}`,
+        `${f.type}: longest no-leader gap ${(f.longestGapMs ?? 0).toFixed(0)} ms${f.takeoverMs === undefined ? '' : `, next leader ${f.takeoverMs.toFixed(0)} ms after the deletion (${(f.takeoverAfterGoneMs ?? NaN).toFixed(0)} ms after the object was gone)`}, agreed ${f.agreedAt === undefined ? 'never' : `${(f.agreedAt - f.healedAt).toFixed(0)} ms after the heal`}; ${f.notes.join('; ')}`,
       );
     }
     t.diagnostic(`\n${statsTable(statsByType([r], 'type'))}`);
@@ -87,6 +87,20 @@ describe('fault schedule on a real node', { skip }, () => {
         (o) => o.pod === cut && o.t > f.injectedAt + 1000 && o.answer?.is_leader === true,
       );
       assert.ok(claimedAfterCut, `${cut} was still answering as leader a second after it was cut off`);
+      // Fenced: nobody else claimed before the old elector's fencing bound ran out.
+      assert.ok(
+        f.takeoverMs !== undefined && f.takeoverMs >= DEFAULT_CHAOS.fencingMs,
+        `takeover ${f.takeoverMs} ms after the forced deletion`,
+      );
+    }
+    // Normal failover is not fenced: after a graceful deletion the kubelet reported the
+    // elector stopped, so the next leader claims at once once the object is gone, well
+    // within the fencing bound (a fenced takeover waits the bound + 2 s after the deletion).
+    for (const f of r.faults.filter((x) => x.fault.kind === 'delete')) {
+      assert.ok(
+        f.takeoverAfterGoneMs !== undefined && f.takeoverAfterGoneMs < DEFAULT_CHAOS.fencingMs,
+        `${f.type}: next leader ${f.takeoverAfterGoneMs} ms after the object was gone`,
+      );
     }
   });
 });
