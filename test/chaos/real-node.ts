@@ -27,6 +27,8 @@
  * appended, and the pod is created; admission sees the same hash and keeps the container.
  */
 import { AppsV1Api, CoreV1Api, type V1Container, type V1Pod } from '@kubernetes/client-node';
+import { copyFileSync, existsSync, linkSync, mkdirSync, readdirSync } from 'node:fs';
+import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { CONTAINER_NAME } from '../../common/constants.ts';
 import { startCluster, type Cluster } from '../harness/cluster.ts';
@@ -34,7 +36,7 @@ import { ensureImages } from '../harness/image.ts';
 import { applyManifests, renderManifests } from '../harness/manifests.ts';
 import { pauseVersion } from '../harness/node-binaries.ts';
 import { NodeFaults, PodPortal } from '../harness/node-faults.ts';
-import { nodeClusterOptions, startNode, type RealNode } from '../harness/node.ts';
+import { NODE_ROOT, nodeClusterOptions, startNode, type RealNode } from '../harness/node.ts';
 import { stretched } from '../harness/wait.ts';
 import type { ChaosPods, PodsOptions, PodState } from './pods.ts';
 
@@ -146,6 +148,9 @@ export class RealNodePods implements ChaosPods {
   #running = false;
   #loop: Promise<void> | undefined;
   readonly #busy = new Set<Promise<unknown>>();
+  /** Container log files already linked into `logDir`. */
+  readonly #logs = new Set<string>();
+  #logsAt = 0;
 
   constructor(env: RealNodeEnv, options: PodsOptions) {
     this.#env = env;
@@ -261,7 +266,40 @@ export class RealNodePods implements ChaosPods {
           void this.#track(this.#attach(state));
         }
       }
+      if (performance.now() - this.#logsAt > 1000) this.#keepLogs();
       await sleep(100);
+    }
+    this.#keepLogs();
+  }
+
+  /**
+   * Hard-links every container log file of this namespace into `logDir` (the runner keeps it
+   * for a failing schedule), so that it outlives the kubelet's removal of the pod's logs.
+   */
+  #keepLogs(): void {
+    this.#logsAt = performance.now();
+    const root = path.join(NODE_ROOT, 'pod-logs');
+    try {
+      for (const podDir of readdirSync(root)) {
+        if (!podDir.startsWith(`${this.#o.namespace}_`)) continue;
+        const [, pod, uid] = podDir.split('_');
+        for (const container of readdirSync(path.join(root, podDir))) {
+          for (const file of readdirSync(path.join(root, podDir, container))) {
+            const from = path.join(root, podDir, container, file);
+            if (this.#logs.has(from)) continue;
+            const to = path.join(this.#o.logDir, `${pod}-${uid?.slice(0, 8)}-${container}-${file}`);
+            mkdirSync(this.#o.logDir, { recursive: true });
+            try {
+              if (!existsSync(to)) linkSync(from, to);
+            } catch {
+              copyFileSync(from, to); // another filesystem: what it holds now
+            }
+            this.#logs.add(from);
+          }
+        }
+      }
+    } catch {
+      // a pod's folder went while we read it: the next round takes the rest
     }
   }
 
