@@ -42,6 +42,8 @@ const SCHEDULE: Schedule = {
 
 // Not root: no real node here (the stand-in sample, schedules.test.ts, still runs).
 const skip = process.getuid?.() !== 0 ? 'a real node needs root' : false;
+// The host has one node and other test files start one too: wait for theirs (this process only).
+process.env['LIFELEASE_NODE_WAIT'] ??= '1800';
 
 describe('fault schedule on a real node', { skip }, () => {
   let env: ChaosEnv | undefined;
