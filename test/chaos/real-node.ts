@@ -36,7 +36,13 @@ import { ensureImages } from '../harness/image.ts';
 import { applyManifests, renderManifests } from '../harness/manifests.ts';
 import { pauseVersion } from '../harness/node-binaries.ts';
 import { NodeFaults, PodPortal } from '../harness/node-faults.ts';
-import { NODE_ROOT, nodeClusterOptions, startNode, type RealNode } from '../harness/node.ts';
+import {
+  assertCanRunNode,
+  NODE_ROOT,
+  nodeClusterOptions,
+  startNode,
+  type RealNode,
+} from '../harness/node.ts';
 import { stretched } from '../harness/wait.ts';
 import type { ChaosPods, PodsOptions, PodState } from './pods.ts';
 
@@ -66,6 +72,7 @@ export class RealNodeEnv {
 
   static async start(options: { log: (m: string) => void }): Promise<RealNodeEnv> {
     const log = options.log;
+    assertCanRunNode(); // root, before anything is built
     const images = await ensureImages({ log: (l) => log(`[image] ${l}`) });
     const cluster = await startCluster({ ...nodeClusterOptions(), log, timeoutMs: 600_000 });
     let node: RealNode | undefined;
