@@ -13,8 +13,14 @@
  *
  * The elector container runs exactly as injected, plus `extraArgs` (the chaos runs shorten
  * the fencing bound and the owner-check interval so that faults heal in seconds).
+ *
+ * A real node (real-node.ts) does all of this with the real kubelet, containerd and the
+ * project image; this stand-in stays for what a real node cannot give every run: it needs
+ * root and the host's one node (a lock other runs wait on), so `npm test`'s sample and the
+ * default `npm run chaos` run here, several at once, in seconds per schedule.
  */
 import { CoreV1Api, type V1Container, type V1Pod } from '@kubernetes/client-node';
+import type { ChaosPods, PodsOptions, PodState as BasePodState } from './pods.ts';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -25,18 +31,8 @@ import { reportPodStopped } from '../harness/pod-status.ts';
 
 export const CHAOS_NODE = 'chaos-node';
 
-export interface PodState {
-  /** Unique per pod object: `<name>#<uid prefix>` (names are reused). */
-  key: string;
-  name: string;
-  uid: string;
-  hostname: string;
-  pod: V1Pod;
+export interface PodState extends BasePodState {
   sandbox: PodSandbox | undefined;
-  /** The pod object is gone, terminating or finished: never (re)start it. */
-  done: boolean;
-  /** The node is cut off: the kubelet leaves this pod alone until released. */
-  held: boolean;
   starts: number;
   /** Earliest time (performance.now) of the next (re)start. */
   restartAt: number;
@@ -46,17 +42,9 @@ export interface PodState {
   stopped: Promise<void>;
 }
 
-export interface ChaosKubeletOptions {
+export interface ChaosKubeletOptions extends PodsOptions {
   cluster: ClusterClient;
-  namespace: string;
   entrypoint: (image: string, command: string[] | undefined) => string[];
-  extraArgs: string[];
-  logDir: string;
-  /** A container started (again): attach recorders. */
-  onStart: (state: PodState, sandbox: PodSandbox) => void;
-  /** A container ended (stopped or died). */
-  onStop: (state: PodState, sandbox: PodSandbox) => void;
-  log?: (msg: string) => void;
   pollMs?: number;
   /** At most this many containers starting at once (2 cores). */
   maxStarting?: number;
@@ -103,8 +91,11 @@ function killContainersOnExit(): void {
   });
 }
 
-export class ChaosKubelet {
+export class ChaosKubelet implements ChaosPods {
   readonly pods = new Map<string, PodState>();
+  readonly nodeWide = false;
+  /** The sandbox a partition cut (held pods are not restarted, so it stays the one). */
+  readonly #cut = new Map<PodState, PodSandbox>();
   readonly #o: ChaosKubeletOptions;
   readonly #core: CoreV1Api;
   #running = false;
@@ -295,8 +286,28 @@ export class ChaosKubelet {
     }
   }
 
+  podBody(name: string): V1Pod {
+    return {
+      metadata: { name },
+      spec: {
+        nodeName: CHAOS_NODE,
+        terminationGracePeriodSeconds: 2,
+        containers: [{ name: 'app', image: 'example.invalid/app:1' }],
+      },
+    };
+  }
+
+  /** The stand-in appends `extraArgs` when it starts the container. */
+  prepare(_core: CoreV1Api, _namespace: string, body: V1Pod): Promise<V1Pod> {
+    return Promise.resolve(body);
+  }
+
   /** SIGKILLs the elector process of a pod (the container dies; the loop restarts it). */
-  killElector(state: PodState, restartDelayMs: number, onKilled?: () => void): boolean {
+  killElector(state: PodState, restartDelayMs: number, onKilled?: () => void): Promise<boolean> {
+    return Promise.resolve(this.#killElector(state, restartDelayMs, onKilled));
+  }
+
+  #killElector(state: PodState, restartDelayMs: number, onKilled?: () => void): boolean {
     const s = state.sandbox;
     const pid = s ? electorPid(s) : undefined;
     if (!s || pid === undefined) return false;
@@ -320,10 +331,38 @@ export class ChaosKubelet {
     state.held = false;
   }
 
-  /** Marks a pod finished and stops its container (before its phase is set). */
-  async finish(state: PodState): Promise<void> {
+  /** Marks a pod finished and stops its container; the runner then sets its phase. */
+  async finish(state: PodState): Promise<boolean> {
     state.done = true;
     await this.stopContainer(state);
+    return false;
+  }
+
+  cutApiServer(state: PodState): void {
+    const s = state.sandbox;
+    if (!s) return;
+    this.hold(state);
+    s.cutApiServer();
+    this.#cut.set(state, s);
+  }
+
+  restoreApiServer(state: PodState): void {
+    this.#cut.get(state)?.restoreApiServer();
+    this.#cut.delete(state);
+    this.release(state);
+  }
+
+  /** The stand-in's pods have no shared node: the pod is held and cut off. */
+  cutNode(state: PodState): void {
+    this.cutApiServer(state);
+  }
+
+  /** Reconnected, then stopped as its kubelet does once it learns the pod was deleted. */
+  async restoreNode(state: PodState): Promise<void> {
+    this.#cut.get(state)?.restoreApiServer();
+    this.#cut.delete(state);
+    await this.stopContainer(state);
+    this.release(state);
   }
 
   /** Stops the loop and every container (fast: SIGKILL after `graceMs`). */

@@ -6,6 +6,8 @@
  *   npm run chaos -- --seed=123 --schedules=1   # replay one schedule (printed on failure)
  *   npm run chaos -- --only=elections|fuzz|abuse
  *   npm run chaos -- --fuzz-cases=50000 --budget=30m
+ *   LIFELEASE_NODE_WAIT=3600 npm run chaos -- --only=elections --real-node --schedules=10
+ *                                          # the schedules on a real node (root; the host's one node)
  *
  * Exit 0 when nothing failed; 1 otherwise. Failing schedules leave their histories and
  * elector logs under the artifacts folder it prints.
@@ -18,7 +20,7 @@ import { runAbuse } from './abuse.ts';
 import { runWebhookFuzz } from './fuzz.ts';
 import { statsByType, statsTable } from './report.ts';
 import { ChaosEnv, DEFAULT_CHAOS, type ScheduleResult } from './runner.ts';
-import { describeSchedule, planSchedule } from './schedule.ts';
+import { DEFAULT_PLAN, describeSchedule, planSchedule } from './schedule.ts';
 import { Rng } from './rng.ts';
 
 const { values } = parseArgs({
@@ -28,12 +30,13 @@ const { values } = parseArgs({
     budget: { type: 'string', default: '90m' },
     'fuzz-cases': { type: 'string', default: '100000' },
     only: { type: 'string' },
+    'real-node': { type: 'boolean', default: false },
     help: { type: 'boolean', default: false },
   },
 });
 if (values.help) {
   console.log(
-    'usage: npm run chaos -- [--schedules=N] [--seed=S] [--budget=90m] [--fuzz-cases=N] [--only=elections|fuzz|abuse]',
+    'usage: npm run chaos -- [--schedules=N] [--seed=S] [--budget=90m] [--fuzz-cases=N] [--only=elections|fuzz|abuse] [--real-node]',
   );
   process.exit(0);
 }
@@ -59,7 +62,14 @@ async function elections(): Promise<void> {
   log(
     `fault schedules: ${count}, base seed ${baseSeed}, budget ${values.budget}; artifacts in ${artifactsDir}`,
   );
-  const env = await ChaosEnv.start({ ...DEFAULT_CHAOS, artifactsDir, log: () => {} });
+  const realNode = values['real-node'];
+  if (realNode) log('on a real node: kubelet + containerd + runc + CNI, the project image');
+  const env = await ChaosEnv.start({
+    ...DEFAULT_CHAOS,
+    artifactsDir,
+    realNode,
+    log: realNode ? (m) => log(`  ${m}`) : () => {},
+  });
   const results: ScheduleResult[] = [];
   // One schedule's seed is the base seed itself (so --seed=S --schedules=1 replays S);
   // the rest derive from it.
@@ -71,7 +81,9 @@ async function elections(): Promise<void> {
         break;
       }
       const seed = i === 0 ? baseSeed >>> 0 : seeds.fork();
-      const schedule = planSchedule(seed);
+      // On the real node every pod is a real elector (a Node.js process, its shim, a portal
+      // into its network): at most 6 at once on 2 cores.
+      const schedule = planSchedule(seed, realNode ? { ...DEFAULT_PLAN, maxPods: 6 } : DEFAULT_PLAN);
       const result = await env.run(schedule);
       results.push(result);
       const faults = result.faults.map((f) => f.type).join(', ');

@@ -9,7 +9,7 @@
 import { Agent, request, type ClientRequest, type IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { PodSandbox } from '../harness/pod-sandbox.ts';
+import type { PodEndpoint } from './pods.ts';
 import type { Observation } from './history.ts';
 import { onSseEvents } from '../harness/sse.ts';
 
@@ -33,9 +33,9 @@ function parseAnswer(body: string): Answer | undefined {
 }
 
 class PodAgent extends Agent {
-  readonly #sandbox: PodSandbox;
+  readonly #sandbox: PodEndpoint;
   readonly #port: number;
-  constructor(sandbox: PodSandbox, port: number) {
+  constructor(sandbox: PodEndpoint, port: number) {
     super({ keepAlive: true, maxSockets: 1 });
     this.#sandbox = sandbox;
     this.#port = port;
@@ -81,7 +81,7 @@ export class Recorder {
   }
 
   /** Polls and streams one running container of pod `pod` (hostname `hostname`). */
-  attach(pod: string, hostname: string, sandbox: PodSandbox, port: number): Attachment {
+  attach(pod: string, hostname: string, sandbox: PodEndpoint, port: number): Attachment {
     let active = true;
     const agent = new PodAgent(sandbox, port);
     const record = (answer: Answer | undefined, via: Observation['via']) => {

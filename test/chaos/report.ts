@@ -11,6 +11,9 @@ export interface TypeStats {
   /** From the heal until every candidate agreed: median and maximum. */
   recoveryP50Ms: number;
   recoveryMaxMs: number;
+  /** Leader deleted -> another pod claims: median and maximum (deletions of the leader only). */
+  takeoverP50Ms: number;
+  takeoverMaxMs: number;
 }
 
 export function statsByType(
@@ -31,7 +34,13 @@ export function statsByType(
         .filter((f) => f.agreedAt !== undefined)
         .map((f) => f.agreedAt! - f.healedAt)
         .sort((a, b) => a - b);
+      const takeovers = faults
+        .map((f) => f.takeoverMs)
+        .filter((ms): ms is number => ms !== undefined)
+        .sort((a, b) => a - b);
       return {
+        takeoverP50Ms: takeovers[Math.floor(takeovers.length / 2)] ?? NaN,
+        takeoverMaxMs: takeovers.at(-1) ?? NaN,
         type,
         count: faults.length,
         longestGapMs: Math.max(0, ...faults.map((f) => f.longestGapMs ?? 0)),
@@ -49,11 +58,11 @@ const s = (ms: number) => (Number.isNaN(ms) ? '-' : `${(ms / 1000).toFixed(2)} s
 export function statsTable(stats: TypeStats[]): string {
   const rows = stats.map(
     (t) =>
-      `| ${t.type} | ${t.count} | ${s(t.longestGapMs)} | ${s(t.longestUndesignedGapMs)} | ${s(t.recoveryP50Ms)} | ${s(t.recoveryMaxMs)} |`,
+      `| ${t.type} | ${t.count} | ${s(t.longestGapMs)} | ${s(t.longestUndesignedGapMs)} | ${s(t.recoveryP50Ms)} | ${s(t.recoveryMaxMs)} | ${s(t.takeoverP50Ms)} / ${s(t.takeoverMaxMs)} |`,
   );
   return [
-    '| fault type | injected | longest no-leader gap | outside designed windows | heal → agreed (p50) | heal → agreed (max) |',
-    '|---|---:|---:|---:|---:|---:|',
+    '| fault type | injected | longest no-leader gap | outside designed windows | heal → agreed (p50) | heal → agreed (max) | leader deleted → next claim (p50 / max) |',
+    '|---|---:|---:|---:|---:|---:|---:|',
     ...rows,
   ].join('\n');
 }

@@ -5,9 +5,10 @@
  * run by the chaos kubelet (kubelet.ts). Every elector's answers are recorded from inside
  * its pod (recorder.ts) and judged by the history checker (history.ts):
  *
- * - safety: never two pods told they lead at once, except a partitioned pod within the
- *   self-fencing bound (plus `slackMs`); a partitioned pod stops claiming once the bound
- *   has passed; nobody claims while a foreign Lease holds the name;
+ * - safety: never two pods told they lead at once, with no allowance for anyone (a partitioned
+ *   leader keeps its Lease while its Pod exists, and a takeover after a forced deletion
+ *   waits out its fencing bound); a partitioned pod stops claiming once the bound has
+ *   passed; nobody claims while a foreign Lease holds the name;
  * - liveness: after each fault heals, every candidate agrees on one leader, which says it
  *   leads, within `agreeBoundMs` (no leader is the designed answer while a foreign Lease
  *   holds the name, which the runner tells the checker);
@@ -24,7 +25,9 @@ import { startCluster, type Cluster } from '../harness/cluster.ts';
 import { installWebhook, type InstalledWebhook } from '../harness/system.ts';
 import { buildBundle, type Bundle } from './bundle.ts';
 import { check, type Interval, type Observation, type Partition } from './history.ts';
-import { CHAOS_NODE, ChaosKubelet, type PodState } from './kubelet.ts';
+import { ChaosKubelet } from './kubelet.ts';
+import type { ChaosPods, PodsOptions, PodState } from './pods.ts';
+import { RealNodeEnv } from './real-node.ts';
 import { Recorder } from './recorder.ts';
 import { Rng } from './rng.ts';
 import {
@@ -54,13 +57,14 @@ export interface ChaosOptions {
   /** Allowance on the fencing bound for timers and polling on a loaded machine. */
   slackMs: number;
   pollMs: number;
-  /**
-   * The self-fencing bound the checker allows a partitioned pod; default `fencingMs`. A
-   * smaller value proves the checker sees real overlaps (the sensitivity test).
-   */
-  checkerFencingMs?: number;
   /** Where failing schedules leave their histories and elector logs. */
   artifactsDir: string;
+  /**
+   * Run the pods on a real node (kubelet + containerd + runc + CNI, the project image, the
+   * webhook as a Deployment): real-node.ts. Needs root and the host's one node. Default: the
+   * kubelet stand-in (kubelet.ts).
+   */
+  realNode?: boolean;
   log: (msg: string) => void;
 }
 
@@ -83,9 +87,15 @@ export interface FaultRecord {
   /** Windows where no leader was the designed answer. */
   designed: { from: number; to: number; reason: string }[];
   notes: string[];
+  /** The leader's pod deleted: which, when, and when its object was gone (if seen). */
+  deleted?: { pod: string; at: number; goneAt: number | undefined };
   /** Filled in by the checker. */
   longestGapMs?: number;
   longestUndesignedGapMs?: number;
+  /** From the leader's deletion to the first claim of another pod (the takeover). */
+  takeoverMs?: number;
+  /** From the deleted leader's object being gone to that claim. */
+  takeoverAfterGoneMs?: number;
 }
 
 export interface ScheduleResult {
@@ -97,7 +107,7 @@ export interface ScheduleResult {
   pods: number;
   durationMs: number;
   artifacts: string | undefined;
-  /** What the checker judged: every observation, and the partitions it was told about. */
+  /** What the checker judged: every observation; and the partitions injected (not excused). */
   history: Observation[];
   partitions: Partition[];
 }
@@ -124,30 +134,43 @@ export async function retryApi<T>(what: string, fn: () => Promise<T>, timeoutMs 
   }
 }
 
-/** The control plane, the webhook and the elector bundle, shared by the schedules of a run. */
+/**
+ * The control plane, the webhook and the elector bundle (or the real node), shared by the
+ * schedules of a run.
+ */
 export class ChaosEnv {
   readonly cluster: Cluster;
-  readonly webhook: InstalledWebhook;
-  readonly bundle: Bundle;
+  readonly webhook: InstalledWebhook | undefined;
+  readonly bundle: Bundle | undefined;
+  readonly realNode: RealNodeEnv | undefined;
   readonly options: ChaosOptions;
   /** Things the runner had to do for a slow control plane, for the report. */
   readonly stats = { serviceAccountsCreated: 0 };
 
-  private constructor(cluster: Cluster, webhook: InstalledWebhook, bundle: Bundle, options: ChaosOptions) {
+  private constructor(
+    cluster: Cluster,
+    options: ChaosOptions,
+    parts: { webhook?: InstalledWebhook; bundle?: Bundle; realNode?: RealNodeEnv },
+  ) {
     this.cluster = cluster;
-    this.webhook = webhook;
-    this.bundle = bundle;
+    this.webhook = parts.webhook;
+    this.bundle = parts.bundle;
+    this.realNode = parts.realNode;
     this.options = options;
   }
 
   static async start(options: ChaosOptions): Promise<ChaosEnv> {
+    if (options.realNode) {
+      const realNode = await RealNodeEnv.start({ log: options.log });
+      return new ChaosEnv(realNode.cluster, options, { realNode });
+    }
     const bundle = await buildBundle();
     let cluster: Cluster | undefined;
     try {
       cluster = await startCluster();
       // installWebhook runs the webhook pods from the shared dist/: build it once if missing.
       const webhook = await installWebhook(cluster, { log: options.log });
-      return new ChaosEnv(cluster, webhook, bundle, options);
+      return new ChaosEnv(cluster, options, { webhook, bundle });
     } catch (err) {
       await cluster?.stop();
       bundle.remove();
@@ -156,9 +179,10 @@ export class ChaosEnv {
   }
 
   async stop(): Promise<void> {
-    await this.webhook.stop().catch(() => undefined);
+    if (this.realNode) return this.realNode.stop();
+    await this.webhook?.stop().catch(() => undefined);
     await this.cluster.stop();
-    this.bundle.remove();
+    this.bundle?.remove();
   }
 
   /** Runs one schedule in a fresh namespace; never throws for what the electors do. */
@@ -186,7 +210,7 @@ class ScheduleRun {
   readonly logDir: string;
   readonly attachments = new Map<string, { detach(): Promise<void> }>();
   namespace = '';
-  kubelet: ChaosKubelet | undefined;
+  kubelet: ChaosPods | undefined;
   #names = 0;
 
   constructor(env: ChaosEnv, schedule: Schedule) {
@@ -205,7 +229,7 @@ class ScheduleRun {
     this.o.log(`[seed ${this.schedule.seed}] ${msg}`);
   }
 
-  get k(): ChaosKubelet {
+  get k(): ChaosPods {
     if (!this.kubelet) throw new Error('not started');
     return this.kubelet;
   }
@@ -279,10 +303,8 @@ class ScheduleRun {
   async setUp(): Promise<void> {
     const cluster = this.env.cluster;
     this.namespace = await this.createNamespace();
-    this.kubelet = new ChaosKubelet({
-      cluster,
+    const options: PodsOptions = {
       namespace: this.namespace,
-      entrypoint: this.env.bundle.entrypoint,
       extraArgs: [
         `--fencing-timeout=${this.o.fencingMs}ms`,
         `--owner-check-interval=${this.o.ownerCheckMs}ms`,
@@ -301,7 +323,10 @@ class ScheduleRun {
         void a?.detach();
       },
       log: (m) => this.log(m),
-    });
+    };
+    this.kubelet = this.env.realNode
+      ? this.env.realNode.pods(options)
+      : new ChaosKubelet({ ...options, cluster, entrypoint: this.env.bundle!.entrypoint });
     this.kubelet.start();
     await Promise.all(Array.from({ length: this.schedule.pods }, () => this.createPod()));
     // Starting the pods is a wait, stretched by the machine's load (5 pods, each two Node.js
@@ -386,17 +411,15 @@ class ScheduleRun {
 
   async createPod(name?: string): Promise<PodState> {
     const podName = name ?? `c-${++this.#names}`;
+    const spec = this.k.podBody(podName);
     const body: V1Pod = {
-      metadata: { name: podName, labels: { app: ELECTION, leaderElection: 'true' } },
-      spec: {
-        nodeName: CHAOS_NODE,
-        terminationGracePeriodSeconds: 2,
-        containers: [{ name: 'app', image: 'example.invalid/app:1' }],
-      },
+      ...spec,
+      metadata: { ...spec.metadata, name: podName, labels: { app: ELECTION, leaderElection: 'true' } },
     };
     const pod = await retryApi(`create pod ${podName}`, async () => {
       try {
-        return await this.core.createNamespacedPod({ namespace: this.namespace, body });
+        const prepared = await this.k.prepare(this.core, this.namespace, body);
+        return await this.core.createNamespacedPod({ namespace: this.namespace, body: prepared });
       } catch (err) {
         // A create whose answer was lost to a fault: take what was stored.
         if (apiCode(err) === 409) {
@@ -592,7 +615,9 @@ class ScheduleRun {
         designedIf(wasLeader, "the leader's elector is down: the lease stays, nobody else may lead");
         // The moment of the SIGKILL is when its answers stop: the recorder is told, so the
         // checker ends the claim there rather than at the next failed poll.
-        if (!this.k.killElector(t, fault.restartDelayMs, () => this.recorder.silence(t.key, t.hostname)))
+        if (
+          !(await this.k.killElector(t, fault.restartDelayMs, () => this.recorder.silence(t.key, t.hostname)))
+        )
           r.notes.push(`${t.key}: no elector process to kill`);
         else r.notes.push(`killed the elector of ${t.key}`);
         return;
@@ -607,14 +632,12 @@ class ScheduleRun {
           'the leader is cut off past its fencing bound: it fences itself, nobody else may lead',
           from,
         );
-        this.k.hold(t);
-        s.cutApiServer();
+        this.k.cutApiServer(t);
         const p: Partition = { pod: t.key, from, to: Infinity };
         this.partitions.push(p);
         r.notes.push(`cut ${t.key} off for ${fault.durationMs} ms`);
         await sleep(fault.durationMs);
-        s.restoreApiServer();
-        this.k.release(t);
+        this.k.restoreApiServer(t);
         p.to = performance.now();
         if (p.to - from > F + this.o.slackMs) {
           this.mustBeFenced.push({ pod: t.key, from: from + F + this.o.slackMs, to: p.to });
@@ -622,6 +645,13 @@ class ScheduleRun {
         return;
       }
       case 'partition-force-delete': {
+        // A whole node cut off starts nothing new: have three candidates before, so that two
+        // remain to take over without a replacement.
+        if (this.k.nodeWide && this.candidates().length < 3) {
+          await this.replace(3 - this.candidates().length);
+          const ready = await this.agreement(performance.now(), stretched(90_000));
+          if (!ready) throw new Error(`the extra candidates did not join: ${this.describeAnswers()}`);
+        }
         const t = await this.leader();
         const s = t?.sandbox;
         if (!t || !s) return void r.notes.push('no leader to cut off');
@@ -634,14 +664,14 @@ class ScheduleRun {
           'the leader was force-deleted while it may still run: nobody leads until its fencing bound ran out',
           from,
         );
-        this.k.hold(t);
-        s.cutApiServer();
+        this.k.cutNode(t);
         const p: Partition = { pod: t.key, from, to: Infinity };
         await sleep(fault.deleteAfterMs);
         await retryApi('force-delete pod', () =>
           this.core.deleteNamespacedPod({ name: t.name, namespace: this.namespace, gracePeriodSeconds: 0 }),
         );
         t.done = true;
+        r.deleted = { pod: t.key, at: performance.now(), goneAt: performance.now() };
         r.notes.push(`cut ${t.key} off, force-deleted it ${fault.deleteAfterMs} ms later`);
         await this.replace(0);
         // The others elect a new leader while the cut-off pod still runs; it must fence
@@ -651,10 +681,8 @@ class ScheduleRun {
         const fencedBy = from + F + this.o.slackMs;
         await sleep(Math.max(0, fencedBy + 1500 - performance.now()));
         this.mustBeFenced.push({ pod: t.key, from: fencedBy, to: performance.now() });
-        s.restoreApiServer();
         p.to = performance.now();
-        await this.k.stopContainer(t);
-        this.k.release(t);
+        await this.k.restoreNode(t);
         return;
       }
       case 'delete': {
@@ -690,6 +718,7 @@ class ScheduleRun {
           () => undefined,
         );
         if (fault.target === 'leader') {
+          r.deleted = { pod: t.key, at: deletedAt, goneAt: gone };
           r.designed.push({
             from: deletedAt,
             to: gone ?? Infinity,
@@ -718,7 +747,11 @@ class ScheduleRun {
       case 'finish': {
         const t = await this.leader();
         if (!t) return void r.notes.push('no leader to finish');
-        await this.k.finish(t);
+        if (await this.k.finish(t, fault.phase)) {
+          r.notes.push(`${t.key} ${fault.phase} (its app container ended; the kubelet reported it)`);
+          await this.replace(fault.replacements);
+          return;
+        }
         // Read, then replace the status; a 409 means another writer (the kubelet stand-in
         // reporting the pod stopped, in a storm that also deletes it) came in between: read
         // again (a bounded number of times).
@@ -809,12 +842,8 @@ class ScheduleRun {
   judge(): void {
     const history = this.recorder.history;
     if (history.length === 0) return;
-    const bound = this.o.checkerFencingMs ?? this.o.fencingMs;
-    const verdict = check(history, {
-      partitions: this.partitions,
-      fencingBoundMs: bound,
-      slackMs: this.o.slackMs,
-    });
+    // No partition allowance: the partitions are in the result for the report, not excused.
+    const verdict = check(history);
     for (const v of verdict.violations)
       this.problems.push(`safety: ${v.reason} (overlap ${v.overlapMs.toFixed(0)} ms)`);
     const overlaps = (iv: Interval, w: { from: number; to: number }) => iv.from < w.to && iv.to > w.from;
@@ -837,12 +866,19 @@ class ScheduleRun {
       const v = check(history, {
         window: { from: f.injectedAt, to },
         designed: f.designed,
-        partitions: this.partitions,
-        fencingBoundMs: bound,
-        slackMs: this.o.slackMs,
       });
       f.longestGapMs = v.longestGapMs;
       f.longestUndesignedGapMs = v.longestUndesignedGapMs;
+      const d = f.deleted;
+      if (d) {
+        const next = verdict.intervals
+          .filter((iv) => iv.pod !== d.pod && iv.from >= d.at)
+          .reduce((m, iv) => Math.min(m, iv.from), Infinity);
+        if (next !== Infinity) {
+          f.takeoverMs = next - d.at;
+          if (d.goneAt !== undefined) f.takeoverAfterGoneMs = next - d.goneAt;
+        }
+      }
     }
   }
 }

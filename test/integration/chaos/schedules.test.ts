@@ -2,10 +2,12 @@
  * A short sample of the fault suite (`npm run chaos` runs several hundred random schedules):
  * two hand-picked schedules that between them inject every kind of fault, on a private
  * control plane with the webhook installed from manifests/, candidates created through the
- * API server and run by the chaos kubelet. The checker must find no two leaders, a fenced
+ * API server and run by the chaos kubelet (the stand-in: this sample runs in every `npm test`,
+ * root or not, beside other runs; real-node.test.ts runs a schedule on the real node). The
+ * checker must find no two leaders (with no allowance for partitioned pods), a fenced
  * partitioned pod, and one agreed leader after every fault; and, to show it can see a real
- * overlap, it must flag the partitioned leader's claims once told a fencing bound shorter
- * than the electors'.
+ * overlap, it must flag the force-deleted leader's claims once they are moved past the
+ * fenced takeover.
  *
  *   CHAOS_SEEDS=1,2,3 npm test -- test/integration/chaos/schedules.test.ts   # add random seeds
  */
