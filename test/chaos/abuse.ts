@@ -36,8 +36,8 @@ import { INJECTED_NODE_OPTIONS } from '../../webhook/inject.ts';
 import { createMemoryCgroup, type MemoryCgroup } from '../harness/memcg.ts';
 import { cpuTimeMs } from '../harness/process.ts';
 import { eventually, stretched } from '../harness/wait.ts';
-import { createReview } from '../unit/webhook/helpers.ts';
-import { startWebhookProcess, type WebhookProcess } from '../unit/webhook/webhook-process.ts';
+import { createReview } from '../support/admission-reviews.ts';
+import { startWebhookProcess, type WebhookProcess } from '../support/webhook-process.ts';
 import type { Bundle } from './bundle.ts';
 import { stats } from '../../bench/lib.ts';
 

@@ -24,7 +24,7 @@ import pino from 'pino';
 import { createMetrics } from '../../webhook/metrics.ts';
 import { applyPatch, type Operation } from '../../webhook/patch.ts';
 import { buildServer } from '../../webhook/server.ts';
-import { createReview, TEST_CONFIG } from '../unit/webhook/helpers.ts';
+import { createReview, TEST_CONFIG } from '../support/admission-reviews.ts';
 import { Rng } from './rng.ts';
 
 const FIXTURES = path.resolve(import.meta.dirname, '../fixtures');

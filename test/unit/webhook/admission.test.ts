@@ -13,7 +13,7 @@ import {
   type AdmissionRequest,
 } from '../../../webhook/admission.ts';
 import { applyPatch, createPatch } from '../../../webhook/patch.ts';
-import { createReview, decodePatch, patchedPod, TEST_CONFIG } from './helpers.ts';
+import { createReview, decodePatch, patchedPod, TEST_CONFIG } from '../../support/admission-reviews.ts';
 
 function handle(body: unknown) {
   const parsed = parseReview(body);

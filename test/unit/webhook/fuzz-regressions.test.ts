@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { handleAdmission, parseReview } from '../../../webhook/admission.ts';
-import { createReview, decodePatch, patchedPod, TEST_CONFIG } from './helpers.ts';
+import { createReview, decodePatch, patchedPod, TEST_CONFIG } from '../../support/admission-reviews.ts';
 
 function review(pod: unknown) {
   const parsed = parseReview(JSON.parse(JSON.stringify(createReview(pod))));

@@ -13,7 +13,7 @@ import path from 'node:path';
 import { describe, test } from 'node:test';
 import { handleAdmission, parseReview } from '../../../webhook/admission.ts';
 import type { InjectionConfig } from '../../../webhook/inject.ts';
-import { createReview, decodePatch, patchedPod, TEST_CONFIG } from './helpers.ts';
+import { createReview, decodePatch, patchedPod, TEST_CONFIG } from '../../support/admission-reviews.ts';
 
 const DIR = path.resolve(import.meta.dirname, '../../fixtures/golden');
 const UPDATE = process.env['UPDATE_GOLDEN'] === '1';

@@ -18,7 +18,7 @@ import {
   type InjectionConfig,
 } from '../../../webhook/inject.ts';
 import { MAX_CACHED_RENDERINGS, renderElector } from '../../../webhook/render.ts';
-import { TEST_CONFIG } from './helpers.ts';
+import { TEST_CONFIG } from '../../support/admission-reviews.ts';
 
 function pod(meta: V1Pod['metadata'] = {}, spec: Partial<NonNullable<V1Pod['spec']>> = {}): V1Pod {
   return {

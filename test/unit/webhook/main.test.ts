@@ -8,8 +8,8 @@ import { describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { createServingCertificate } from '../../../common/pki.ts';
 import { stretched } from '../../harness/wait.ts';
-import { createReview } from './helpers.ts';
-import { startWebhookProcess } from './webhook-process.ts';
+import { createReview } from '../../support/admission-reviews.ts';
+import { startWebhookProcess } from '../../support/webhook-process.ts';
 
 const MAIN = path.resolve(import.meta.dirname, '../../../webhook/main.ts');
 

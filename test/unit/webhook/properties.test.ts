@@ -15,7 +15,7 @@ import {
 } from '../../../webhook/admission.ts';
 import type { InjectionConfig } from '../../../webhook/inject.ts';
 import { applyPatch } from '../../../webhook/patch.ts';
-import { createReview, decodePatch, TEST_CONFIG } from './helpers.ts';
+import { createReview, decodePatch, TEST_CONFIG } from '../../support/admission-reviews.ts';
 
 const NUM_RUNS = Number(process.env['FC_NUM_RUNS'] ?? 400);
 

@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { handleAdmission, parseReview } from '../../../webhook/admission.ts';
 import { decide, electionName, ELECTOR_UID, inject } from '../../../webhook/inject.ts';
-import { createReview, decodePatch, patchedPod, TEST_CONFIG } from './helpers.ts';
+import { createReview, decodePatch, patchedPod, TEST_CONFIG } from '../../support/admission-reviews.ts';
 
 const owner = (kind: string, name: string): V1OwnerReference => ({
   apiVersion: kind === 'Job' ? 'batch/v1' : 'apps/v1',

@@ -13,7 +13,7 @@ import { after, before, describe, test } from 'node:test';
 import { createServingCertificate } from '../../../common/pki.ts';
 import { run } from '../../../webhook/main.ts';
 import { until } from '../../support/clock.ts';
-import { createReview } from './helpers.ts';
+import { createReview } from '../../support/admission-reviews.ts';
 
 /** A stream that keeps what was written, as text and as JSON log lines. */
 function capture() {

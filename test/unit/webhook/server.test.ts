@@ -16,7 +16,7 @@ import { createServingCertificate } from '../../../common/pki.ts';
 import { createMetrics } from '../../../webhook/metrics.ts';
 import { buildServer, type Readiness } from '../../../webhook/server.ts';
 import { CertificateReloader, secureContextOptions } from '../../../webhook/tls.ts';
-import { createReview, decodePatch, TEST_CONFIG } from './helpers.ts';
+import { createReview, decodePatch, TEST_CONFIG } from '../../support/admission-reviews.ts';
 
 const silent = pino({ level: 'silent' });
 const LIMIT = 2 * 1024 * 1024;

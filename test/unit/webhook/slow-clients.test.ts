@@ -13,7 +13,7 @@ import type { FastifyInstance } from 'fastify';
 import { createServingCertificate } from '../../../common/pki.ts';
 import { createMetrics } from '../../../webhook/metrics.ts';
 import { buildServer } from '../../../webhook/server.ts';
-import { TEST_CONFIG } from './helpers.ts';
+import { TEST_CONFIG } from '../../support/admission-reviews.ts';
 
 let server: FastifyInstance;
 let port: number;

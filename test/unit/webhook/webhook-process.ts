@@ -1,2 +1,0 @@
-/** Moved to test/support/webhook-process.ts (shared by unit, integration, chaos and bench). */
-export * from '../../support/webhook-process.ts';
