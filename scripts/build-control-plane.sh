@@ -15,12 +15,8 @@ set -euo pipefail
 KUBE_VERSION="${KUBE_VERSION:-v1.36.3}"
 ETCD_VERSION="${ETCD_VERSION:-v3.6.16}"
 KUSTOMIZE_VERSION="${KUSTOMIZE_VERSION:-v5.8.1}"
-CACHE_BASE="${XDG_CACHE_HOME:-$HOME/.cache}"
-# The folder was ~/.cache/k8s-leader-elector before the package was named lifelease: a warm
-# one is still used until it is moved (mv ~/.cache/k8s-leader-elector ~/.cache/lifelease).
-DEFAULT_CACHE="$CACHE_BASE/lifelease"
-if [ ! -d "$DEFAULT_CACHE" ] && [ -d "$CACHE_BASE/k8s-leader-elector" ]; then DEFAULT_CACHE="$CACHE_BASE/k8s-leader-elector"; fi
-CACHE_ROOT="${CONTROL_PLANE_CACHE:-$DEFAULT_CACHE}"
+# shellcheck source=lib/cache.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/cache.sh"
 KEY="k8s-${KUBE_VERSION}-etcd-${ETCD_VERSION}"
 BIN="$CACHE_ROOT/$KEY/bin"
 KUSTOMIZE_BIN="$CACHE_ROOT/kustomize-${KUSTOMIZE_VERSION}/bin"

@@ -26,12 +26,8 @@ KUBE_VERSION="${KUBE_VERSION:-v1.36.3}"
 CONTAINERD_VERSION="${CONTAINERD_VERSION:-v2.4.2}"
 RUNC_VERSION="${RUNC_VERSION:-v1.5.3}"
 CNI_PLUGINS_VERSION="${CNI_PLUGINS_VERSION:-v1.10.0}"
-CACHE_BASE="${XDG_CACHE_HOME:-$HOME/.cache}"
-# The folder was ~/.cache/k8s-leader-elector before the package was named lifelease: a warm
-# one is still used until it is moved (mv ~/.cache/k8s-leader-elector ~/.cache/lifelease).
-DEFAULT_CACHE="$CACHE_BASE/lifelease"
-if [ ! -d "$DEFAULT_CACHE" ] && [ -d "$CACHE_BASE/k8s-leader-elector" ]; then DEFAULT_CACHE="$CACHE_BASE/k8s-leader-elector"; fi
-CACHE_ROOT="${CONTROL_PLANE_CACHE:-$DEFAULT_CACHE}"
+# shellcheck source=lib/cache.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/cache.sh"
 log() { printf '[node-build] %s\n' "$*" >&2; }
 # shellcheck source=lib/progress.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib/progress.sh"

@@ -18,12 +18,8 @@ set -euo pipefail
 
 HELM_VERSION="${HELM_VERSION:-v4.3.2}"
 PROMETHEUS_VERSION="${PROMETHEUS_VERSION:-v3.16.0}"
-CACHE_BASE="${XDG_CACHE_HOME:-$HOME/.cache}"
-# The folder was ~/.cache/k8s-leader-elector before the package was named lifelease: a warm
-# one is still used until it is moved (mv ~/.cache/k8s-leader-elector ~/.cache/lifelease).
-DEFAULT_CACHE="$CACHE_BASE/lifelease"
-if [ ! -d "$DEFAULT_CACHE" ] && [ -d "$CACHE_BASE/k8s-leader-elector" ]; then DEFAULT_CACHE="$CACHE_BASE/k8s-leader-elector"; fi
-CACHE_ROOT="${CONTROL_PLANE_CACHE:-$DEFAULT_CACHE}"
+# shellcheck source=lib/cache.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/cache.sh"
 HELM_BIN="$CACHE_ROOT/helm-${HELM_VERSION}/bin"
 PROMTOOL_BIN="$CACHE_ROOT/promtool-${PROMETHEUS_VERSION}/bin"
 PROMETHEUS_OPERATOR_VERSION="${PROMETHEUS_OPERATOR_VERSION:-v0.85.0}"
