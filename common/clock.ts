@@ -11,6 +11,9 @@ export interface Clock {
   setTimer(ms: number, fn: () => void): { cancel(): void };
 }
 
+/** The longest delay setTimeout keeps (2^31-1 ms); Node fires a longer one after 1 ms. */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
+
 /** The real clock: `Date.now()` and `setTimeout`. */
 export const systemClock: Clock = {
   now: () => Date.now(),

@@ -13,23 +13,16 @@
 import { hostname } from 'node:os';
 import { createLogger, type LogStream, type Logger } from '../common/logger.ts';
 import { parseConfig, type ElectorConfig } from './config.ts';
-import { Election, timingFor, type Clock } from './election.ts';
+import { Election, timingFor } from './election.ts';
 import { loadKubeAccess, type KubeAccess } from './credentials.ts';
 import { createKubeStore } from './kube.ts';
 import { LeaderBoard } from './leader.ts';
 import { countingStore, createMetrics, logNote, recordNote } from './observe.ts';
 import { buildElectionApi, buildMetricsApi, buildProbeApi, listenAll, type Listening } from './server.ts';
+import { systemClock } from '../common/clock.ts';
 
 /** How long shutdown may take before the command gives up on it and exits 1. */
 export const SHUTDOWN_DELAY_MS = 2000;
-
-const systemClock: Clock = {
-  now: () => Date.now(),
-  setTimer(ms, fn) {
-    const timer = setTimeout(fn, ms);
-    return { cancel: () => clearTimeout(timer) };
-  },
-};
 
 /** The command's inputs: the same shape for both commands (issue 15). */
 export interface RunOptions {

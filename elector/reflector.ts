@@ -8,6 +8,7 @@
  */
 import { BOOKMARK_PERIOD_MS, backoffMs, type Timing } from './decisions.ts';
 import { ApiError, asApiError, type Clock } from './store.ts';
+import { MAX_TIMER_MS } from '../common/clock.ts';
 
 /** Resolves all current waiters at once; a new wait starts a new round. */
 export class Wakeup {
@@ -24,9 +25,6 @@ export class Wakeup {
     resolve?.();
   }
 }
-
-/** The longest delay setTimeout keeps (2^31-1 ms); Node fires a longer one after 1 ms. */
-export const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /** Waits until `until` (ms, clock time), a wake-up of `changed`, or abort. */
 export async function waitFor(

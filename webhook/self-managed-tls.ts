@@ -18,7 +18,7 @@
 import type { KubeConfig, V1MutatingWebhookConfiguration, V1Secret } from '@kubernetes/client-node';
 import { isConflict, isNotFound } from '../common/api-error.ts';
 import { retry } from '../common/backoff.ts';
-import { systemClock, type Clock } from '../common/clock.ts';
+import { MAX_TIMER_MS, systemClock, type Clock } from '../common/clock.ts';
 import { bundleContains, caBundle, plan, type Plan, type RotationPolicy } from './certs.ts';
 import { kubeTlsStore } from './kube.ts';
 import { carryOut, parseSecret, secretFor } from './tls-secret.ts';
@@ -146,7 +146,9 @@ export class SelfManagedTls {
   private schedule(ms: number): void {
     if (this.stopping.signal.aborted) return;
     this.timer?.cancel();
-    this.timer = this.clock.setTimer(ms, () => {
+    // Node fires a timer longer than 2^31-1 ms (24.8 days) after 1 ms: look earlier instead
+    // (a check that finds nothing due schedules the next one).
+    this.timer = this.clock.setTimer(Math.min(ms, MAX_TIMER_MS), () => {
       this.timer = undefined;
       this.syncUntilSettled().then(
         (r) => this.schedule(this.nextCheckIn(r)),

@@ -1,9 +1,9 @@
 /**
  * A clock that moves only when a test tells it to, for controllers that take a
- * `common/clock.ts` `Clock`. `pendingTimers` lets a test check that a stopped controller
- * left no timer behind.
+ * `common/clock.ts` `Clock` (the elector's unit tests use it too). `pendingTimers` lets a
+ * test check that a stopped controller left no timer behind.
  */
-import type { Clock } from '../../common/clock.ts';
+import { MAX_TIMER_MS, type Clock } from '../../common/clock.ts';
 
 /** Lets every pending promise callback and immediate run. */
 export async function flush(): Promise<void> {
@@ -31,6 +31,9 @@ export class FakeClock implements Clock {
   }
 
   setTimer(ms: number, fn: () => void): { cancel(): void } {
+    // Strict like Node: setTimeout fires a delay above 2^31-1 ms after 1 ms instead (with a
+    // TimeoutOverflowWarning), so such a timer is a busy loop in production, not a long wait.
+    if (!(ms <= MAX_TIMER_MS)) throw new Error(`setTimer(${ms}): Node would fire this after 1 ms`);
     const timer: FakeTimer = { at: this.#now + Math.max(0, ms), seq: this.#seq++, fn, cancelled: false };
     this.#timers.push(timer);
     return {

@@ -7,7 +7,6 @@ import {
   ApiError,
   Election,
   timingFor,
-  type Clock,
   type ElectionStore,
   type Identity,
   type LeaseDraft,
@@ -27,61 +26,14 @@ import {
   LEASE_LABEL_MANAGED_BY,
   PROJECT,
 } from '../../../common/constants.ts';
-import { MAX_TIMER_MS } from '../../../elector/reflector.ts';
+import { FakeClock as SupportFakeClock, flush } from '../../support/clock.ts';
 
-/** Lets every pending promise callback and immediate run. */
-export async function flush(): Promise<void> {
-  for (let i = 0; i < 10; i++) await new Promise<void>((resolve) => setImmediate(resolve));
-}
+export { flush };
 
-interface FakeTimer {
-  at: number;
-  seq: number;
-  fn: () => void;
-  cancelled: boolean;
-}
-
-export class FakeClock implements Clock {
-  #now = 1_000_000;
-  #seq = 0;
-  #timers: FakeTimer[] = [];
-
-  now(): number {
-    return this.#now;
-  }
-
-  setTimer(ms: number, fn: () => void): { cancel(): void } {
-    // Strict like Node: setTimeout fires a delay above 2^31-1 ms after 1 ms instead (with a
-    // TimeoutOverflowWarning), so such a timer is a busy loop in production, not a long wait.
-    if (!(ms <= MAX_TIMER_MS)) throw new Error(`setTimer(${ms}): Node would fire this after 1 ms`);
-    const timer: FakeTimer = { at: this.#now + Math.max(0, ms), seq: this.#seq++, fn, cancelled: false };
-    this.#timers.push(timer);
-    return {
-      cancel: () => {
-        timer.cancelled = true;
-      },
-    };
-  }
-
-  /** Live timers (not fired, not cancelled). */
-  get pendingTimers(): number {
-    return this.#timers.filter((t) => !t.cancelled).length;
-  }
-
-  /** Moves time forward by `ms`, firing due timers in order and letting their effects run. */
-  async advance(ms: number): Promise<void> {
-    const target = this.#now + ms;
-    for (;;) {
-      await flush();
-      this.#timers = this.#timers.filter((t) => !t.cancelled);
-      const due = this.#timers.filter((t) => t.at <= target).sort((a, b) => a.at - b.at || a.seq - b.seq)[0];
-      if (!due) break;
-      this.#timers.splice(this.#timers.indexOf(due), 1);
-      this.#now = Math.max(this.#now, due.at);
-      due.fn();
-    }
-    this.#now = target;
-    await flush();
+/** The elector's tests start the fake clock at 1,000,000 ms (their timestamps assume it). */
+export class FakeClock extends SupportFakeClock {
+  constructor() {
+    super(1_000_000);
   }
 }
 
