@@ -8,6 +8,8 @@
 // Data the core works on (the adapter translates API objects into these).
 
 /** Who this elector is and which election it takes part in. */
+import { ApiError } from '../common/api-error.ts';
+
 export interface Identity {
   election: string;
   namespace: string;
@@ -75,17 +77,7 @@ export type PodWatchEvent =
 export type Operation = 'list' | 'watch' | 'create' | 'get-pod' | 'watch-pod' | 'delete';
 
 /** An error from the API, by HTTP status; `code` 0 means no response (network, timeout). */
-export class ApiError extends Error {
-  readonly code: number;
-  /** Kubernetes Status reason (`AlreadyExists`, `Conflict`, `Expired`, ...) or ''. */
-  readonly reason: string;
-  constructor(message: string, code: number, reason = '') {
-    super(message);
-    this.name = 'ApiError';
-    this.code = code;
-    this.reason = reason;
-  }
-}
+export { ApiError };
 
 /** Any thrown value as an ApiError (code 0 when it did not come from the API). */
 export function asApiError(err: unknown): ApiError {
