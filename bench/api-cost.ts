@@ -47,10 +47,17 @@ import {
   writeReport,
   type Samples,
 } from './lib.ts';
+import { numberArgs } from './args.ts';
 
-const period = Number(process.argv[2] ?? 120);
-const elections = Number(process.argv[3] ?? 10);
-const perElection = Number(process.argv[4] ?? 3);
+const {
+  seconds: period,
+  elections,
+  candidates: perElection,
+} = numberArgs('api-cost', [
+  { name: 'seconds', default: 120 },
+  { name: 'elections', default: 10 },
+  { name: 'candidates', default: 3 },
+]);
 const NOISE_PODS = 100;
 const NOISE_LEASES = 10;
 const CHURN_MS = 200;

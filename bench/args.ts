@@ -19,7 +19,7 @@ export function numberArgs<const S extends readonly NumberArg[]>(
   spec: S,
   argv: readonly string[] = process.argv.slice(2),
 ): Record<S[number]['name'], number> {
-  const usage = `usage: node bench/${script}.ts ${spec.map((s) => `[--${s.name}=N | N]`).join(' ')} (defaults: ${spec.map((s) => `${s.name} ${s.default}`).join(', ')})`;
+  const usage = `usage: node bench/${script.replace(/^(\S+)/, '$1.ts')} ${spec.map((s) => `[--${s.name}=N | N]`).join(' ')} (defaults: ${spec.map((s) => `${s.name} ${s.default}`).join(', ')})`;
   let parsed;
   try {
     parsed = parseArgs({

@@ -33,17 +33,17 @@ import {
   type ElectorProcess,
 } from '../test/harness/elector-process.ts';
 import { fmt, parsePrometheus, printTable, pssMiB, requireBuild, rssMiB, stats, writeReport } from './lib.ts';
+import { numberArgs } from './args.ts';
 
-function count(i: number, fallback: number): number {
-  const raw = process.argv[i];
-  if (raw === undefined) return fallback;
-  const n = Number(raw);
-  if (!Number.isInteger(n) || n < 0) throw new Error(`argument ${i - 1}: ${raw} is not a count`);
-  return n;
-}
-const starts = Math.max(1, count(2, 10));
-const sseCycles = count(3, 10_000);
-const podCount = count(4, 1000);
+const {
+  starts,
+  sse: sseCycles,
+  pods: podCount,
+} = numberArgs('footprint', [
+  { name: 'starts', default: 10 },
+  { name: 'sse', default: 10_000, min: 0 },
+  { name: 'pods', default: 1000, min: 0 },
+]);
 const IDLE_MS = 20_000;
 const ELECTION = 'app';
 const INJECTED_ENV = { NODE_OPTIONS: INJECTED_NODE_OPTIONS };

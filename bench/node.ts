@@ -38,6 +38,7 @@ import {
 import { sharedNode, type TestNode } from '../test/harness/shared.ts';
 import { eventually } from '../test/harness/wait.ts';
 import { fmt, loadAverage, printTable, rssMiB, stats, writeReport } from './lib.ts';
+import { numberArgs } from './args.ts';
 
 const mode = process.argv[2];
 if (mode !== 'failover' && mode !== 'footprint' && mode !== 'all') {
@@ -89,8 +90,14 @@ try {
 }
 
 async function failover(ns: string): Promise<void> {
-  const rounds = Number((mode === 'failover' && process.argv[3]) || 10);
-  const n = Number((mode === 'failover' && process.argv[4]) || 3);
+  const { rounds, n } = numberArgs(
+    'node failover',
+    [
+      { name: 'rounds', default: 10 },
+      { name: 'n', default: 3, min: 2 },
+    ],
+    mode === 'failover' ? process.argv.slice(3) : [],
+  );
   const name = 'bench';
   const deployment = electingDeployment(node, { name, replicas: n, command: ['node', '-e', SSE_APP] });
   await runElectingDeployment(node, ns, deployment);
@@ -188,7 +195,11 @@ function electorProcess(pod: V1Pod): { pid: number; cgroupMiB: number } {
 }
 
 async function footprint(ns: string): Promise<void> {
-  const count = Number((mode === 'footprint' && process.argv[3]) || 3);
+  const { pods: count } = numberArgs(
+    'node footprint',
+    [{ name: 'pods', default: 3 }],
+    mode === 'footprint' ? process.argv.slice(3) : [],
+  );
   const apps = node.kubeConfig.makeApiClient(AppsV1Api);
   const startToApp: number[] = [];
   // One pod at a time: pod create -> the app container runs (the elector's startup probe passed).

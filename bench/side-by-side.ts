@@ -33,14 +33,18 @@ import { reportPodStopped } from '../test/harness/pod-status.ts';
 import { fmt, loadAverage, printTable, pssMiB, requireBuild, rssMiB, stats, writeReport } from './lib.ts';
 import { grantNais, naisBinary, serviceAccount, startNais, type NaisProcess } from './nais.ts';
 import path from 'node:path';
+import { numberArgs } from './args.ts';
 
-const rounds = Number(process.argv[2] ?? 10);
-const starts = Number(process.argv[3] ?? 5);
 /** Which parts to run: footprint, failover, interop (comma-separated); default all. */
 const parts = (process.argv[4] ?? 'footprint,failover,interop').split(',');
-if (!Number.isInteger(rounds) || rounds < 1 || !Number.isInteger(starts) || starts < 2) {
-  throw new Error('usage: node bench/side-by-side.ts [rounds >= 1] [starts >= 2]');
-}
+const { rounds, starts } = numberArgs(
+  'side-by-side',
+  [
+    { name: 'rounds', default: 10 },
+    { name: 'starts', default: 5, min: 2 },
+  ],
+  process.argv.slice(2, 4),
+);
 const ELECTION = 'app';
 
 requireBuild();
