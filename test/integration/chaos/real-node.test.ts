@@ -10,6 +10,8 @@
  * claimants anywhere in the history. The longest no-leader gap per fault is reported.
  *
  *   LIFELEASE_NODE_WAIT=3600 npm test -- test/integration/chaos/real-node.test.ts
+ *
+ * lifelease-test: starts its own real node (scripts/test.ts runs it after the shared node's files)
  */
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
