@@ -722,10 +722,10 @@ async function startRelay(apiPort: number): Promise<Server> {
   // destroy them first. Half-closed relays to pods already gone sat in FIN-WAIT-1 for minutes
   // and kept a finished test file's process alive.
   const close = server.close.bind(server);
-  server.close = ((callback?: (err?: Error) => void) => {
+  server.close = (callback?: (err?: Error) => void) => {
     for (const s of sockets) s.destroy();
     return close(callback);
-  });
+  };
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(apiPort, BRIDGE_IP, () => resolve());
