@@ -28,6 +28,7 @@ import { startCluster, type Cluster } from '../test/harness/cluster.ts';
 import { ensureImages } from '../test/harness/image.ts';
 import { resolveNodeBinaries } from '../test/harness/node-binaries.ts';
 import { assertCanRunNode, nodeClusterOptions, startNode, type RealNode } from '../test/harness/node.ts';
+import { pollingApp } from '../test/harness/on-node.ts';
 import { ensureHostPackages } from './lib/host-packages.ts';
 
 const REPO_ROOT = path.resolve(import.meta.dirname, '..');
@@ -54,21 +55,7 @@ function heading(text: string): void {
 const say = (text = '') => console.log(`      ${text}`);
 
 /** What each app container prints, once per poll of $ELECTOR_GET_URL (one JSON line). */
-const APP_SCRIPT = `
-const url = process.env.ELECTOR_GET_URL;
-console.log(JSON.stringify({ t: Date.now(), started: true, url }));
-const poll = async () => {
-  try {
-    const res = await fetch(url, { signal: AbortSignal.timeout(1000) });
-    const body = await res.json();
-    console.log(JSON.stringify({ t: Date.now(), name: body.name, me: process.env.HOSTNAME }));
-  } catch (err) {
-    console.log(JSON.stringify({ t: Date.now(), error: String(err) }));
-  }
-};
-setInterval(poll, 200);
-process.on('SIGTERM', () => process.exit(0));
-`;
+const APP_SCRIPT = pollingApp({ everyMs: 200, timeoutMs: 1000 });
 
 interface AppLine {
   t: number;

@@ -54,22 +54,30 @@ export async function uninstallProduct(node: TestNode, dir = 'manifests'): Promi
   await node.kubectl(['delete', '-k', dir, '--ignore-not-found', '--wait=true', '--timeout=300s']);
 }
 
-/** What the app container runs (node): one JSON line per answer of `$ELECTOR_GET_URL`. */
-export const POLLING_APP = `
+/**
+ * What an app container runs (`node -e`): one JSON line per answer of `$ELECTOR_GET_URL`,
+ * asked every `everyMs` with a `timeoutMs` bound (the tests' apps and the demo's).
+ */
+export function pollingApp({ everyMs = 250, timeoutMs = 2000 } = {}): string {
+  return `
 const url = process.env.ELECTOR_GET_URL;
 console.log(JSON.stringify({ t: Date.now(), started: true, url }));
 const poll = async () => {
   try {
-    const res = await fetch(url, { signal: AbortSignal.timeout(2000) });
+    const res = await fetch(url, { signal: AbortSignal.timeout(${timeoutMs}) });
     const body = await res.json();
     console.log(JSON.stringify({ t: Date.now(), status: res.status, name: body.name, me: process.env.HOSTNAME }));
   } catch (err) {
     console.log(JSON.stringify({ t: Date.now(), error: String(err) }));
   }
 };
-setInterval(poll, 250);
+setInterval(poll, ${everyMs});
 process.on('SIGTERM', () => process.exit(0));
 `;
+}
+
+/** The tests' app: {@link pollingApp} with its defaults. */
+export const POLLING_APP = pollingApp();
 
 export interface AppLine {
   t: number;
