@@ -33,7 +33,10 @@ export type Fault =
   | { kind: 'delete'; target: Target; mode: DeleteMode; replacements: number; reuseName: boolean }
   /** The leader's containers stop and its pod is marked Succeeded or Failed (pods/status). */
   | { kind: 'finish'; phase: 'Succeeded' | 'Failed'; replacements: number }
-  /** The Lease deleted by an admin: every candidate, the old leader included, campaigns at once. */
+  /**
+   * The Lease deleted by an admin while its holder runs: the old leader takes it back unfenced;
+   * any other candidate's takeover is fenced (the holder may not have seen the deletion yet).
+   */
   | { kind: 'lease-delete' }
   /** The Lease replaced by a client-go style Lease of the same name for `holdMs`: no leader by design. */
   | { kind: 'foreign-lease'; holdMs: number }

@@ -306,31 +306,67 @@ describe('self-fencing', () => {
 });
 
 describe('re-election', () => {
-  test('Lease deleted: campaigns again after the jitter', async () => {
+  test("Lease deleted while its holder's Pod runs: a fenced takeover (its elector may not have seen the deletion)", async () => {
+    // Found by the fault suite (fault lease-delete, seed 900002): the holder's Lease watch was
+    // reconnecting, and it claimed for 55 ms after another candidate took over at once.
     const e = start({ random: () => 0.5 });
     e.store.expect('list', () => ({ lease: theirs, resourceVersion: '30' }));
     e.store.expect('getPod', () => pod(OTHER.name, OTHER.uid));
     await e.clock.advance(0);
     e.store.watch0.open().event({ type: 'DELETED', lease: { ...theirs, resourceVersion: '31' } });
+    const goneAt = e.clock.now();
     await e.clock.advance(0);
     assert.equal(e.verdict.state, 'follower');
     assert.equal(e.verdict.name, '');
     e.store.expect('getPod', () => SELF);
-    // The leader's Pod was last seen running and its deletion not seen: read it. It runs (the
-    // Lease was deleted by hand): its elector saw the deletion, no fence.
+    // The holder's Pod: it runs, so its elector may still claim until its fencing bound.
     e.store.expect('getPod', () => pod(OTHER.name, OTHER.uid));
+    let created: LeaseRecord | undefined;
     e.store.expect('create', (d) => {
-      assert.deepEqual(
-        Object.keys(d.annotations).filter((k) => k.endsWith('/takeover-at')),
-        [],
-      );
-      return mine;
+      const at = d.annotations[LEASE_ANNOTATION_TAKEOVER_AT];
+      assert.ok(at, 'a fenced takeover');
+      assert.ok(Date.parse(at) >= goneAt + TIMING.fencingTimeoutMs + TAKEOVER_MARGIN_MS);
+      created = { ...mine, annotations: { ...mine.annotations, ...d.annotations } };
+      return created;
     });
-    await e.clock.advance(TIMING.campaignJitterMs / 2 - 1);
-    assert.equal(e.store.callsOf('create').length, 0, 'waits for the jitter');
+    await e.clock.advance(TIMING.campaignJitterMs / 2);
+    // The head start for the holder itself, which takes its Lease back unfenced.
+    await e.clock.advance(FENCED_CAMPAIGN_DELAY_MS - 1);
+    assert.equal(e.store.callsOf('create').length, 0, 'the old holder gets a head start');
     await e.clock.advance(1);
-    assert.equal(e.store.callsOf('create').length, 1);
-    e.store.watch0.event({ type: 'ADDED', lease: mine });
+    assert.ok(created);
+    e.store.watch0.event({ type: 'ADDED', lease: created });
+    await e.clock.advance(0);
+    assert.equal(e.verdict.reason, 'takeover-wait');
+    const until = takeoverAt(created)!;
+    while (e.clock.now() < until - 10_000) {
+      await e.clock.advance(10_000);
+      e.store.watch0.event({ type: 'BOOKMARK', resourceVersion: '43' });
+    }
+    await e.clock.advance(until - e.clock.now() - 1);
+    assert.ok(!e.verdicts.some((v) => v.state === 'leader'), 'never leader before the takeover moment');
+    await e.clock.advance(2);
+    assert.equal(e.verdict.state, 'leader');
+  });
+
+  test('Lease deleted while its holder runs: the holder takes it back at once, unfenced, and the others follow', async () => {
+    const e = start({ random: () => 0.5 });
+    e.store.expect('list', () => ({ lease: mine, resourceVersion: '30' }));
+    await e.clock.advance(0);
+    assert.equal(e.verdict.state, 'leader');
+    e.store.watch0.open().event({ type: 'DELETED', lease: { ...mine, resourceVersion: '31' } });
+    await e.clock.advance(0);
+    assert.equal(e.verdict.state, 'follower', 'no claim without a Lease');
+    e.store.expect('getPod', () => SELF);
+    const again = { ...mine, uid: 'lease-mine-2', resourceVersion: '32' };
+    e.store.expect('create', (d) => {
+      assert.equal(d.annotations[LEASE_ANNOTATION_TAKEOVER_AT], undefined, 'no fence: its own Lease went');
+      return again;
+    });
+    await e.clock.advance(TIMING.campaignJitterMs / 2);
+    assert.equal(e.store.callsOf('create').length, 1, 'after the jitter only, within the head start');
+    assert.ok(TIMING.campaignJitterMs / 2 < FENCED_CAMPAIGN_DELAY_MS);
+    e.store.watch0.event({ type: 'ADDED', lease: again });
     await e.clock.advance(0);
     assert.equal(e.verdict.state, 'leader');
   });
