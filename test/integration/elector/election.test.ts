@@ -25,6 +25,7 @@ import { electorRules } from '../../../common/rbac.ts';
 import { deletePod, forceDeletePod, setPodPhase } from '../../harness/elector-process.ts';
 import { reportPodStopped } from '../../harness/pod-status.ts';
 import { sharedCluster, type TestCluster } from '../../harness/shared.ts';
+import { stretched } from '../../harness/wait.ts';
 import {
   ELECTION,
   TestElection,
@@ -272,7 +273,9 @@ describe('failover', () => {
     const lease = await e.lease();
     assert.equal(ownerUid(lease), b.uid);
     assert.equal(lease?.metadata?.annotations?.[LEASE_ANNOTATION_TAKEOVER_AT], undefined, 'no fence');
-    assert.ok(performance.now() - t0 < 10_000);
+    // At once: not after the 30 s owner-check interval nor the 60 s fencing bound (the bound
+    // stretched by the machine's load, as every wait of the tests is).
+    assert.ok(performance.now() - t0 < stretched(10_000), 'reclaimed at once');
     // Seen finished (the kubelet's report) or gone: either way reclaimed by b.
     assert.ok(
       ['owner-finished', 'owner-missing'].includes(
