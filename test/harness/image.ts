@@ -1127,13 +1127,22 @@ export async function unpackLayers(
 // ---------------------------------------------------------------------------------------
 // The client snippets image
 
-/** Debian packages the README's client snippets need besides Node (sh: curl and jq; Python). */
-export const SNIPPET_PACKAGES = ['curl', 'jq', 'python3', 'ca-certificates'] as const;
+/**
+ * Debian packages the README's client snippets need besides Node (sh: curl and jq; Python;
+ * Java: the JDK, whose launcher runs a single source file, `java Leader.java`, since Java 11).
+ */
+export const SNIPPET_PACKAGES = [
+  'curl',
+  'jq',
+  'python3',
+  'openjdk-17-jdk-headless',
+  'ca-certificates',
+] as const;
 export const SNIPPETS_REPO = 'localhost/lifelease-snippets';
 
 /**
  * An image for the README's client snippets in real containers: the bookworm stand-in's
- * rootfs with Debian's curl, jq and python3 installed by apt-get in a chroot (from the
+ * rootfs with Debian's curl, jq, python3 and the JDK installed by apt-get in a chroot (from the
  * mirror apt uses on this host), plus the Node 24 binary. Cached by content like the others;
  * made on first use only (the demo and the other tests do not need it).
  */
