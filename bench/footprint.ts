@@ -16,6 +16,12 @@
  * `dist/`, copied aside) beside this one in the same run, on the same cluster, one start
  * after the other: a before/after comparison that the machine's load moves together.
  *
+ * Runtime settings side by side: every build runs with each NODE_OPTIONS setting, and so does
+ * the bare server (its floor for that setting): by default Node's defaults (no NODE_OPTIONS)
+ * and the injected ones; `FOOTPRINT_NODE_OPTIONS='label=options;label=options'` adds more (for
+ * example the options of a previous commit). Settings outside NODE_OPTIONS (V8 flags it
+ * refuses, such as `--lite-mode`) are not covered here.
+ *
  *   node bench/footprint.ts [starts = 10] [SSE cycles = 10000] [pods = 1000]
  */
 import { CoreV1Api } from '@kubernetes/client-node';
@@ -32,7 +38,17 @@ import {
   startElector,
   type ElectorProcess,
 } from '../test/harness/elector-process.ts';
-import { fmt, parsePrometheus, printTable, pssMiB, requireBuild, rssMiB, stats, writeReport } from './lib.ts';
+import {
+  cpuSeconds,
+  fmt,
+  parsePrometheus,
+  printTable,
+  pssMiB,
+  requireBuild,
+  rssMiB,
+  stats,
+  writeReport,
+} from './lib.ts';
 import { numberArgs } from './args.ts';
 
 const {
@@ -46,18 +62,38 @@ const {
 ]);
 const IDLE_MS = 20_000;
 const ELECTION = 'app';
-const INJECTED_ENV = { NODE_OPTIONS: INJECTED_NODE_OPTIONS };
 
 requireBuild();
+
+interface Setting {
+  label: string;
+  nodeOptions: string;
+}
+const settings: Setting[] = [
+  { label: 'node defaults', nodeOptions: '' },
+  ...(process.env['FOOTPRINT_NODE_OPTIONS'] ?? '')
+    .split(';')
+    .filter((s) => s.includes('='))
+    .map((s) => ({
+      label: s.slice(0, s.indexOf('=')).trim(),
+      nodeOptions: s.slice(s.indexOf('=') + 1).trim(),
+    })),
+  { label: 'injected', nodeOptions: INJECTED_NODE_OPTIONS },
+];
+const envOf = (s: Setting) => (s.nodeOptions ? { NODE_OPTIONS: s.nodeOptions } : {});
 
 interface Variant {
   label: string;
   entry: string;
+  setting: Setting;
 }
-const variants: Variant[] = [
+const builds = [
   ...(process.env['FOOTPRINT_BEFORE'] ? [{ label: 'before', entry: process.env['FOOTPRINT_BEFORE'] }] : []),
   { label: process.env['FOOTPRINT_BEFORE'] ? 'after' : 'elector', entry: 'dist/elector.js' },
 ];
+const variants: Variant[] = builds.flatMap((b) =>
+  settings.map((setting) => ({ label: `${b.label}, ${setting.label}`, entry: b.entry, setting })),
+);
 
 interface Mem {
   rssMiB: number;
@@ -105,11 +141,13 @@ const BARE_SERVER = `
   s.listen(0, '127.0.0.1', () => console.log(s.address().port));
 `;
 
-/** A bare Node HTTP server with the injected options: spawn, its port line, polled like /readyz. */
-async function bareServer(): Promise<{ child: ChildProcess; readyMs: number }> {
+/** A bare Node HTTP server with a setting's options: spawn, its port line, polled like /readyz. */
+async function bareServer(setting: Setting): Promise<{ child: ChildProcess; readyMs: number }> {
   const spawnedAt = performance.now();
+  const env = { ...process.env, ...envOf(setting) };
+  if (!setting.nodeOptions) delete env['NODE_OPTIONS'];
   const child = spawn(process.execPath, ['-e', BARE_SERVER], {
-    env: { ...process.env, ...INJECTED_ENV },
+    env,
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   const port = await new Promise<number>((resolve, reject) => {
@@ -163,7 +201,7 @@ await new Promise<void>((resolve) => {
 
 const cluster = await startCluster();
 const electors: ElectorProcess[] = [];
-const bares: ChildProcess[] = [];
+const bares = new Map<Setting, ChildProcess>();
 try {
   const ns = await cluster.createNamespace('footprint');
   let serial = 0;
@@ -190,25 +228,27 @@ try {
       pod,
       kubeconfigPath: per.get(v.label)!.kubeconfigPath,
       entry: v.entry,
-      env: INJECTED_ENV,
+      env: envOf(v.setting),
     });
     electors.push(e);
     return e;
   };
 
-  // Start-to-ready: one election per variant; followers started in turns, a bare server
-  // between them, so that the machine's load weighs on all of them alike.
+  // Start-to-ready: one election per variant; followers started in turns, each setting's
+  // bare server before its followers, so that the machine's load weighs on all of them alike.
   for (const [i, v] of variants.entries()) {
     const p = per.get(v.label)!;
     p.leader = await start(v, i);
     p.leaderReadyMs = await readyAfter(p.leader);
   }
-  const bareReady: number[] = [];
+  const bareReady = new Map<Setting, number[]>(settings.map((s) => [s, []]));
   for (let round = 0; round < starts; round++) {
-    const bare = await bareServer();
-    bareReady.push(bare.readyMs);
-    if (round < starts - 1) bare.child.kill('SIGTERM');
-    else bares.push(bare.child);
+    for (const setting of settings) {
+      const bare = await bareServer(setting);
+      bareReady.get(setting)!.push(bare.readyMs);
+      if (round < starts - 1) bare.child.kill('SIGTERM');
+      else bares.set(setting, bare.child);
+    }
     for (const [i, v] of variants.entries()) {
       const p = per.get(v.label)!;
       const e = await start(v, i);
@@ -219,13 +259,12 @@ try {
       } else p.follower = e;
     }
   }
-  const bareIdle = bares[0]!;
 
   // Idle.
   await sleep(IDLE_MS);
-  const idle: Record<string, Mem> = {
-    bareServer: { rssMiB: rssMiB(bareIdle.pid!), pssMiB: pssMiB(bareIdle.pid!) },
-  };
+  const idle: Record<string, Mem> = {};
+  for (const [setting, child] of bares)
+    idle[`bare server, ${setting.label}`] = { rssMiB: rssMiB(child.pid!), pssMiB: pssMiB(child.pid!) };
   for (const v of variants) {
     const p = per.get(v.label)!;
     idle[`${v.label} leader`] = await memOf(p.leader!);
@@ -239,8 +278,10 @@ try {
     for (const v of variants) {
       const f = per.get(v.label)!.follower!;
       const t0 = performance.now();
+      const cpu0 = cpuSeconds(f.pid!);
       const done = await churn(f.apiUrl);
       const seconds = (performance.now() - t0) / 1000;
+      const cpuMsPerCycle = ((cpuSeconds(f.pid!) - cpu0) * 1000) / done;
       const after = await memOf(f);
       await sleep(IDLE_MS);
       const afterIdle = await memOf(f);
@@ -251,13 +292,18 @@ try {
       sse[v.label] = {
         cycles: done,
         seconds,
+        cpuMsPerCycle,
         after,
         afterIdle,
         secondRound: { cycles: done2, after: afterSecond },
         openStreams,
       };
       sseRows.push(
-        [v.label, `after ${done} cycles (${(done / seconds).toFixed(0)}/s)`, ...memCells(after)],
+        [
+          v.label,
+          `after ${done} cycles (${(done / seconds).toFixed(0)}/s, CPU ${cpuMsPerCycle.toFixed(2)} ms each)`,
+          ...memCells(after),
+        ],
         [v.label, `  + ${IDLE_MS / 1000} s idle`, ...memCells(afterIdle)],
         [v.label, `  + ${done2} more, 10 s idle; open streams ${openStreams}`, ...memCells(afterSecond)],
       );
@@ -292,22 +338,39 @@ try {
     }
   }
 
-  const bs = stats(bareReady);
-  const readyRows: (string | number)[][] = [
-    ['bare Node HTTP server (the floor)', '-', fmt(bs.p50, 0), fmt(bs.p90, 0), fmt(bs.max, 0), bs.n],
-  ];
-  const ready: Record<string, unknown> = { bareServer: bs };
+  const readyRows: (string | number)[][] = [];
+  const ready: Record<string, unknown> = {};
+  const floor = stats(bareReady.get(settings[0]!)!);
+  for (const setting of settings) {
+    const bs = stats(bareReady.get(setting)!);
+    readyRows.push([
+      `bare server, ${setting.label}`,
+      fmt(bs.p50 - floor.p50, 0),
+      fmt(bs.p50, 0),
+      fmt(bs.p90, 0),
+      fmt(bs.max, 0),
+      bs.n,
+    ]);
+    ready[`bare server, ${setting.label}`] = bs;
+  }
   for (const v of variants) {
     const p = per.get(v.label)!;
     const fs = stats(p.followerReady);
     readyRows.push(
       [`${v.label}: first candidate (creates the Lease)`, '-', fmt(p.leaderReadyMs, 0), '-', '-', 1],
-      [`${v.label}: follower`, fmt(fs.p50 - bs.p50, 0), fmt(fs.p50, 0), fmt(fs.p90, 0), fmt(fs.max, 0), fs.n],
+      [
+        `${v.label}: follower`,
+        fmt(fs.p50 - floor.p50, 0),
+        fmt(fs.p50, 0),
+        fmt(fs.p90, 0),
+        fmt(fs.max, 0),
+        fs.n,
+      ],
     );
     ready[v.label] = { firstCandidate: p.leaderReadyMs, follower: fs };
   }
   printTable(
-    'Start-to-ready (spawn -> first 200 of /readyz, or of the bare server), ms',
+    `Start-to-ready (spawn -> first 200 of /readyz, or of the bare server), ms; the floor: the bare server with ${settings[0]!.label}`,
     ['what', 'p50 - floor', 'p50', 'p90', 'max', 'n'],
     readyRows,
   );
@@ -329,8 +392,9 @@ try {
       Object.entries(with1000).map(([k, m]) => [k, ...memCells(m)]),
     );
   writeReport('footprint', {
-    command: `${process.env['FOOTPRINT_BEFORE'] ? `FOOTPRINT_BEFORE=${process.env['FOOTPRINT_BEFORE']} ` : ''}node bench/footprint.ts ${starts} ${sseCycles} ${podCount}`,
+    command: `${process.env['FOOTPRINT_BEFORE'] ? `FOOTPRINT_BEFORE=${process.env['FOOTPRINT_BEFORE']} ` : ''}${process.env['FOOTPRINT_NODE_OPTIONS'] ? `FOOTPRINT_NODE_OPTIONS='${process.env['FOOTPRINT_NODE_OPTIONS']}' ` : ''}node bench/footprint.ts ${starts} ${sseCycles} ${podCount}`,
     nodeOptions: INJECTED_NODE_OPTIONS,
+    settings,
     variants,
     startToReadyMs: ready,
     idle,
@@ -338,7 +402,7 @@ try {
     pods: { count: podCount, after: with1000 },
   });
 } finally {
-  for (const b of bares) b.kill('SIGTERM');
+  for (const b of bares.values()) b.kill('SIGTERM');
   await Promise.all(electors.map((e) => e.stop()));
   await cluster.stop();
 }

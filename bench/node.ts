@@ -164,8 +164,11 @@ async function failover(ns: string): Promise<void> {
   writeReport('failover-node', { n, rounds, rows, gc: s('gc'), campaign: s('campaign'), total: s('total') });
 }
 
-/** The elector's process on the host and its memory cgroup, from the pod's container ID. */
-function electorProcess(pod: V1Pod): { pid: number; cgroupMiB: number } {
+/**
+ * The elector's process on the host and its memory cgroup, from the pod's container ID: the
+ * charge and the working set the kubelet reports (the charge less inactive file pages).
+ */
+function electorProcess(pod: V1Pod): { pid: number; cgroupMiB: number; workingSetMiB: number } {
   const id = pod.status?.initContainerStatuses
     ?.find((s) => s.name === CONTAINER_NAME)
     ?.containerID?.replace(/^containerd:\/\//, '');
@@ -180,18 +183,22 @@ function electorProcess(pod: V1Pod): { pid: number; cgroupMiB: number } {
     .map((l) => l.split(':'))
     .find((f) => f[1] === 'memory' || f[1] === '')?.[2];
   let cgroupMiB = NaN;
-  for (const file of [
-    `/sys/fs/cgroup/memory${memPath}/memory.usage_in_bytes`,
-    `/sys/fs/cgroup${memPath}/memory.current`,
-  ]) {
+  let workingSetMiB = NaN;
+  for (const [dir, usage, inactive] of [
+    [`/sys/fs/cgroup/memory${memPath}`, 'memory.usage_in_bytes', 'total_inactive_file'],
+    [`/sys/fs/cgroup${memPath}`, 'memory.current', 'inactive_file'],
+  ] as const) {
     try {
-      cgroupMiB = Number(readFileSync(file, 'utf8').trim()) / 1024 / 1024;
+      cgroupMiB = Number(readFileSync(`${dir}/${usage}`, 'utf8').trim()) / 1024 / 1024;
+      const stat = readFileSync(`${dir}/memory.stat`, 'utf8');
+      const inactiveBytes = Number(new RegExp(`^${inactive} (\\d+)$`, 'm').exec(stat)?.[1] ?? NaN);
+      workingSetMiB = cgroupMiB - inactiveBytes / 1024 / 1024;
       break;
     } catch {
       // the other cgroup version
     }
   }
-  return { pid, cgroupMiB };
+  return { pid, cgroupMiB, workingSetMiB };
 }
 
 async function footprint(ns: string): Promise<void> {
@@ -240,6 +247,7 @@ async function footprint(ns: string): Promise<void> {
       role: p.metadata?.name === leader ? 'leader' : 'follower',
       rssMiB: rssMiB(e.pid),
       cgroupMiB: e.cgroupMiB,
+      workingSetMiB: e.workingSetMiB,
     };
   });
   const st = stats(startToApp);
@@ -252,8 +260,8 @@ async function footprint(ns: string): Promise<void> {
         `${fmt(st.p50, 0)} / ${fmt(st.max, 0)}`,
       ],
       ...rows.map((r) => [
-        `${r.role} after 30 s idle: RSS / container memory cgroup, MiB`,
-        `${fmt(r.rssMiB)} / ${fmt(r.cgroupMiB)}`,
+        `${r.role} after 30 s idle: RSS / container memory cgroup charge / its working set, MiB`,
+        `${fmt(r.rssMiB)} / ${fmt(r.cgroupMiB)} / ${fmt(r.workingSetMiB)}`,
       ]),
     ],
   );

@@ -518,7 +518,7 @@ describe('transformation', () => {
 
 describe("the elector's NODE_OPTIONS follow its memory limit", () => {
   test('old space is half the limit, at least 32 MiB; no limit, no cap', () => {
-    const base = '--max-semi-space-size=1 --no-deprecation';
+    const base = '--max-semi-space-size=1 --jitless --no-deprecation';
     assert.equal(electorNodeOptions('128Mi'), `${base} --max-old-space-size=64`);
     assert.equal(electorNodeOptions('1Gi'), `${base} --max-old-space-size=512`);
     assert.equal(electorNodeOptions('300M'), `${base} --max-old-space-size=143`);
