@@ -40,7 +40,14 @@ export interface Registration {
 /** Creates the MutatingWebhookConfiguration `name`, reaching namespaces labelled `lifelease-test=<name>`. */
 export async function registerWebhook(
   kc: KubeConfig,
-  options: { name: string; url: string; caPem: string; timeoutSeconds?: number },
+  options: {
+    name: string;
+    url: string;
+    caPem: string;
+    timeoutSeconds?: number;
+    /** Put before the two webhooks' names (the API server's metrics label them by name). */
+    namePrefix?: string;
+  },
 ): Promise<Registration> {
   const api = kc.makeApiClient(AdmissionregistrationV1Api);
   const selectorKey = 'lifelease-test';
@@ -69,7 +76,7 @@ export async function registerWebhook(
       metadata: { name: options.name },
       webhooks: [
         {
-          ...common('label.inject.lifelease.dev'),
+          ...common(`${options.namePrefix ?? ''}label.inject.lifelease.dev`),
           objectSelector: { matchExpressions: [{ key: 'leaderElection', operator: 'Exists' }] },
           // An explicit opt-out never waits on the webhook either (any other value, even an
           // invalid one, is sent so that it can be refused with a message).
@@ -81,7 +88,7 @@ export async function registerWebhook(
           ],
         },
         {
-          ...common('annotation.inject.lifelease.dev'),
+          ...common(`${options.namePrefix ?? ''}annotation.inject.lifelease.dev`),
           objectSelector: { matchExpressions: [{ key: 'leaderElection', operator: 'DoesNotExist' }] },
           matchConditions: [
             {
