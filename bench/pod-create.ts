@@ -141,7 +141,12 @@ try {
   }
   const post = await apiPoster(cluster.kubeConfig);
   const cases = [
-    { key: 'baseline', label: 'namespace not selected (no call)', namespace: namespaces['plain']!, opted: true },
+    {
+      key: 'baseline',
+      label: 'namespace not selected (no call)',
+      namespace: namespaces['plain'],
+      opted: true,
+    },
     {
       key: 'skipped',
       label: 'selected, pod not opted in (no call)',
@@ -246,7 +251,17 @@ try {
   });
   printTable(
     'The webhook call, opted-in pods: the API server’s view and the webhook’s own, ms (p50/p99: the histogram bucket that holds it)',
-    ['build', 'API server: calls', 'mean', 'p50 <=', 'p99 <=', 'webhook: reviews', 'mean', 'p50 <=', 'p99 <='],
+    [
+      'build',
+      'API server: calls',
+      'mean',
+      'p50 <=',
+      'p99 <=',
+      'webhook: reviews',
+      'mean',
+      'p50 <=',
+      'p99 <=',
+    ],
     calls.map(({ key, api, own }) => [
       key,
       api.count,
