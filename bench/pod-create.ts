@@ -5,7 +5,8 @@
  *   - selected namespace, pod not opted in (the API server skips the call on the selector);
  *   - selected namespace, pod opted in (a call, a patch, the API server applies it);
  *   - with `LIFELEASE_BEFORE_WEBHOOK=<another build's webhook/main.ts or webhook.js>`: the same
- *     opted-in pod in a namespace served by that build (its own process and registration).
+ *     opted-in pod in a namespace served by that build, through the registration before
+ *     2026-12-01 (the label opt-out as a CEL matchCondition, not a label selector).
  * Pods are the "typical" benchmark pod (3 containers, probes, env), sent as JSON over one
  * keep-alive connection and parsed with JSON.parse (no typed client: decoding the bigger
  * patched pod into models would be the client's cost, not the API server's).
@@ -134,6 +135,8 @@ try {
       url: h.process.url,
       caPem: h.process.caPem,
       namePrefix: h.prefix,
+      // The build before with the registration before (the label opt-out in CEL).
+      celOptOut: h.key === 'before',
     });
     registrations.push(reg);
     namespaces[h.key] = await cluster.createNamespace(`bench-${h.key}`, { [reg.selectorKey]: reg.name });
