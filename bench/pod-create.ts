@@ -3,99 +3,290 @@
  * webhooks: object selector plus CEL match conditions) and the `webhook` process serving it:
  *   - baseline: a namespace the webhook does not select (no call);
  *   - selected namespace, pod not opted in (the API server skips the call on the selector);
- *   - selected namespace, pod opted in (a call, a patch, the API server applies it).
- * Pods are the "typical" benchmark pod (3 containers, probes, env). The three cases are
- * interleaved in chunks, so drift spreads over all of them; the figure that matters is the
- * difference to the baseline within this run.
+ *   - selected namespace, pod opted in (a call, a patch, the API server applies it);
+ *   - with `LIFELEASE_BEFORE_WEBHOOK=<another build's webhook/main.ts or webhook.js>`: the same
+ *     opted-in pod in a namespace served by that build, through the registration before
+ *     2026-12-01 (the label opt-out as a CEL matchCondition, not a label selector).
+ * Pods are the "typical" benchmark pod (3 containers, probes, env), sent as JSON over one
+ * keep-alive connection and parsed with JSON.parse (no typed client: decoding the bigger
+ * patched pod into models would be the client's cost, not the API server's).
  *
- *   node bench/pod-create.ts [pods per case = 300]
+ * On a loaded machine one create's time moves by tens of milliseconds, so every round creates
+ * one pod of each case back to back (the order rotating round by round) and the figure that
+ * matters is the per-round difference to the baseline: its p50/p90/p99. Beside it, what the
+ * API server itself measured around the webhook call
+ * (`apiserver_admission_webhook_admission_duration_seconds`, per registration) and what the
+ * webhook process measured (`lifelease_webhook_admission_duration_seconds`): those isolate the
+ * call from etcd and scheduling noise on the rest of the request.
+ *
+ *   node bench/pod-create.ts [rounds = 300]
  */
-import { CoreV1Api, type V1Pod } from '@kubernetes/client-node';
+import type { KubeConfig } from '@kubernetes/client-node';
+import { Agent, request, type RequestOptions } from 'node:https';
+import path from 'node:path';
 import { startCluster } from '../test/harness/cluster.ts';
 import { registerWebhook, waitUntilActive } from '../test/integration/webhook/helpers.ts';
-import { startWebhookProcess } from '../test/support/webhook-process.ts';
-import { fmt, printTable, stats, writeReport } from './lib.ts';
+import { startWebhookProcess, type WebhookProcess } from '../test/support/webhook-process.ts';
+import {
+  apiServerMetrics,
+  fmt,
+  loadAverage,
+  metricDelta,
+  parsePrometheus,
+  printTable,
+  stats,
+  writeReport,
+  type Samples,
+} from './lib.ts';
 import { benchPod } from './pods.ts';
 import { numberArgs } from './args.ts';
 
-const { podsPerCase } = numberArgs('pod-create', [{ name: 'podsPerCase', default: 300 }]);
-const CHUNK = 25;
+const { rounds } = numberArgs('pod-create', [{ name: 'rounds', default: 300 }]);
+const beforeEntry = process.env['LIFELEASE_BEFORE_WEBHOOK'];
+
+/** POST of a JSON body to the API server over one keep-alive connection; the parsed reply. */
+async function apiPoster(kc: KubeConfig) {
+  const server = kc.getCurrentCluster()!.server;
+  const options: RequestOptions & { headers: Record<string, string> } = { headers: {} };
+  await kc.applyToHTTPSOptions(options);
+  const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+  return (pathname: string, body: unknown) => {
+    const payload = JSON.stringify(body);
+    const headers = {
+      ...options.headers,
+      accept: 'application/json',
+      'content-type': 'application/json',
+      'content-length': String(Buffer.byteLength(payload)),
+    };
+    return new Promise<{ status: number; body: unknown }>((resolve, reject) => {
+      const req = request(
+        new URL(pathname, server),
+        { ...options, headers, agent, method: 'POST', timeout: 30_000 },
+        (res) => {
+          let text = '';
+          res.setEncoding('utf8');
+          res.on('data', (c: string) => (text += c));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, body: JSON.parse(text) }));
+          res.on('error', reject);
+        },
+      );
+      req.on('timeout', () => req.destroy(new Error(`POST ${pathname}: timeout`)));
+      req.on('error', reject);
+      req.end(payload);
+    });
+  };
+}
+
+/** A histogram's change between two scrapes: count, sum (seconds), cumulative buckets. */
+function histogramDelta(before: Samples, after: Samples, name: string, where: Record<string, string>) {
+  const count = metricDelta(before, after, `${name}_count`, where)[''] ?? 0;
+  const sum = metricDelta(before, after, `${name}_sum`, where)[''] ?? 0;
+  const byLe = metricDelta(before, after, `${name}_bucket`, where, 'le');
+  const buckets = Object.entries(byLe)
+    .map(([le, n]) => [le === '+Inf' ? Infinity : Number(le), n] as const)
+    .sort((a, b) => a[0] - b[0]);
+  /** The bucket bound (ms) that holds quantile q: "at most this". */
+  const upTo = (q: number) => {
+    const b = buckets.find(([, n]) => n >= q * count);
+    return b ? b[0] * 1000 : NaN;
+  };
+  return { count, meanMs: count ? (sum / count) * 1000 : NaN, p50UpToMs: upTo(0.5), p99UpToMs: upTo(0.99) };
+}
+
+/** The webhook process's own `/metrics` (served on its HTTPS port). */
+function metricsOf(proc: WebhookProcess): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const req = request(`${proc.url}/metrics`, { ca: proc.caPem, timeout: 20_000 }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (c: string) => (text += c));
+      res.on('end', () => resolve(text));
+      res.on('error', reject);
+    });
+    req.on('timeout', () => req.destroy(new Error('GET /metrics: timeout')));
+    req.on('error', reject);
+    req.end();
+  });
+}
 
 const cluster = await startCluster();
-const webhook = await startWebhookProcess({ args: ['--reconcile-rbac=false'] });
+const hooks: { key: 'after' | 'before'; process: WebhookProcess; prefix: string }[] = [];
 try {
-  const reg = await registerWebhook(cluster.kubeConfig, {
-    name: 'lifelease-bench',
-    url: webhook.url,
-    caPem: webhook.caPem,
+  hooks.push({
+    key: 'after',
+    process: await startWebhookProcess({ args: ['--reconcile-rbac=false'] }),
+    prefix: '',
   });
-  const plainNs = await cluster.createNamespace('bench-plain');
-  const hookNs = await cluster.createNamespace('bench-webhook', { [reg.selectorKey]: reg.name });
-  await waitUntilActive(cluster.kubeConfig, hookNs);
-  const core = cluster.kubeConfig.makeApiClient(CoreV1Api);
-  const pod = (name: string, opted: boolean): V1Pod => {
-    const p = benchPod('typical', opted);
-    p.metadata = { name, labels: { ...p.metadata!.labels, app: 'orders-api' } };
-    return p;
-  };
-  const cases = [
-    { key: 'baseline', label: 'namespace not selected (no call)', namespace: plainNs, opted: true },
-    { key: 'skipped', label: 'selected, pod not opted in (no call)', namespace: hookNs, opted: false },
-    { key: 'injected', label: 'selected, opted in (webhook call + patch)', namespace: hookNs, opted: true },
-  ] as const;
-  const times: Record<string, number[]> = { baseline: [], skipped: [], injected: [] };
-  let serial = 0;
-  // Warm-up: connections, the webhook's JIT, the API server's caches.
-  for (const c of cases)
-    for (let i = 0; i < 20; i++)
-      await core.createNamespacedPod({ namespace: c.namespace, body: pod(`warm-${serial++}`, c.opted) });
-  const deadline = Date.now() + 5 * 60_000;
-  let injectedOk = 0;
-  while (times['injected']!.length < podsPerCase && Date.now() < deadline) {
-    for (const c of cases) {
-      for (let i = 0; i < CHUNK && times[c.key]!.length < podsPerCase; i++) {
-        const t0 = performance.now();
-        const created = await core.createNamespacedPod({
-          namespace: c.namespace,
-          body: pod(`p-${serial++}`, c.opted),
-        });
-        times[c.key]!.push(performance.now() - t0);
-        if (c.key === 'injected' && created.spec?.initContainers?.some((x) => x.name === 'elector'))
-          injectedOk++;
-      }
-    }
+  if (beforeEntry)
+    hooks.push({
+      key: 'before',
+      process: await startWebhookProcess({
+        args: ['--reconcile-rbac=false'],
+        entry: path.resolve(beforeEntry),
+      }),
+      prefix: 'before.',
+    });
+  const namespaces: Record<string, string> = {};
+  namespaces['plain'] = await cluster.createNamespace('bench-plain');
+  const registrations = [];
+  for (const h of hooks) {
+    const reg = await registerWebhook(cluster.kubeConfig, {
+      name: `lifelease-bench-${h.key}`,
+      url: h.process.url,
+      caPem: h.process.caPem,
+      namePrefix: h.prefix,
+      // The build before with the registration before (the label opt-out in CEL).
+      celOptOut: h.key === 'before',
+    });
+    registrations.push(reg);
+    namespaces[h.key] = await cluster.createNamespace(`bench-${h.key}`, { [reg.selectorKey]: reg.name });
+    await waitUntilActive(cluster.kubeConfig, namespaces[h.key]!);
   }
-  if (injectedOk !== times['injected']!.length)
-    throw new Error(`only ${injectedOk}/${times['injected']!.length} opted-in pods got an elector`);
+  const post = await apiPoster(cluster.kubeConfig);
+  const cases = [
+    {
+      key: 'baseline',
+      label: 'namespace not selected (no call)',
+      namespace: namespaces['plain'],
+      opted: true,
+    },
+    {
+      key: 'skipped',
+      label: 'selected, pod not opted in (no call)',
+      namespace: namespaces['after']!,
+      opted: false,
+    },
+    {
+      key: 'injected',
+      label: 'selected, opted in (webhook call + patch)',
+      namespace: namespaces['after']!,
+      opted: true,
+    },
+    ...(beforeEntry
+      ? [
+          {
+            key: 'before',
+            label: 'opted in, served by the build before',
+            namespace: namespaces['before']!,
+            opted: true,
+          },
+        ]
+      : []),
+  ];
+  let serial = 0;
+  const create = async (c: (typeof cases)[number]): Promise<number> => {
+    const pod = benchPod('typical', c.opted);
+    pod.metadata = { name: `p-${serial++}`, labels: { ...pod.metadata!.labels, app: 'orders-api' } };
+    const t0 = performance.now();
+    const res = await post(`/api/v1/namespaces/${c.namespace}/pods`, pod);
+    const ms = performance.now() - t0;
+    if (res.status !== 201) throw new Error(`${c.key}: HTTP ${res.status} ${JSON.stringify(res.body)}`);
+    const spec = (res.body as { spec?: { initContainers?: { name: string }[] } }).spec;
+    const injected = spec?.initContainers?.some((x) => x.name === 'elector') ?? false;
+    if (injected !== (c.opted && c.key !== 'baseline'))
+      throw new Error(`${c.key}: the pod ${injected ? 'got' : 'did not get'} an elector`);
+    return ms;
+  };
+  // Warm-up: connections, the webhooks' JIT, the API server's caches.
+  for (let i = 0; i < 20; i++) for (const c of cases) await create(c);
+
+  const scrapeHooks = async () =>
+    Object.fromEntries(
+      await Promise.all(
+        hooks.map(async (h) => [h.key, parsePrometheus(await metricsOf(h.process))] as const),
+      ),
+    );
+  const api0 = await apiServerMetrics(cluster.kubeConfig);
+  const own0 = await scrapeHooks();
+  const load0 = loadAverage();
+  const times: Record<string, number[]> = Object.fromEntries(cases.map((c) => [c.key, []]));
+  const diffs: Record<string, number[]> = Object.fromEntries(cases.slice(1).map((c) => [c.key, []]));
+  const deadline = Date.now() + 10 * 60_000;
+  let done = 0;
+  for (; done < rounds && Date.now() < deadline; done++) {
+    const round: Record<string, number> = {};
+    for (let i = 0; i < cases.length; i++) {
+      const c = cases[(i + done) % cases.length]!;
+      round[c.key] = await create(c);
+      times[c.key]!.push(round[c.key]!);
+    }
+    for (const c of cases.slice(1)) diffs[c.key]!.push(round[c.key]! - round['baseline']!);
+  }
+  const api1 = await apiServerMetrics(cluster.kubeConfig);
+  const own1 = await scrapeHooks();
+  const load1 = loadAverage();
+
   const s = Object.fromEntries(Object.entries(times).map(([k, v]) => [k, stats(v)]));
-  const base = s['baseline']!;
+  const d = Object.fromEntries(Object.entries(diffs).map(([k, v]) => [k, stats(v)]));
   printTable(
-    `Pod CREATE through kube-apiserver, ${podsPerCase} pods per case, one at a time (typical pod), ms`,
-    ['case', 'p50', 'p90', 'p99', 'max', 'added p50', 'added p99', 'n'],
+    `Pod CREATE through kube-apiserver, ${done} rounds (one pod per case, back to back), typical pod, ms`,
+    ['case', 'p50', 'p90', 'p99', 'max', 'n'],
     cases.map((c) => {
       const x = s[c.key]!;
+      return [c.label, fmt(x.p50, 2), fmt(x.p90, 2), fmt(x.p99, 2), fmt(x.max, 2), x.n];
+    }),
+  );
+  printTable(
+    'Added to the baseline, per round (this case minus the round’s baseline create), ms',
+    ['case', 'p10', 'p50', 'p90', 'p99', 'mean', 'p99 - p99 of the pooled times'],
+    cases.slice(1).map((c) => {
+      const v = [...diffs[c.key]!].sort((a, b) => a - b);
+      const p10 = v[Math.max(0, Math.ceil(0.1 * v.length) - 1)]!;
+      const x = d[c.key]!;
       return [
         c.label,
+        fmt(p10, 2),
         fmt(x.p50, 2),
         fmt(x.p90, 2),
         fmt(x.p99, 2),
-        fmt(x.max, 2),
-        c.key === 'baseline' ? '-' : fmt(x.p50 - base.p50, 2),
-        c.key === 'baseline' ? '-' : fmt(x.p99 - base.p99, 2),
-        x.n,
+        fmt(x.mean, 2),
+        fmt(s[c.key]!.p99 - s['baseline']!.p99, 2),
       ];
     }),
   );
-  writeReport('pod-create', {
-    command: `node bench/pod-create.ts ${podsPerCase}`,
-    milliseconds: s,
-    addedMs: {
-      injected: { p50: s['injected']!.p50 - base.p50, p99: s['injected']!.p99 - base.p99 },
-      skipped: { p50: s['skipped']!.p50 - base.p50, p99: s['skipped']!.p99 - base.p99 },
-    },
+  const calls = hooks.map((h) => {
+    const where = { name: `${h.prefix}label.inject.lifelease.dev`, type: 'admit', operation: 'CREATE' };
+    const api = histogramDelta(api0, api1, 'apiserver_admission_webhook_admission_duration_seconds', where);
+    const own = histogramDelta(own0[h.key]!, own1[h.key]!, 'lifelease_webhook_admission_duration_seconds', {
+      outcome: 'patched',
+    });
+    return { key: h.key, api, own };
   });
-  await reg.delete();
+  printTable(
+    'The webhook call, opted-in pods: the API server’s view and the webhook’s own, ms (p50/p99: the histogram bucket that holds it)',
+    [
+      'build',
+      'API server: calls',
+      'mean',
+      'p50 <=',
+      'p99 <=',
+      'webhook: reviews',
+      'mean',
+      'p50 <=',
+      'p99 <=',
+    ],
+    calls.map(({ key, api, own }) => [
+      key,
+      api.count,
+      fmt(api.meanMs, 2),
+      fmt(api.p50UpToMs, 1),
+      fmt(api.p99UpToMs, 1),
+      own.count,
+      fmt(own.meanMs, 2),
+      fmt(own.p50UpToMs, 2),
+      fmt(own.p99UpToMs, 2),
+    ]),
+  );
+  console.log(`load average ${load0.join(' ')} -> ${load1.join(' ')}`);
+  writeReport('pod-create', {
+    command: `${beforeEntry ? 'LIFELEASE_BEFORE_WEBHOOK=<build> ' : ''}node bench/pod-create.ts ${rounds}`,
+    rounds: done,
+    milliseconds: s,
+    addedPerRoundMs: d,
+    webhookCall: calls,
+  });
+  for (const r of registrations) await r.delete();
 } finally {
-  await webhook.stop();
+  for (const h of hooks) await h.process.stop();
   await cluster.stop();
 }

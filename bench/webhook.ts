@@ -14,6 +14,9 @@
  * `rounds` times through the three targets in turn; figures pool the rounds, and the ratio
  * of each round (its runs one right after the other) is reported beside the pooled one.
  *
+ * `LIFELEASE_BEFORE_WEBHOOK=<another build's webhook/main.ts or webhook.js>` adds that build,
+ * opted in, as a fourth target in the same rounds (before/after from one run).
+ *
  *   node bench/webhook.ts [seconds per HTTPS run = 5] [connections = 8] [rounds = 3]
  */
 import autocannon from 'autocannon';
@@ -170,6 +173,13 @@ const ceilingChild = spawn(
 // The certificate reload interval as deployed (the test helper's 200 ms polls the files 50
 // times as often, which the ceiling does not do).
 const webhook = await startWebhookProcess({ args: ['--reconcile-rbac=false', '--tls-reload-interval=10s'] });
+const beforeEntry = process.env['LIFELEASE_BEFORE_WEBHOOK'];
+const beforeHook = beforeEntry
+  ? await startWebhookProcess({
+      args: ['--reconcile-rbac=false', '--tls-reload-interval=10s'],
+      entry: path.resolve(beforeEntry),
+    })
+  : undefined;
 const https: Record<string, { target: string; pod: string } & LoadResult> = {};
 try {
   const ceilingPort = await new Promise<number>((resolve, reject) => {
@@ -187,6 +197,15 @@ try {
       ['ceiling (trivial route)', ceiling, true],
       ['webhook, opted in', hook, true],
       ['webhook, not opted in', hook, false],
+      ...(beforeHook
+        ? ([
+            [
+              'build before, opted in',
+              { url: beforeHook.url, ca: beforeHook.caPem, pid: beforeHook.child.pid! },
+              true,
+            ],
+          ] as [string, typeof hook, boolean][])
+        : []),
     ];
     for (const [, t, opted] of runs) await load(t.url, bodyOf(size, opted), t.ca, t.pid, 1, false);
     const results = new Map<string, LoadRun[]>(runs.map(([target]) => [target, []]));
@@ -204,6 +223,7 @@ try {
 } finally {
   ceilingChild.kill('SIGTERM');
   await webhook.stop();
+  await beforeHook?.stop();
   await rm(dir, { recursive: true, force: true });
 }
 
@@ -222,14 +242,15 @@ const ratio = (r: LoadResult, c: LoadResult): Ratio => ({
   p50: r.ms.p50 / c.ms.p50,
   cpu: cpuPerReview(c) / cpuPerReview(r),
 });
-const ratios: Record<string, { opted: Ratio; notOpted: Ratio }> = {};
+const ratios: Record<string, { opted: Ratio; notOpted: Ratio; before?: Ratio }> = {};
 const rows: (string | number)[][] = [];
 for (const size of POD_SIZES) {
   const c = https[`${size}/ceiling (trivial route)`]!;
   const o = https[`${size}/webhook, opted in`]!;
   const n = https[`${size}/webhook, not opted in`]!;
-  ratios[size] = { opted: ratio(o, c), notOpted: ratio(n, c) };
-  for (const r of [c, o, n]) {
+  const b = https[`${size}/build before, opted in`];
+  ratios[size] = { opted: ratio(o, c), notOpted: ratio(n, c), ...(b ? { before: ratio(b, c) } : {}) };
+  for (const r of b ? [c, o, n, b] : [c, o, n]) {
     rows.push([
       size,
       r.target,
@@ -266,7 +287,7 @@ printTable(
 );
 
 writeReport('webhook', {
-  command: `node bench/webhook.ts ${seconds} ${connections} ${rounds}`,
+  command: `${beforeEntry ? 'LIFELEASE_BEFORE_WEBHOOK=<build> ' : ''}node bench/webhook.ts ${seconds} ${connections} ${rounds}`,
   reviewBytes: Object.fromEntries([...bodies].map(([k, v]) => [k, v.length])),
   handlerMicroseconds: handler,
   https: { connections, seconds, rounds, runs: https, ratiosToCeiling: ratios },

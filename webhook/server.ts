@@ -46,6 +46,9 @@ export interface ServerOptions {
 
 const JSON_TYPE = 'application/json; charset=utf-8';
 
+/** How long an idle keep-alive connection stays open: longer than the API server keeps it (90 s). */
+export const KEEP_ALIVE_TIMEOUT_MS = 120_000;
+
 type ErrorWithCode = Error & { code?: string; statusCode?: number };
 
 const REJECTIONS: Record<
@@ -90,6 +93,12 @@ export function buildServer(options: ServerOptions): FastifyInstance {
     // The API server's webhook timeout is at most 30 s; nothing legitimate takes longer.
     requestTimeout: 30_000,
     return503OnClosing: true,
+    // Idle keep-alive connections outlive the API server's: its webhook client (client-go's
+    // transport) drops an idle connection after 90 s, fastify's default closed ours at 72 s.
+    // Then a pod CREATE after more than 72 s of quiet paid a new TCP and TLS handshake, and
+    // one sent just as we closed would fail (a POST is not retried; failurePolicy: Fail).
+    // The side that closes first must be the client.
+    keepAliveTimeout: KEEP_ALIVE_TIMEOUT_MS,
     // Node checks these deadlines every `connectionsCheckingInterval` (30 s by default) and
     // defaults headersTimeout to 60 s, so a client trickling header bytes held its
     // connection for about 60 s whatever requestTimeout said. Check every second.
@@ -164,12 +173,18 @@ export function buildServer(options: ServerOptions): FastifyInstance {
         ...(result.election ? { election: result.election } : {}),
         ...(parsed.request.dryRun ? { dryRun: true } : {}),
       };
-      if (result.outcome === 'errored')
-        request.log.warn({ ...fields, message: result.message }, 'review errored');
-      else if (result.outcome === 'denied')
-        request.log.info({ ...fields, message: result.message }, 'pod refused');
-      else if (result.outcome === 'patched') request.log.info(fields, 'elector injected');
-      else request.log.debug(fields, 'pod allowed');
+      // The line is written once the response is out ('close' follows 'finish', and comes on
+      // an aborted connection too): the API server waits for the response, not for the line,
+      // whose write wakes a libuv thread and the log reader, competing for the CPU the API
+      // server needs to go on.
+      reply.raw.once('close', () => {
+        if (result.outcome === 'errored')
+          request.log.warn({ ...fields, message: result.message }, 'review errored');
+        else if (result.outcome === 'denied')
+          request.log.info({ ...fields, message: result.message }, 'pod refused');
+        else if (result.outcome === 'patched') request.log.info(fields, 'elector injected');
+        else request.log.debug(fields, 'pod allowed');
+      });
       // Written by hand (the same JSON): the patch is copied, not scanned by JSON.stringify.
       return reply.type(JSON_TYPE).send(encodeReview(result.review));
     });

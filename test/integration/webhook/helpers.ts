@@ -40,7 +40,16 @@ export interface Registration {
 /** Creates the MutatingWebhookConfiguration `name`, reaching namespaces labelled `lifelease-test=<name>`. */
 export async function registerWebhook(
   kc: KubeConfig,
-  options: { name: string; url: string; caPem: string; timeoutSeconds?: number },
+  options: {
+    name: string;
+    url: string;
+    caPem: string;
+    timeoutSeconds?: number;
+    /** Put before the two webhooks' names (the API server's metrics label them by name). */
+    namePrefix?: string;
+    /** The label webhook's opt-out as a CEL matchCondition, as registered before 2026-12-01 (benches). */
+    celOptOut?: boolean;
+  },
 ): Promise<Registration> {
   const api = kc.makeApiClient(AdmissionregistrationV1Api);
   const selectorKey = 'lifelease-test';
@@ -69,19 +78,31 @@ export async function registerWebhook(
       metadata: { name: options.name },
       webhooks: [
         {
-          ...common('label.inject.lifelease.dev'),
-          objectSelector: { matchExpressions: [{ key: 'leaderElection', operator: 'Exists' }] },
+          ...common(`${options.namePrefix ?? ''}label.inject.lifelease.dev`),
           // An explicit opt-out never waits on the webhook either (any other value, even an
-          // invalid one, is sent so that it can be refused with a message).
-          matchConditions: [
-            {
-              name: 'not-opted-out',
-              expression: "object.metadata.labels['leaderElection'].lowerAscii() != 'false'",
-            },
-          ],
+          // invalid one, is sent so that it can be refused with a message). A label selector,
+          // not CEL: cheaper in the API server (manifests/base/mutatingwebhookconfiguration.yaml).
+          ...(options.celOptOut
+            ? {
+                objectSelector: { matchExpressions: [{ key: 'leaderElection', operator: 'Exists' }] },
+                matchConditions: [
+                  {
+                    name: 'not-opted-out',
+                    expression: "object.metadata.labels['leaderElection'].lowerAscii() != 'false'",
+                  },
+                ],
+              }
+            : {
+                objectSelector: {
+                  matchExpressions: [
+                    { key: 'leaderElection', operator: 'Exists' },
+                    { key: 'leaderElection', operator: 'NotIn', values: ['false', 'False', 'FALSE'] },
+                  ],
+                },
+              }),
         },
         {
-          ...common('annotation.inject.lifelease.dev'),
+          ...common(`${options.namePrefix ?? ''}annotation.inject.lifelease.dev`),
           objectSelector: { matchExpressions: [{ key: 'leaderElection', operator: 'DoesNotExist' }] },
           matchConditions: [
             {

@@ -14,7 +14,7 @@ import { connect as tlsConnect, type Server as TlsServer, type TLSSocket } from 
 import pino from 'pino';
 import { createServingCertificate } from '../../../common/pki.ts';
 import { createMetrics } from '../../../webhook/metrics.ts';
-import { buildServer, type Readiness } from '../../../webhook/server.ts';
+import { buildServer, KEEP_ALIVE_TIMEOUT_MS, type Readiness } from '../../../webhook/server.ts';
 import { CertificateReloader, secureContextOptions } from '../../../webhook/tls.ts';
 import { createReview, decodePatch, TEST_CONFIG } from '../../support/admission-reviews.ts';
 
@@ -284,6 +284,12 @@ describe('over HTTPS', () => {
     const res = await post(port, { ca: caPem, agent: false }, createReview(opted));
     assert.equal(res.status, 200);
     assert.equal((JSON.parse(res.body) as { response: { allowed: boolean } }).response.allowed, true);
+  });
+
+  test('an idle keep-alive connection outlives the API server’s (client-go closes idle ones at 90 s)', () => {
+    const https = server.server as unknown as { keepAliveTimeout: number };
+    assert.equal(https.keepAliveTimeout, KEEP_ALIVE_TIMEOUT_MS);
+    assert.ok(KEEP_ALIVE_TIMEOUT_MS > 90_000);
   });
 
   test('TLS 1.1 is refused; 1.2 and 1.3 are accepted', async () => {
