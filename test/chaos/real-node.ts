@@ -33,7 +33,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { CONTAINER_NAME } from '../../common/constants.ts';
 import { startCluster, type Cluster } from '../harness/cluster.ts';
 import { ensureImages } from '../harness/image.ts';
-import { podOver, pollPods } from '../harness/kubelet.ts';
+import { pollPods, type PodList } from '../harness/kubelet.ts';
 import { applyManifests, renderManifests } from '../harness/manifests.ts';
 import { pauseVersion } from '../harness/node-binaries.ts';
 import { NodeFaults, PodPortal } from '../harness/node-faults.ts';
@@ -248,16 +248,17 @@ export class RealNodePods implements ChaosPods {
       namespace: this.#o.namespace,
       pollMs: 100,
       running: () => this.#running,
+      known: () => this.pods.keys(),
       step: (listed) => this.#step(listed),
     });
     this.#keepLogs();
   }
 
   /** One round: what is over is done; a pod whose sandbox ended is detached; a new one attached. */
-  #step(listed: Map<string, V1Pod> | undefined): void {
+  #step(listed: PodList | undefined): void {
     if (listed) {
-      for (const pod of listed.values()) this.register(pod);
-      for (const state of this.pods.values()) if (podOver(listed.get(state.uid))) state.done = true;
+      for (const pod of listed.pods) this.register(pod);
+      for (const state of this.pods.values()) if (listed.over(state.uid)) state.done = true;
     }
     for (const state of this.pods.values()) {
       const portal = state.portal;

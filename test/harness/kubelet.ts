@@ -57,20 +57,46 @@ export function lifeleaseEntrypoint(image: string, command: string[] | undefined
   return [process.execPath, path.join(REPO_ROOT, 'dist/cli.js')];
 }
 
-/**
- * Whether a pod's object says its containers are over: gone, deleting, Succeeded or Failed.
- * (Also what the fault suite's real-node pods watch for.)
- */
-export function podOver(pod: V1Pod | undefined): boolean {
-  const phase = pod?.status?.phase;
-  return !pod || pod.metadata?.deletionTimestamp !== undefined || phase === 'Succeeded' || phase === 'Failed';
+/** Whether a pod's object says its containers are over: deleting, Succeeded or Failed. */
+export function podOver(pod: V1Pod): boolean {
+  const phase = pod.status?.phase;
+  return pod.metadata?.deletionTimestamp !== undefined || phase === 'Succeeded' || phase === 'Failed';
+}
+
+/** One answer to a list of a namespace's pods. */
+export class PodList {
+  readonly #pods: Map<string, V1Pod>;
+  readonly #knownBefore: Set<string>;
+
+  constructor(pods: V1Pod[], knownBefore: Set<string>) {
+    this.#pods = new Map(pods.map((p) => [p.metadata!.uid!, p]));
+    this.#knownBefore = knownBefore;
+  }
+
+  get pods(): V1Pod[] {
+    return [...this.#pods.values()];
+  }
+
+  get(uid: string): V1Pod | undefined {
+    return this.#pods.get(uid);
+  }
+
+  /**
+   * The pod's containers are over: listed deleting, Succeeded or Failed, or known before the
+   * list was asked for and absent from it (gone). A pod its creator registered while the list
+   * was on its way is not gone: the answer predates it.
+   */
+  over(uid: string): boolean {
+    const pod = this.#pods.get(uid);
+    return pod ? podOver(pod) : this.#knownBefore.has(uid);
+  }
 }
 
 /**
  * The poll loop of a kubelet (this stand-in's, and the fault suite's pods on the real node,
  * test/chaos/real-node.ts): while `running()`, lists the namespace's pods and hands `step`
- * each listed pod's object by uid (undefined while the API server does not answer: it may be
- * down on purpose, and the containers keep running), then waits `pollMs`.
+ * the answer (undefined while the API server does not answer: it may be down on purpose, and
+ * the containers keep running), then waits `pollMs`. `known()`: the uids known so far.
  */
 export async function pollPods(o: {
   core: CoreV1Api;
@@ -78,16 +104,18 @@ export async function pollPods(o: {
   labelSelector?: string | undefined;
   pollMs: number;
   running: () => boolean;
-  step: (listed: Map<string, V1Pod> | undefined) => void;
+  known: () => Iterable<string>;
+  step: (listed: PodList | undefined) => void;
 }): Promise<void> {
   const { namespace, labelSelector } = o;
   while (o.running()) {
-    let listed: Map<string, V1Pod> | undefined;
+    let listed: PodList | undefined;
+    const knownBefore = new Set(o.known());
     try {
       const items = (
         await o.core.listNamespacedPod({ namespace, ...(labelSelector ? { labelSelector } : {}) })
       ).items;
-      listed = new Map(items.map((p) => [p.metadata!.uid!, p]));
+      listed = new PodList(items, knownBefore);
     } catch {
       // down on purpose (faults), or a blip: the next round sees it
     }
@@ -249,14 +277,15 @@ export class Kubelet {
       labelSelector: this.#o.labelSelector,
       pollMs: this.#o.pollMs ?? 100,
       running: () => this.#running,
+      known: () => this.pods.keys(),
       step: (listed) => this.#step(listed),
     });
   }
 
   /** One round: stop what is over, restart what died, start what is new. */
-  #step(listed: Map<string, V1Pod> | undefined): void {
+  #step(listed: PodList | undefined): void {
     if (listed) {
-      for (const pod of listed.values()) this.register(pod);
+      for (const pod of listed.pods) this.register(pod);
       for (const state of this.pods.values()) {
         if (state.held || state.finalizing) continue;
         const pod = listed.get(state.uid);
@@ -264,7 +293,7 @@ export class Kubelet {
         // A pod finished earlier (its containers stopped) and deleted now still needs the
         // kubelet to remove its object, as a real kubelet does.
         if (state.done && !deleting) continue;
-        if (podOver(pod)) {
+        if (listed.over(state.uid)) {
           state.done = true;
           state.finalizing = deleting;
           void this.#track(this.#terminate(state, pod));
