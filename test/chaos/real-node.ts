@@ -33,6 +33,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { CONTAINER_NAME } from '../../common/constants.ts';
 import { startCluster, type Cluster } from '../harness/cluster.ts';
 import { ensureImages } from '../harness/image.ts';
+import { pollPods, type PodList } from '../harness/kubelet.ts';
 import { applyManifests, renderManifests } from '../harness/manifests.ts';
 import { pauseVersion } from '../harness/node-binaries.ts';
 import { NodeFaults, PodPortal } from '../harness/node-faults.ts';
@@ -242,41 +243,38 @@ export class RealNodePods implements ChaosPods {
   }
 
   async #run(): Promise<void> {
-    while (this.#running) {
-      let listed: V1Pod[] | undefined;
-      try {
-        listed = (await this.#core.listNamespacedPod({ namespace: this.#o.namespace })).items;
-      } catch {
-        // The API server may be down on purpose.
-      }
-      if (listed) {
-        const live = new Map(listed.map((p) => [p.metadata!.uid!, p]));
-        for (const pod of listed) this.register(pod);
-        for (const state of this.pods.values()) {
-          const pod = live.get(state.uid);
-          const phase = pod?.status?.phase;
-          if (!pod || pod.metadata?.deletionTimestamp || phase === 'Succeeded' || phase === 'Failed')
-            state.done = true;
-        }
-      }
-      for (const state of this.pods.values()) {
-        const portal = state.portal;
-        if (portal && !portal.running) {
-          // The pod's sandbox is gone (the kubelet stopped the pod): nothing answers any more.
-          state.portal = undefined;
-          state.sandbox = undefined;
-          this.#o.onStop(state, portal);
-          portal.close();
-        }
-        if (!state.portal && !state.attaching && !state.done && state.pod.status?.podIP) {
-          state.attaching = true;
-          void this.#track(this.#attach(state));
-        }
-      }
-      if (performance.now() - this.#logsAt > 1000) this.#keepLogs();
-      await sleep(100);
-    }
+    await pollPods({
+      core: this.#core,
+      namespace: this.#o.namespace,
+      pollMs: 100,
+      running: () => this.#running,
+      known: () => this.pods.keys(),
+      step: (listed) => this.#step(listed),
+    });
     this.#keepLogs();
+  }
+
+  /** One round: what is over is done; a pod whose sandbox ended is detached; a new one attached. */
+  #step(listed: PodList | undefined): void {
+    if (listed) {
+      for (const pod of listed.pods) this.register(pod);
+      for (const state of this.pods.values()) if (listed.over(state.uid)) state.done = true;
+    }
+    for (const state of this.pods.values()) {
+      const portal = state.portal;
+      if (portal && !portal.running) {
+        // The pod's sandbox is gone (the kubelet stopped the pod): nothing answers any more.
+        state.portal = undefined;
+        state.sandbox = undefined;
+        this.#o.onStop(state, portal);
+        portal.close();
+      }
+      if (!state.portal && !state.attaching && !state.done && state.pod.status?.podIP) {
+        state.attaching = true;
+        void this.#track(this.#attach(state));
+      }
+    }
+    if (performance.now() - this.#logsAt > 1000) this.#keepLogs();
   }
 
   /**

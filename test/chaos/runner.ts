@@ -2,7 +2,8 @@
  * Runs fault schedules (schedule.ts) against the real product on a real control plane:
  * a private cluster (these runs break it), the webhook installed from manifests/, and
  * 3-10 candidate pods created through the API server (so the webhook injects them) and
- * run by the chaos kubelet (kubelet.ts). Every elector's answers are recorded from inside
+ * run by the kubelet stand-in (kubelet.ts: why it remains is there) or by a real node
+ * (real-node.ts, `--real-node`). Every elector's answers are recorded from inside
  * its pod (recorder.ts) and judged by the history checker (history.ts):
  *
  * - safety: never two pods told they lead at once, with no allowance for anyone (a partitioned

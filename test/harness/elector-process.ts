@@ -12,6 +12,15 @@
  *
  * Ports are picked by the elector itself (port 0) and read back from its start-up log, so
  * parallel tests never race for a port. Every process dies with the test process.
+ *
+ * Not a kubelet stand-in (no pod lifecycle: `deletePod` only writes the stopped status a
+ * kubelet would, through pod-status.ts, before deleting): the elector under test as a bare
+ * process. Why it remains next to the real node, which runs the elector tests that depend on
+ * pod lifecycle (test/integration/elector/lifecycle.test.ts): the elector's own tests and
+ * the benchmarks choose each elector's flags, stop and restart the API server under it, put
+ * a proxy between it and the API server, read its log and pid, and run dozens at once in
+ * parallel files without root, which the webhook's injected pod on the host's one node does
+ * not allow.
  */
 import { CoreV1Api, RbacAuthorizationV1Api, type KubeConfig, type V1Pod } from '@kubernetes/client-node';
 import { mkdtempSync, readFileSync } from 'node:fs';

@@ -16,11 +16,13 @@
  * test can cut the pod off from the API server (`cutApiServer`) to simulate a partition.
  * Needs Linux namespaces: root, or unprivileged user namespaces (`--map-root-user`).
  *
- * Why a stand-in remains next to the real node (test/harness/node.ts): the elector's own
- * tests and the fault suite need what a kubelet does not give per pod: an elector process
- * with the flags a test chooses, its path to the API server cut and restored on cue
- * (`cutApiServer`), its pid to freeze or kill, and no root. The one kubelet stand-in built on
- * it is kubelet.ts; test/chaos/kubelet.ts is the fault suite's own, to be folded into one.
+ * Why a stand-in remains next to the real node (test/harness/node.ts): the fault suite's
+ * stand-in mode (its sample in `npm test` and the default `npm run chaos`) needs what a
+ * kubelet does not give per pod: an elector process with the flags a test chooses, its path
+ * to the API server cut and restored on cue (`cutApiServer`), its pid to kill with a restart
+ * delay of its choosing, and no root and no node (the host's one node is busy with other test
+ * files). The one kubelet stand-in built on it is kubelet.ts (test/chaos/kubelet.ts adapts it
+ * to the fault runner); test/integration/harness/pod-sandbox.test.ts tests the sandbox itself.
  */
 import { stretched } from './wait.ts';
 import { CoreV1Api, type V1Container, type V1EnvVar, type V1Pod } from '@kubernetes/client-node';
@@ -503,6 +505,16 @@ export class PodSandbox {
   /** Restarts the container in the same pod (same network and hostname), as a kubelet would. */
   restartContainer(): void {
     this.process.signal('SIGUSR2');
+  }
+
+  /** The container's own pid (pod-init writes it to its ready file), once it runs. */
+  get containerPid(): number | undefined {
+    try {
+      const pid = Number(readFileSync(path.join(this.dir, 'started'), 'utf8'));
+      return Number.isInteger(pid) && pid > 0 ? pid : undefined;
+    } catch {
+      return undefined;
+    }
   }
 
   /** The pid of the pod's first process: `nsenter -t <pid> -n -u` runs a command inside the pod. */

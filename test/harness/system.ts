@@ -8,7 +8,8 @@
  *
  * The tests install the product on the real node instead (test/harness/on-node.ts:
  * `kubectl apply -k`, the webhook run by the kubelet from the image); this stays for the
- * fault suite's runner (test/chaos) until it moves to the node.
+ * fault suite's stand-in mode (test/chaos/runner.ts without `--real-node`: no root, no node;
+ * why that mode remains is in test/chaos/kubelet.ts), whose pods the same stand-in runs.
  */
 import {
   AdmissionregistrationV1Api,
@@ -23,8 +24,6 @@ import type { ClusterClient } from './client.ts';
 import { publishEndpoints } from './endpoints.ts';
 import { Kubelet, type KubeletEvent } from './kubelet.ts';
 import { applyManifests, renderManifests } from './manifests.ts';
-import type { PodSandbox } from './pod-sandbox.ts';
-import { eventually } from './wait.ts';
 
 export const WEBHOOK_NAMESPACE = 'lifelease-system';
 export const WEBHOOK_SERVICE = 'lifelease-webhook';
@@ -107,12 +106,12 @@ export async function installWebhook(
     // The deployment and replica-set controllers make the pods; the stand-in runs them.
     log(`waiting for ${replicas} webhook pods`);
     for (;;) {
-      if (kubelet.sandboxes.size >= replicas) break;
+      if (kubelet.sandboxes().length >= replicas) break;
       if (Date.now() > deadline)
-        throw new Error(`only ${kubelet.sandboxes.size}/${replicas} webhook pods started`);
+        throw new Error(`only ${kubelet.sandboxes().length}/${replicas} webhook pods started`);
       await sleep(100);
     }
-    const sandboxes = [...kubelet.sandboxes.values()];
+    const sandboxes = kubelet.sandboxes();
     const httpsPort = sandboxes[0]!.container.ports?.find((p) => p.name === 'https')?.containerPort ?? 8443;
     log('waiting for the webhook to make its certificate, set the caBundle and report ready');
     for (const sandbox of sandboxes) {
@@ -137,66 +136,6 @@ export async function installWebhook(
     return { objects, kubelet, pods, stop: () => kubelet.stop() };
   } catch (err) {
     await kubelet.stop();
-    throw err;
-  }
-}
-
-export interface ElectingApp {
-  /** Runs the pods' elector containers. */
-  electors: Kubelet;
-  /** Every pod's answer to `GET /` once they agreed. */
-  answers: { sandbox: PodSandbox; answer: Record<string, unknown> }[];
-  leader: { sandbox: PodSandbox; answer: Record<string, unknown> };
-}
-
-/**
- * Creates a Deployment of `replicas` opted-in pods (annotation `leaderElection: "true"`) in
- * `namespace` through the installed webhook, runs their electors, and waits until every pod
- * names the same leader and exactly one says it leads.
- */
-export async function runElectingApp(
-  cluster: ClusterClient,
-  options: { namespace: string; name: string; replicas: number; timeoutMs?: number },
-): Promise<ElectingApp> {
-  const { namespace, name, replicas } = options;
-  const electors = new Kubelet({ cluster, namespace, container: 'elector' });
-  electors.start();
-  try {
-    await cluster.kubeConfig.makeApiClient(AppsV1Api).createNamespacedDeployment({
-      namespace,
-      body: {
-        metadata: { name },
-        spec: {
-          replicas,
-          selector: { matchLabels: { app: name } },
-          template: {
-            metadata: { labels: { app: name }, annotations: { leaderElection: 'true' } },
-            spec: { containers: [{ name: 'app', image: `example.invalid/${name}` }] },
-          },
-        },
-      },
-    });
-    const answers = await eventually(
-      'one agreed leader',
-      async () => {
-        const boxes = [...electors.sandboxes.values()];
-        if (boxes.length < replicas) return undefined;
-        const got = await Promise.all(
-          boxes.map(async (sandbox) => ({
-            sandbox,
-            answer: JSON.parse((await sandbox.get(4040, '/')).body) as Record<string, unknown>,
-          })),
-        );
-        const names = new Set(got.map((g) => g.answer['name']));
-        return names.size === 1 && got.filter((g) => g.answer['is_leader'] === true).length === 1
-          ? got
-          : undefined;
-      },
-      options.timeoutMs ?? 60_000,
-    );
-    return { electors, answers, leader: answers.find((g) => g.answer['is_leader'] === true)! };
-  } catch (err) {
-    await electors.stop();
     throw err;
   }
 }

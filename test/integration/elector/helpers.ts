@@ -1,6 +1,11 @@
 /**
  * Shared pieces of the elector's integration tests: a per-test election (namespace, RBAC,
  * pods, elector processes) that cleans up after itself, and Lease helpers.
+ *
+ * The electors run as host processes (test/harness/elector-process.ts), not on the real
+ * node: these tests choose each elector's flags, break its path to the API server and run
+ * many at once without root (why, in that file's header); lifecycle.test.ts is the one on
+ * the real node (graceful and forced deletion, Succeeded/Failed pods, restarts).
  */
 import { CoordinationV1Api, V1MicroTime, type KubeConfig, type V1Lease } from '@kubernetes/client-node';
 import assert from 'node:assert/strict';
