@@ -69,9 +69,10 @@ export interface ChaosPods {
   restoreNode(state: PodState): Promise<void>;
   /**
    * The pod's app ends (Succeeded: exit 0; Failed: killed). True when the node reports the
-   * phase itself (the real kubelet); false when the runner must write it (the stand-in).
+   * phase itself (the real kubelet); false when the runner must write it (the stand-in);
+   * 'gone' when the app had already stopped (another fault of a storm ended the pod).
    */
-  finish(state: PodState, phase: 'Succeeded' | 'Failed'): Promise<boolean>;
+  finish(state: PodState, phase: 'Succeeded' | 'Failed'): Promise<boolean | 'gone'>;
   /** Stops every pod (fast) and restores what the faults changed. */
   stop(graceMs?: number): Promise<void>;
 }

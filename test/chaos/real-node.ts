@@ -333,7 +333,14 @@ export class RealNodePods implements ChaosPods {
   async killElector(state: PodState, _restartDelayMs: number, onKilled: () => void): Promise<boolean> {
     const id = await this.#container(state, CONTAINER_NAME);
     if (!id) return false;
-    await this.#faults.killContainer(id, 'SIGKILL');
+    try {
+      await this.#faults.killContainer(id, 'SIGKILL');
+    } catch (err) {
+      // The container stopped between the look-up and the kill (a storm's graceful delete
+      // of the same pod: containerd answered "ttrpc: closed", seed 1703505249): no elector.
+      if ((await this.#container(state, CONTAINER_NAME)) !== id) return false;
+      throw err;
+    }
     onKilled();
     return true;
   }
@@ -370,10 +377,12 @@ export class RealNodePods implements ChaosPods {
       throw new Error(`${state.key}'s containers still ran ${bound} ms after its node came back`);
   }
 
-  async finish(state: PodState, phase: 'Succeeded' | 'Failed'): Promise<boolean> {
+  async finish(state: PodState, phase: 'Succeeded' | 'Failed'): Promise<boolean | 'gone'> {
     const id = await this.#container(state, 'app');
-    if (!id) throw new Error(`${state.key} has no running app container to end`);
     state.done = true;
+    // Already ended: another fault of the same storm deleted or ended the pod (seeds
+    // 1215767109, 3823641783). The kubelet reports whatever it became; nothing to end.
+    if (!id) return 'gone';
     await this.#faults.killContainer(id, phase === 'Succeeded' ? 'SIGTERM' : 'SIGKILL');
     const bound = stretched(60_000);
     const deadline = performance.now() + bound;

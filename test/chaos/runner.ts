@@ -748,7 +748,13 @@ class ScheduleRun {
       case 'finish': {
         const t = await this.leader();
         if (!t) return void r.notes.push('no leader to finish');
-        if (await this.k.finish(t, fault.phase)) {
+        const finished = await this.k.finish(t, fault.phase);
+        if (finished === 'gone') {
+          r.notes.push(`${t.key} had no running app left to end (another fault ended it)`);
+          await this.replace(fault.replacements);
+          return;
+        }
+        if (finished) {
           r.notes.push(`${t.key} ${fault.phase} (its app container ended; the kubelet reported it)`);
           await this.replace(fault.replacements);
           return;
