@@ -413,7 +413,9 @@ describe('a service mesh with CNI redirection on a real node', { skip: nodeSkip(
         `proxy ${proxyAt} <= elector ${electorAt} <= app ${appAt}`,
       );
       // The app started once the leader was known: its very first answer names one.
-      const first = (await appLines(node, ns, name)).find((l) => !l.started);
+      const first = await eventually(`${name}'s app's first answer`, async () =>
+        (await appLines(node, ns, name)).find((l) => !l.started),
+      );
       assert.equal(first?.status, 200, `${name}'s first answer: ${JSON.stringify(first)}`);
       assert.ok(first?.name, `${name}'s first answer names a leader`);
     }
@@ -544,7 +546,29 @@ describe('a service mesh with CNI redirection on a real node', { skip: nodeSkip(
     ]);
     try {
       await webhookRollout(node);
+      // Every webhook pod the API server may call is a new one (a terminating old pod can
+      // still answer), and a dry run is injected in container mode.
       const name = 'container-mode';
+      await eventually(
+        'only webhook pods in container mode, and a dry run injected so',
+        async () => {
+          const pods = (await core.listNamespacedPod({ namespace: WEBHOOK_NAMESPACE })).items;
+          const allNew = pods.every(
+            (p) =>
+              !p.metadata?.deletionTimestamp &&
+              p.spec?.containers[0]?.env?.some(
+                (e) => e.name === 'WEBHOOK_ELECTOR_MODE' && e.value === 'container',
+              ),
+          );
+          const dry = await core.createNamespacedPod({
+            namespace: ns,
+            body: meshPod(name, 'container-mode', { proxy: 'container', validation: true }),
+            dryRun: 'All',
+          });
+          return allNew && dry.spec?.containers.some((c) => c.name === CONTAINER_NAME);
+        },
+        120_000,
+      );
       const pod = await core.createNamespacedPod({
         namespace: ns,
         body: meshPod(name, 'container-mode', { proxy: 'container', validation: true }),
@@ -581,7 +605,7 @@ describe('a service mesh with CNI redirection on a real node', { skip: nodeSkip(
   });
 
   test('tidy: the rules lived in the pods network namespaces only, and went with them', async () => {
-    assert.ok(sandboxes.length >= 5);
+    assert.ok(sandboxes.length > 0, 'the tests above made pods');
     await core.deleteCollectionNamespacedPod({ namespace: ns, gracePeriodSeconds: 0 });
     await eventually(
       'every pod gone with its sandbox',
