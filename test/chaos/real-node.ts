@@ -378,14 +378,31 @@ export class RealNodePods implements ChaosPods {
   }
 
   async finish(state: PodState, phase: 'Succeeded' | 'Failed'): Promise<boolean | 'gone'> {
-    const id = await this.#container(state, 'app');
-    state.done = true;
-    // Already ended: another fault of the same storm deleted or ended the pod (seeds
-    // 1215767109, 3823641783). The kubelet reports whatever it became; nothing to end.
-    if (!id) return 'gone';
-    await this.#faults.killContainer(id, phase === 'Succeeded' ? 'SIGTERM' : 'SIGKILL');
+    // The app starts after the elector's startup probe passes, so a leader may not have a
+    // running app yet (seed 3823641783: 0.5 s after the election settled): wait for it. If
+    // the pod goes meanwhile (another fault of a storm deleted or ended it, seed 1215767109),
+    // there is nothing to end: the kubelet reports whatever it became.
     const bound = stretched(60_000);
     const deadline = performance.now() + bound;
+    let id: string | undefined;
+    while ((id = await this.#container(state, 'app')) === undefined) {
+      const p = await this.#core
+        .readNamespacedPod({ name: state.name, namespace: this.#o.namespace })
+        .catch((err: unknown) => {
+          if (apiCode(err) === 404) return undefined;
+          throw err;
+        });
+      const over = p?.status?.phase === 'Succeeded' || p?.status?.phase === 'Failed';
+      if (!p || p.metadata?.uid !== state.uid || p.metadata?.deletionTimestamp || over) {
+        state.done = true;
+        return 'gone';
+      }
+      if (performance.now() > deadline)
+        throw new Error(`${state.key}'s app did not start within ${bound} ms`);
+      await sleep(100);
+    }
+    state.done = true;
+    await this.#faults.killContainer(id, phase === 'Succeeded' ? 'SIGTERM' : 'SIGKILL');
     for (;;) {
       try {
         const p = await this.#core.readNamespacedPod({ name: state.name, namespace: this.#o.namespace });
