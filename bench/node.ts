@@ -34,9 +34,9 @@ import {
   installProduct,
   livePods,
   runElectingDeployment,
-} from '../test/harness/on-node.ts';
-import { sharedNode, type TestNode } from '../test/harness/shared.ts';
-import { eventually } from '../test/harness/wait.ts';
+} from '@lifelease/harness/on-node';
+import { sharedNode, type TestNode } from '@lifelease/harness/shared';
+import { eventually } from '@lifelease/harness/wait';
 import { fmt, loadAverage, printTable, rssMiB, stats, writeReport } from './lib.ts';
 import { numberArgs } from './args.ts';
 

@@ -11,7 +11,7 @@
  *   node bench/pod-create.ts [pods per case = 300]
  */
 import { CoreV1Api, type V1Pod } from '@kubernetes/client-node';
-import { startCluster } from '../test/harness/cluster.ts';
+import { startCluster } from '@lifelease/harness/cluster';
 import { registerWebhook, waitUntilActive } from '../test/integration/webhook/helpers.ts';
 import { startWebhookProcess } from '../test/support/webhook-process.ts';
 import { fmt, printTable, stats, writeReport } from './lib.ts';

@@ -5,7 +5,7 @@
  * See test/harness/image.ts.
  */
 import { statSync } from 'node:fs';
-import { ensureImages } from '../test/harness/image.ts';
+import { ensureImages } from '@lifelease/harness/image';
 
 const t0 = performance.now();
 try {

@@ -14,12 +14,12 @@ import { spawn } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { startCluster } from '../test/harness/cluster.ts';
-import { assertCanRunNode, nodeClusterOptions, startNode, sweepStaleNode } from '../test/harness/node.ts';
-import { ensureHostPackages } from './lib/host-packages.ts';
-import { resolveNodeBinaries } from '../test/harness/node-binaries.ts';
-import { ensureImages } from '../test/harness/image.ts';
-import { writeNodeInfo } from '../test/harness/shared.ts';
+import { startCluster } from '@lifelease/harness/cluster';
+import { assertCanRunNode, nodeClusterOptions, startNode, sweepStaleNode } from '@lifelease/harness/node';
+import { ensureHostPackages } from '@lifelease/harness/host-packages';
+import { resolveNodeBinaries } from '@lifelease/harness/node-binaries';
+import { ensureImages } from '@lifelease/harness/image';
+import { writeNodeInfo } from '@lifelease/harness/shared';
 
 const root = path.resolve(import.meta.dirname, '..');
 const dir = path.join(root, '.cluster');

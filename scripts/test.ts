@@ -19,10 +19,10 @@ import './require-node.ts';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, globSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
-import { startCluster, type Cluster } from '../test/harness/cluster.ts';
-import { CLUSTER_DIR_ENV, NODE_CLUSTER_DIR_ENV, startNodeCluster } from '../test/harness/shared.ts';
-import { sweepMemoryCgroups } from '../test/harness/memcg.ts';
-import { ensureHostPackages } from './lib/host-packages.ts';
+import { startCluster, type Cluster } from '@lifelease/harness/cluster';
+import { CLUSTER_DIR_ENV, NODE_CLUSTER_DIR_ENV, startNodeCluster } from '@lifelease/harness/shared';
+import { sweepMemoryCgroups } from '@lifelease/harness/memcg';
+import { ensureHostPackages } from '@lifelease/harness/host-packages';
 
 const root = path.resolve(import.meta.dirname, '..');
 process.chdir(root);

@@ -25,9 +25,9 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { CONTAINER_NAME } from '../../common/constants.ts';
-import type { ClusterClient } from '../harness/client.ts';
-import { PodSandbox } from '../harness/pod-sandbox.ts';
-import { reportPodStopped } from '../harness/pod-status.ts';
+import type { ClusterClient } from '@lifelease/harness/client';
+import { PodSandbox } from '@lifelease/harness/pod-sandbox';
+import { reportPodStopped } from '@lifelease/harness/pod-status';
 
 export const CHAOS_NODE = 'chaos-node';
 

@@ -31,19 +31,19 @@ import { copyFileSync, existsSync, linkSync, mkdirSync, readdirSync } from 'node
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { CONTAINER_NAME } from '../../common/constants.ts';
-import { startCluster, type Cluster } from '../harness/cluster.ts';
-import { ensureImages } from '../harness/image.ts';
-import { applyManifests, renderManifests } from '../harness/manifests.ts';
-import { pauseVersion } from '../harness/node-binaries.ts';
-import { NodeFaults, PodPortal } from '../harness/node-faults.ts';
+import { startCluster, type Cluster } from '@lifelease/harness/cluster';
+import { ensureImages } from '@lifelease/harness/image';
+import { applyManifests, renderManifests } from '@lifelease/harness/manifests';
+import { pauseVersion } from '@lifelease/harness/node-binaries';
+import { NodeFaults, PodPortal } from '@lifelease/harness/node-faults';
 import {
   assertCanRunNode,
   NODE_ROOT,
   nodeClusterOptions,
   startNode,
   type RealNode,
-} from '../harness/node.ts';
-import { stretched } from '../harness/wait.ts';
+} from '@lifelease/harness/node';
+import { stretched } from '@lifelease/harness/wait';
 import type { ChaosPods, PodsOptions, PodState } from './pods.ts';
 
 const WEBHOOK_NAMESPACE = 'lifelease-system';

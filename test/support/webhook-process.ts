@@ -8,8 +8,8 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createServingCertificate } from '../../common/pki.ts';
-import { inCgroup } from '../harness/memcg.ts';
-import { stretched } from '../harness/wait.ts';
+import { inCgroup } from '@lifelease/harness/memcg';
+import { stretched } from '@lifelease/harness/wait';
 
 const MAIN = path.resolve(import.meta.dirname, '../../webhook/main.ts');
 

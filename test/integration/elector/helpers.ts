@@ -6,7 +6,7 @@ import { CoordinationV1Api, V1MicroTime, type KubeConfig, type V1Lease } from '@
 import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { connect, createServer, type Socket } from 'node:net';
-import type { ClusterClient } from '../../harness/client.ts';
+import type { ClusterClient } from '@lifelease/harness/client';
 import {
   createPod,
   grantElection,
@@ -14,8 +14,8 @@ import {
   type ElectorProcess,
   type PodRef,
   type StartElectorOptions,
-} from '../../harness/elector-process.ts';
-import { eventually } from '../../harness/wait.ts';
+} from '@lifelease/harness/elector-process';
+import { eventually } from '@lifelease/harness/wait';
 export { eventually };
 
 export const ELECTION = 'app';

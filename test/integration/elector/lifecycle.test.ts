@@ -27,9 +27,9 @@ import {
   installProduct,
   runElectingDeployment,
   uninstallProduct,
-} from '../../harness/on-node.ts';
-import { nodeSkip, sharedNode, type TestNode } from '../../harness/shared.ts';
-import { eventually } from '../../harness/wait.ts';
+} from '@lifelease/harness/on-node';
+import { nodeSkip, sharedNode, type TestNode } from '@lifelease/harness/shared';
+import { eventually } from '@lifelease/harness/wait';
 
 let node: TestNode;
 let ns: string;

@@ -26,7 +26,7 @@ import {
   type Images,
   type OciConfig,
   type OciIndex,
-} from '../../harness/image.ts';
+} from '@lifelease/harness/image';
 
 const run = promisify(execFile);
 const root = path.resolve(import.meta.dirname, '../../..');

@@ -18,10 +18,10 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { CONTAINER_NAME } from '../../../common/constants.ts';
-import { ensureSnippetsImage } from '../../harness/image.ts';
-import { electingDeployment, installProduct, livePods, uninstallProduct } from '../../harness/on-node.ts';
-import { nodeSkip, sharedNode, type TestNode } from '../../harness/shared.ts';
-import { eventually, stretched } from '../../harness/wait.ts';
+import { ensureSnippetsImage } from '@lifelease/harness/image';
+import { electingDeployment, installProduct, livePods, uninstallProduct } from '@lifelease/harness/on-node';
+import { nodeSkip, sharedNode, type TestNode } from '@lifelease/harness/shared';
+import { eventually, stretched } from '@lifelease/harness/wait';
 
 const REPO_ROOT = path.resolve(import.meta.dirname, '../../..');
 

@@ -31,10 +31,10 @@ import {
 import assert from 'node:assert/strict';
 import { networkInterfaces } from 'node:os';
 import { after, before, describe, test } from 'node:test';
-import { CHART_DIR, helm, valuesFile } from '../../harness/helm.ts';
-import { electingDeployment, runElectingDeployment, webhookRollout } from '../../harness/on-node.ts';
-import { nodeSkip, sharedNode, type TestNode } from '../../harness/shared.ts';
-import { eventually } from '../../harness/wait.ts';
+import { CHART_DIR, helm, valuesFile } from '@lifelease/harness/helm';
+import { electingDeployment, runElectingDeployment, webhookRollout } from '@lifelease/harness/on-node';
+import { nodeSkip, sharedNode, type TestNode } from '@lifelease/harness/shared';
+import { eventually } from '@lifelease/harness/wait';
 
 const NS = 'lifelease-system';
 const VALUES = { networkPolicy: { electorEgress: { enabled: true } } };

@@ -19,13 +19,13 @@ import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { electorRole, electorRoleBinding } from '../../common/rbac.ts';
+import { electorRole, electorRoleBinding } from '../../../common/rbac.ts';
 import type { ClusterClient } from './client.ts';
 import { ManagedProcess, startBudget } from './process.ts';
 import { stretched } from './wait.ts';
 import { reportPodStopped } from './pod-status.ts';
 
-const REPO_ROOT = path.resolve(import.meta.dirname, '../..');
+const REPO_ROOT = path.resolve(import.meta.dirname, '../../..');
 
 /** The JSON of `GET /` (and of each SSE event). */
 export interface ElectorResult {

@@ -27,12 +27,12 @@ import {
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import type { Cluster } from '../../harness/cluster.ts';
-import { resolveNodeBinaries } from '../../harness/node-binaries.ts';
-import { BRIDGE, NODE_NAME, NODE_ROOT, startNode } from '../../harness/node.ts';
-import { writeOciArchive } from '../../harness/oci.ts';
-import { nodeSkip, sharedNode, type TestNode } from '../../harness/shared.ts';
-import { eventually } from '../../harness/wait.ts';
+import type { Cluster } from '@lifelease/harness/cluster';
+import { resolveNodeBinaries } from '@lifelease/harness/node-binaries';
+import { BRIDGE, NODE_NAME, NODE_ROOT, startNode } from '@lifelease/harness/node';
+import { writeOciArchive } from '@lifelease/harness/oci';
+import { nodeSkip, sharedNode, type TestNode } from '@lifelease/harness/shared';
+import { eventually } from '@lifelease/harness/wait';
 
 const BUSYBOX = '/bin/busybox';
 const IMAGE = 'localhost/lifelease-busybox:test';

@@ -9,7 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 
-const LIB = path.resolve(import.meta.dirname, '../../../scripts/lib/go.sh');
+const LIB = path.resolve(import.meta.dirname, '../../scripts/lib/go.sh');
 
 function run(goInstallDir: string): { status: number | null; stdout: string; stderr: string } {
   const script = `

@@ -56,7 +56,7 @@ import {
 import { defaultCacheRoot } from './binaries.ts';
 import path from 'node:path';
 
-const REPO_ROOT = path.resolve(import.meta.dirname, '../..');
+const REPO_ROOT = path.resolve(import.meta.dirname, '../../..');
 
 /** Bump when the way an image is made changes, so every cached image is rebuilt once. */
 const RECIPE_VERSION = '1';

@@ -32,7 +32,7 @@ export interface NodeBinaries {
   pause: string;
 }
 
-const REPO_ROOT = path.resolve(import.meta.dirname, '../..');
+const REPO_ROOT = path.resolve(import.meta.dirname, '../../..');
 
 function fromEnvAndFolders(folders: Map<string, string>): NodeBinaries {
   const env = process.env;
@@ -73,7 +73,7 @@ async function missing(bins: NodeBinaries): Promise<string[]> {
  * streaming its progress to `log`, and returns the folders it reports.
  */
 async function runBuildScript(log: (line: string) => void): Promise<Map<string, string>> {
-  const child = spawn('bash', [path.join(REPO_ROOT, 'scripts/build-node.sh')], {
+  const child = spawn('bash', [path.join(REPO_ROOT, 'packages/harness/scripts/build-node.sh')], {
     env: { ...process.env, KUBE_VERSION, CONTAINERD_VERSION, RUNC_VERSION, CNI_PLUGINS_VERSION },
     stdio: ['ignore', 'pipe', 'pipe'],
   });

@@ -14,7 +14,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { resolveKustomize } from './binaries.ts';
 
-export const MANIFESTS_DIR = path.resolve(import.meta.dirname, '../../manifests');
+export const MANIFESTS_DIR = path.resolve(import.meta.dirname, '../../../manifests');
 
 /** `kustomize build <dir>`; `dir` is relative to manifests/ unless absolute. */
 export async function renderManifests(dir: string): Promise<KubernetesObject[]> {

@@ -21,7 +21,7 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { resolveBinaries, type Binaries } from './binaries.ts';
 import { generateKeyPairSync } from 'node:crypto';
-import { createCertificateAuthority } from '../../common/pki.ts';
+import { createCertificateAuthority } from '../../../common/pki.ts';
 import { exitedEarly, ManagedProcess } from './process.ts';
 import { freePort } from './ports.ts';
 import { connectCluster, type ClusterClient } from './client.ts';

@@ -20,7 +20,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { ClusterClient } from './client.ts';
 import { PodSandbox } from './pod-sandbox.ts';
 
-export const REPO_ROOT = path.resolve(import.meta.dirname, '../..');
+export const REPO_ROOT = path.resolve(import.meta.dirname, '../../..');
 
 /**
  * Builds dist/ unless it is there. `npm test` builds once before any test file runs; files

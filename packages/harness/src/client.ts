@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { loadCertificateAuthority } from '../../common/pki.ts';
+import { loadCertificateAuthority } from '../../../common/pki.ts';
 
 export interface ClusterClient {
   /** Folder with `kubeconfig`, `ca.crt`, `ca.key` and the processes' logs. */

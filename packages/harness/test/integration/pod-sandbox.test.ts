@@ -9,12 +9,12 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { createMemoryCgroup } from '../../harness/memcg.ts';
-import { expand, PodSandbox, podHostname } from '../../harness/pod-sandbox.ts';
-import { sharedCluster, type TestCluster } from '../../harness/shared.ts';
-import { eventually } from '../../harness/wait.ts';
+import { createMemoryCgroup } from '@lifelease/harness/memcg';
+import { expand, PodSandbox, podHostname } from '@lifelease/harness/pod-sandbox';
+import { sharedCluster, type TestCluster } from '@lifelease/harness/shared';
+import { eventually } from '@lifelease/harness/wait';
 
-const APP = path.resolve(import.meta.dirname, '../../fixtures/pod-app.ts');
+const APP = path.resolve(import.meta.dirname, '../../../../test/fixtures/pod-app.ts');
 const entrypoint = (image: string) => {
   assert.equal(image, 'example.invalid/pod-app');
   return [process.execPath, APP];

@@ -35,7 +35,7 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ClusterClient } from './client.ts';
 import type { PodInitConfig } from './pod-init.ts';
-import { quantityValue } from '../../webhook/config.ts';
+import { quantityValue } from '../../../webhook/config.ts';
 import { createMemoryCgroup, type MemoryCgroup } from './memcg.ts';
 import { ManagedProcess } from './process.ts';
 

@@ -28,7 +28,7 @@ export interface Binaries {
   kubeControllerManager: string;
 }
 
-const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
 
 /** Whether `file` exists and may be executed. */
 export async function executable(file: string): Promise<boolean> {
@@ -95,7 +95,7 @@ export async function resolvePlatformTool(tool: 'helm' | 'promtool', log?: Build
   const dir = tool === 'helm' ? `helm-${HELM_VERSION}` : `promtool-${PROMETHEUS_VERSION}`;
   const file = path.join(cacheRoot(), dir, 'bin', tool);
   if (!(await executable(file))) {
-    await runBuildScript(log, 'scripts/build-platform-tools.sh', {
+    await runBuildScript(log, 'packages/harness/scripts/build-platform-tools.sh', {
       HELM_VERSION,
       PROMETHEUS_VERSION,
       PROMETHEUS_OPERATOR_VERSION,
@@ -122,7 +122,7 @@ export async function resolvePrometheusOperatorCrds(log?: BuildLog): Promise<str
     }
   };
   if (!(await present())) {
-    await runBuildScript(log, 'scripts/build-platform-tools.sh', {
+    await runBuildScript(log, 'packages/harness/scripts/build-platform-tools.sh', {
       HELM_VERSION,
       PROMETHEUS_VERSION,
       PROMETHEUS_OPERATOR_VERSION,
@@ -139,7 +139,7 @@ export async function resolvePrometheusOperatorCrds(log?: BuildLog): Promise<str
  */
 async function runBuildScript(
   log: BuildLog = (line) => process.stderr.write(`${line}\n`),
-  script = 'scripts/build-control-plane.sh',
+  script = 'packages/harness/scripts/build-control-plane.sh',
   versions: Record<string, string> = { KUBE_VERSION, ETCD_VERSION, KUSTOMIZE_VERSION },
 ): Promise<void> {
   const child = spawn('bash', [path.join(REPO_ROOT, script)], {

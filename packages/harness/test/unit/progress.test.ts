@@ -8,7 +8,7 @@ import { execFileSync } from 'node:child_process';
 import path from 'node:path';
 import { test } from 'node:test';
 
-const LIB = path.resolve(import.meta.dirname, '../../../scripts/lib/progress.sh');
+const LIB = path.resolve(import.meta.dirname, '../../scripts/lib/progress.sh');
 
 test('heartbeat lines come at least every PROGRESS_EVERY seconds under a slow sleep', () => {
   const script = `

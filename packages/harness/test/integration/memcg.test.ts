@@ -7,8 +7,8 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, test } from 'node:test';
-import { createMemoryCgroup } from '../../harness/memcg.ts';
-import { ManagedProcess } from '../../harness/process.ts';
+import { createMemoryCgroup } from '@lifelease/harness/memcg';
+import { ManagedProcess } from '@lifelease/harness/process';
 
 const cgroup = createMemoryCgroup('self-test', 64);
 cgroup?.remove();

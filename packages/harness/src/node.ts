@@ -44,7 +44,7 @@ import {
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { loadCertificateAuthority } from '../../common/pki.ts';
+import { loadCertificateAuthority } from '../../../common/pki.ts';
 import { SERVICE_CIDR, SERVICE_IP, type Cluster, type StartClusterOptions } from './cluster.ts';
 import { pauseVersion, resolveNodeBinaries, type NodeBinaries } from './node-binaries.ts';
 import { writeOciArchive } from './oci.ts';

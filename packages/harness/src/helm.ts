@@ -11,7 +11,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { resolvePlatformTool } from './binaries.ts';
 
-export const CHART_DIR = path.resolve(import.meta.dirname, '../../charts/lifelease');
+export const CHART_DIR = path.resolve(import.meta.dirname, '../../../charts/lifelease');
 
 /** Labels the chart adds that manifests/ does not (Helm's recommended labels). */
 export const HELM_ONLY_LABELS = [

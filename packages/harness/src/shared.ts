@@ -91,7 +91,7 @@ export function nodeSkip(): string | false {
 }
 
 const execFileAsync = promisify(execFile);
-const REPO_ROOT = path.resolve(import.meta.dirname, '../..');
+const REPO_ROOT = path.resolve(import.meta.dirname, '../../..');
 
 function nodeClient(
   client: ClusterClient,

@@ -11,8 +11,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { resolveBinaries } from '../../harness/binaries.ts';
-import { startCluster } from '../../harness/cluster.ts';
+import { resolveBinaries } from '@lifelease/harness/binaries';
+import { startCluster } from '@lifelease/harness/cluster';
 
 function alive(pid: number | undefined): boolean {
   if (pid === undefined) return false;
@@ -90,7 +90,7 @@ describe('control-plane harness lifecycle', () => {
     test(`${signal} to the owning process leaves no control-plane process behind`, async () => {
       const dir = await mkdtemp(path.join(tmpdir(), 'lifelease-owner-'));
       const script = path.join(dir, 'owner.ts');
-      const harness = path.resolve(import.meta.dirname, '../../harness/cluster.ts');
+      const harness = path.resolve(import.meta.dirname, '../../src/cluster.ts');
       await writeFile(
         script,
         `import { startCluster } from ${JSON.stringify(harness)};

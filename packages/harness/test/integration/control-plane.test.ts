@@ -14,9 +14,9 @@ import {
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { KUBE_VERSION } from '../../harness/binaries.ts';
-import { sharedCluster, type TestCluster } from '../../harness/shared.ts';
-import { eventually } from '../../harness/wait.ts';
+import { KUBE_VERSION } from '@lifelease/harness/binaries';
+import { sharedCluster, type TestCluster } from '@lifelease/harness/shared';
+import { eventually } from '@lifelease/harness/wait';
 
 let cluster: TestCluster;
 before(async () => {
