@@ -7,8 +7,8 @@
  *   npm test -- test/unit            # files under a folder (or a single file)
  *   LIFELEASE_CLUSTER_DIR=.cluster npm test   # reuse a cluster from `npm run cluster:up`
  *
- * The real node: the files that use `sharedNode()` (test/harness/shared.ts) run on a second
- * control plane with the host's one real node (kubelet + containerd, test/harness/node.ts),
+ * The real node: the files that use `sharedNode()` (packages/harness/src/shared.ts) run on a second
+ * control plane with the host's one real node (kubelet + containerd, packages/harness/src/node.ts),
  * which this runner starts as root and passes in `LIFELEASE_NODE_CLUSTER_DIR`. They run one
  * at a time, in their own `node --test` process next to the other files (their lines are
  * prefixed `[node]`), and the node is stopped as soon as they are done, so another run on
@@ -28,7 +28,8 @@ const root = path.resolve(import.meta.dirname, '..');
 process.chdir(root);
 
 function testFiles(args: string[]): string[] {
-  const targets = args.length > 0 ? args : ['test'];
+  // Everything: the repository's tests and the workspace packages' (packages/harness/test).
+  const targets = args.length > 0 ? args : ['test', ...globSync('packages/*/test')];
   const files = new Set<string>();
   for (const t of targets) {
     if (!existsSync(t)) throw new Error(`no such test file or folder: ${t}`);

@@ -30,7 +30,12 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import type { ClusterClient } from '@lifelease/harness/client';
-import { createPod, grantElection, startElector, type ElectorProcess } from '@lifelease/harness/elector-process';
+import {
+  createPod,
+  grantElection,
+  startElector,
+  type ElectorProcess,
+} from '@lifelease/harness/elector-process';
 import { defaultOf, quantityValue } from '../../webhook/config.ts';
 import { INJECTED_NODE_OPTIONS } from '../../webhook/inject.ts';
 import { createMemoryCgroup, type MemoryCgroup } from '@lifelease/harness/memcg';
