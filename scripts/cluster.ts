@@ -1,7 +1,7 @@
 /**
  * `npm run cluster:up` / `npm run cluster:down`: a local cluster that outlives the command,
  * for the demo and for trying things by hand: the control plane and one real node
- * (containerd + kubelet, kube-scheduler; test/harness/node.ts), with the project's images
+ * (containerd + kubelet, kube-scheduler; packages/harness/src/node.ts), with the project's images
  * imported. `npm run cluster:up -- --no-node` starts the control plane alone (no root needed).
  *
  * `up` starts a small supervisor process (`serve`) in the background, which runs the

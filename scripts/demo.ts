@@ -1,8 +1,8 @@
 /**
  * `npm run demo`: the whole story on a real local cluster, nothing faked.
  *
- * A control plane and one real node (containerd + kubelet; test/harness/node.ts) with the
- * project's image built from the Dockerfile (test/harness/image.ts). lifelease is installed
+ * A control plane and one real node (containerd + kubelet; packages/harness/src/node.ts) with the
+ * project's image built from the Dockerfile (packages/harness/src/image.ts). lifelease is installed
  * with the built kubectl exactly as the README tells an admin (`kubectl apply -k manifests`);
  * the webhook runs as a Deployment from the image; a Deployment of 3 opted-in replicas gets
  * its elector injected as a native sidecar that the kubelet starts, and the app container

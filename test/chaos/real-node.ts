@@ -1,11 +1,11 @@
 /**
- * The fault suite on a real node (test/harness/node.ts): the control plane, one node
+ * The fault suite on a real node (packages/harness/src/node.ts): the control plane, one node
  * (kubelet + containerd + runc + the CNI bridge), the project image imported, lifelease
  * installed from manifests/ (the webhook runs as its Deployment on the node), and the
  * schedules' pods created through the API server, injected by the webhook, scheduled by
  * kube-scheduler and run by the kubelet, the elector as the image's native sidecar.
  *
- * What each fault becomes (test/harness/node-faults.ts does the node side):
+ * What each fault becomes (packages/harness/src/node-faults.ts does the node side):
  * - partition: DROP rules for the pod's IP on its path to the API server (the DNAT'd relay);
  * - partition + force-delete: the same, and the node's kubelet SIGSTOPped (the node is
  *   unreachable: no heartbeat, it does not see the deletion), then `delete --grace-period=0

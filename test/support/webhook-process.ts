@@ -44,7 +44,7 @@ export interface StartWebhookOptions {
   timeoutMs?: number;
   /** Entry point; default `webhook/main.ts` (e.g. the bundle's `webhook.js`, as the image runs it). */
   entry?: string;
-  /** A memory cgroup (test/harness/memcg.ts) to run in, as under the container's memory limit. */
+  /** A memory cgroup (packages/harness/src/memcg.ts) to run in, as under the container's memory limit. */
   cgroup?: { procsFile: string };
 }
 

@@ -8,7 +8,7 @@
 #   KUSTOMIZE_VERSION                             (default below; v5.8.2+ needs Go 1.27)
 #   CONTROL_PLANE_CACHE  cache root               (default ~/.cache/lifelease)
 #
-# Users who already have binaries skip this script: see test/harness/binaries.ts
+# Users who already have binaries skip this script: see ../src/binaries.ts
 # (KUBEBUILDER_ASSETS, KUBE_CONTROLLER_MANAGER).
 set -euo pipefail
 

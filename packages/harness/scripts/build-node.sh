@@ -16,7 +16,7 @@
 # flags, across invocations).
 #
 # Users who already have binaries set these and the matching step is skipped (see
-# test/harness/node-binaries.ts): KUBELET, KUBE_SCHEDULER, KUBECTL, CONTAINERD_BIN_DIR
+# ../src/node-binaries.ts): KUBELET, KUBE_SCHEDULER, KUBECTL, CONTAINERD_BIN_DIR
 # (containerd, containerd-shim-runc-v2, ctr), RUNC, CNI_BIN_DIR, PAUSE (a static pause binary).
 #
 # Prints one line per component on stdout: `<component> <bin folder>`.

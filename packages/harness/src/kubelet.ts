@@ -6,7 +6,7 @@
  * Pods are listed every `pollMs` rather than watched: a stand-in values simple and certain
  * over efficient.
  *
- * Where it remains, and why (a real node, test/harness/node.ts, runs the install, helm,
+ * Where it remains, and why (a real node, node.ts, runs the install, helm,
  * snippet, security and pod-lifecycle tests and the demo): system.ts' `installWebhook` for
  * the fault suite's runner (test/chaos, moving to the real node on its own); it needs no
  * root and runs many pods in parallel test files on one control plane, where the host has

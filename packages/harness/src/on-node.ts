@@ -1,5 +1,5 @@
 /**
- * The product on the real node (test/harness/node.ts, through `sharedNode()`), installed and
+ * The product on the real node (node.ts, through `sharedNode()`), installed and
  * used exactly as the README tells an admin and an app: `kubectl apply -k manifests/...` with
  * the built kubectl, the webhook as a Deployment run by the kubelet from the project image,
  * opted-in pods whose elector the kubelet starts as a native sidecar, and an app container

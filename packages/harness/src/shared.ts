@@ -9,7 +9,7 @@
  *   after(() => cluster.release());
  *
  * The run-wide real node (`sharedNode()`): as root, `npm test` also starts a second control
- * plane with the host's one real node (test/harness/node.ts) and passes its folder in
+ * plane with the host's one real node (node.ts) and passes its folder in
  * `LIFELEASE_NODE_CLUSTER_DIR`; `node.json` in that folder says where the node's kubectl,
  * containerd and images are. It is a second control plane, not the first one with a node
  * added, because kube-scheduler would otherwise bind every pod of the stand-in tests (which

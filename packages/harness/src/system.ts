@@ -6,7 +6,7 @@
  * API server calls the webhook through `clientConfig.service` and verifies the certificate
  * the webhook made for itself. Requires `npm run build` (the stand-in runs dist/cli.js).
  *
- * The tests install the product on the real node instead (test/harness/on-node.ts:
+ * The tests install the product on the real node instead (on-node.ts:
  * `kubectl apply -k`, the webhook run by the kubelet from the image); this stays for the
  * fault suite's runner (test/chaos) until it moves to the node.
  */

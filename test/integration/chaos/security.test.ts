@@ -1,7 +1,7 @@
 /**
  * Security checks with the product installed as an admin would (`kubectl apply -k
  * manifests`, self-managed TLS, the webhook's RBAC reconciler) on the real node
- * (test/harness/node.ts), and an opted-in pod created in a Pod Security `restricted`
+ * (packages/harness/src/node.ts), and an opted-in pod created in a Pod Security `restricted`
  * namespace, its elector run by the kubelet from the project image with the token the kubelet
  * mounted for it:
  *

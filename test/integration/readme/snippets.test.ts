@@ -1,13 +1,13 @@
 /**
  * The README's client snippets, run as an app runs them: in the app container of an opted-in
- * pod on the real node (test/harness/node.ts), with the ELECTOR_* env the webhook injected,
+ * pod on the real node (packages/harness/src/node.ts), with the ELECTOR_* env the webhook injected,
  * against the pod's elector, which the kubelet runs as a native sidecar; as leader and as
  * follower (`kubectl exec`, the snippets mounted from a ConfigMap). The SSE loops must print
  * the current leader on connect, and print it again after the elector container is killed
  * through the runtime and the kubelet restarts it (reconnect).
  *
  * The app image is the bookworm stand-in with Debian's curl, jq and python3 and the Node 24
- * binary (test/harness/image.ts `ensureSnippetsImage`): sh, TypeScript and Python run in it.
+ * binary (packages/harness/src/image.ts `ensureSnippetsImage`): sh, TypeScript and Python run in it.
  * Java does not run: the image has no JDK (Debian's openjdk-17-jdk-headless would add a few
  * hundred MB to build and import on every cold run); its snippet is compiled nowhere here.
  */

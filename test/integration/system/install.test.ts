@@ -1,6 +1,6 @@
 /**
  * Every manifest is applied to a real cluster (control plane + the real node,
- * test/harness/node.ts) with the built kubectl, exactly as the README tells an admin, and the
+ * packages/harness/src/node.ts) with the built kubectl, exactly as the README tells an admin, and the
  * product runs from them:
  * - the default install (`kubectl apply -k manifests`, self-managed TLS): the webhook runs as
  *   a Deployment from the project image (2 pods run by the kubelet), makes its certificate,

@@ -1,6 +1,6 @@
 # Where the build scripts keep what they build. Source it; it sets CACHE_ROOT:
 # $CONTROL_PLANE_CACHE, else ~/.cache/lifelease (under $XDG_CACHE_HOME when set; the same
-# folder test/harness/binaries.ts cacheRoot() reads).
+# folder ../../src/binaries.ts cacheRoot() reads).
 #
 # The folder was ~/.cache/k8s-leader-elector before the package was named lifelease: a warm
 # one is still used until it is moved (mv ~/.cache/k8s-leader-elector ~/.cache/lifelease).

@@ -1,5 +1,5 @@
 /**
- * The real node (test/harness/node.ts): a kubelet + containerd + runc + CNI node joins its
+ * The real node (src/node.ts): a kubelet + containerd + runc + CNI node joins its
  * own control plane, runs a pod from an image made here, gives it the API server as
  * `kubernetes.default` would, deletes it gracefully, refuses a second node, and leaves the
  * host as it found it (kernel settings, iptables, bridge, mounts, cgroups, paths).
