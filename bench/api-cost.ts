@@ -29,8 +29,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { electorRole, electorRoleBinding } from '../common/rbac.ts';
-import { startCluster } from '../test/harness/cluster.ts';
-import { createPod, startElector, type ElectorProcess } from '../test/harness/elector-process.ts';
+import { startCluster } from '@lifelease/harness/cluster';
+import { createPod, startElector, type ElectorProcess } from '@lifelease/harness/elector-process';
 import { grantNais, naisBinary, serviceAccount, startNais, type NaisProcess } from './nais.ts';
 import {
   apiJson,

@@ -6,7 +6,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { startCluster } from '../test/harness/cluster.ts';
+import { startCluster } from '@lifelease/harness/cluster';
 import { writeReport } from './lib.ts';
 import { numberArgs } from './args.ts';
 

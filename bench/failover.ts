@@ -17,16 +17,16 @@
  */
 import { request, type ClientRequest } from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { startCluster, type Cluster } from '../test/harness/cluster.ts';
+import { startCluster, type Cluster } from '@lifelease/harness/cluster';
 import { CoreV1Api } from '@kubernetes/client-node';
-import { reportPodStopped } from '../test/harness/pod-status.ts';
+import { reportPodStopped } from '@lifelease/harness/pod-status';
 import {
   createPod,
   forceDeletePod,
   grantElection,
   startElector,
   type ElectorProcess,
-} from '../test/harness/elector-process.ts';
+} from '@lifelease/harness/elector-process';
 import {
   fmt,
   loadAverage,
@@ -37,7 +37,7 @@ import {
   writeReport,
   type Stats,
 } from './lib.ts';
-import { onSseEvents } from '../test/harness/sse.ts';
+import { onSseEvents } from '@lifelease/harness/sse';
 import { numberArgs } from './args.ts';
 
 const ELECTION = 'app';

@@ -30,14 +30,14 @@ import { request, createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { INJECTED_NODE_OPTIONS } from '../webhook/inject.ts';
-import { startCluster } from '../test/harness/cluster.ts';
+import { startCluster } from '@lifelease/harness/cluster';
 import {
   createPod,
   grantElection,
   httpGet,
   startElector,
   type ElectorProcess,
-} from '../test/harness/elector-process.ts';
+} from '@lifelease/harness/elector-process';
 import {
   cpuSeconds,
   fmt,

@@ -15,9 +15,9 @@ import { mkdtempSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { httpGet, type PodRef } from '../test/harness/elector-process.ts';
-import { freePort } from '../test/harness/ports.ts';
-import { ManagedProcess } from '../test/harness/process.ts';
+import { httpGet, type PodRef } from '@lifelease/harness/elector-process';
+import { freePort } from '@lifelease/harness/ports';
+import { ManagedProcess } from '@lifelease/harness/process';
 
 /** The binary from `NAIS_ELECTOR_BIN`, or undefined (with the reason printed once). */
 export function naisBinary(): string | undefined {

@@ -1,5 +1,5 @@
 /**
- * The failover and footprint benchmarks on the real node (test/harness/node.ts): the product
+ * The failover and footprint benchmarks on the real node (packages/harness/src/node.ts): the product
  * installed with `kubectl apply -k manifests`, the electors run by the kubelet as native
  * sidecars from the project image, exactly as the webhook injects them. Needs root; takes the
  * host's one node (set LIFELEASE_NODE_WAIT to wait for another run's).
@@ -34,9 +34,9 @@ import {
   installProduct,
   livePods,
   runElectingDeployment,
-} from '../test/harness/on-node.ts';
-import { sharedNode, type TestNode } from '../test/harness/shared.ts';
-import { eventually } from '../test/harness/wait.ts';
+} from '@lifelease/harness/on-node';
+import { sharedNode, type TestNode } from '@lifelease/harness/shared';
+import { eventually } from '@lifelease/harness/wait';
 import { fmt, loadAverage, printTable, rssMiB, stats, writeReport } from './lib.ts';
 import { numberArgs } from './args.ts';
 

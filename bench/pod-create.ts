@@ -24,7 +24,7 @@
 import type { KubeConfig } from '@kubernetes/client-node';
 import { Agent, request, type RequestOptions } from 'node:https';
 import path from 'node:path';
-import { startCluster } from '../test/harness/cluster.ts';
+import { startCluster } from '@lifelease/harness/cluster';
 import { registerWebhook, waitUntilActive } from '../test/integration/webhook/helpers.ts';
 import { startWebhookProcess, type WebhookProcess } from '../test/support/webhook-process.ts';
 import {

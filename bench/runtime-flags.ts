@@ -17,13 +17,13 @@ import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { startCluster } from '../test/harness/cluster.ts';
+import { startCluster } from '@lifelease/harness/cluster';
 import {
   createPod,
   grantElection,
   startElector,
   type ElectorProcess,
-} from '../test/harness/elector-process.ts';
+} from '@lifelease/harness/elector-process';
 import { numberArgs } from './args.ts';
 import { cpuSeconds, fmt, printTable, requireBuild, rssMiB, writeReport } from './lib.ts';
 

@@ -12,13 +12,13 @@
 import { parseArgs } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { INJECTED_NODE_OPTIONS } from '../webhook/inject.ts';
-import { startCluster } from '../test/harness/cluster.ts';
+import { startCluster } from '@lifelease/harness/cluster';
 import {
   createPod,
   grantElection,
   startElector,
   type ElectorProcess,
-} from '../test/harness/elector-process.ts';
+} from '@lifelease/harness/elector-process';
 import {
   apiServerMetrics,
   cpuSeconds,

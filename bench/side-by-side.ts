@@ -19,7 +19,7 @@
  */
 import { CoreV1Api } from '@kubernetes/client-node';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { startCluster, type Cluster } from '../test/harness/cluster.ts';
+import { startCluster, type Cluster } from '@lifelease/harness/cluster';
 import {
   createPod,
   forceDeletePod,
@@ -28,8 +28,8 @@ import {
   startElector,
   type ElectorProcess,
   type PodRef,
-} from '../test/harness/elector-process.ts';
-import { reportPodStopped } from '../test/harness/pod-status.ts';
+} from '@lifelease/harness/elector-process';
+import { reportPodStopped } from '@lifelease/harness/pod-status';
 import { fmt, loadAverage, printTable, pssMiB, requireBuild, rssMiB, stats, writeReport } from './lib.ts';
 import { grantNais, naisBinary, serviceAccount, startNais, type NaisProcess } from './nais.ts';
 import path from 'node:path';

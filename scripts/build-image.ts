@@ -2,10 +2,10 @@
  * `npm run image:build`: builds the project image from the Dockerfile (buildah, no daemon,
  * local stand-ins for its base images) and the test app image, as OCI archives in the cache,
  * or finds them there. Prints what it built, with timings, and the archives with their names.
- * See test/harness/image.ts.
+ * See packages/harness/src/image.ts.
  */
 import { statSync } from 'node:fs';
-import { ensureImages } from '../test/harness/image.ts';
+import { ensureImages } from '@lifelease/harness/image';
 
 const t0 = performance.now();
 try {

@@ -1,7 +1,7 @@
 /**
  * `npm run cluster:up` / `npm run cluster:down`: a local cluster that outlives the command,
  * for the demo and for trying things by hand: the control plane and one real node
- * (containerd + kubelet, kube-scheduler; test/harness/node.ts), with the project's images
+ * (containerd + kubelet, kube-scheduler; packages/harness/src/node.ts), with the project's images
  * imported. `npm run cluster:up -- --no-node` starts the control plane alone (no root needed).
  *
  * `up` starts a small supervisor process (`serve`) in the background, which runs the
@@ -14,12 +14,12 @@ import { spawn } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { startCluster } from '../test/harness/cluster.ts';
-import { assertCanRunNode, nodeClusterOptions, startNode, sweepStaleNode } from '../test/harness/node.ts';
-import { ensureHostPackages } from './lib/host-packages.ts';
-import { resolveNodeBinaries } from '../test/harness/node-binaries.ts';
-import { ensureImages } from '../test/harness/image.ts';
-import { writeNodeInfo } from '../test/harness/shared.ts';
+import { startCluster } from '@lifelease/harness/cluster';
+import { assertCanRunNode, nodeClusterOptions, startNode, sweepStaleNode } from '@lifelease/harness/node';
+import { ensureHostPackages } from '@lifelease/harness/host-packages';
+import { resolveNodeBinaries } from '@lifelease/harness/node-binaries';
+import { ensureImages } from '@lifelease/harness/image';
+import { writeNodeInfo } from '@lifelease/harness/shared';
 
 const root = path.resolve(import.meta.dirname, '..');
 const dir = path.join(root, '.cluster');

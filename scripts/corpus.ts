@@ -334,7 +334,7 @@ interface ApiResult {
 let api: ApiResult | undefined;
 
 if (useApi) {
-  const { startCluster } = await import('../test/harness/cluster.ts');
+  const { startCluster } = await import('@lifelease/harness/cluster');
   const { registerWebhook, waitUntilActive, apiMessage } =
     await import('../test/integration/webhook/helpers.ts');
   const { startWebhookProcess } = await import('../test/support/webhook-process.ts');

@@ -1,8 +1,8 @@
 /**
  * `npm run demo`: the whole story on a real local cluster, nothing faked.
  *
- * A control plane and one real node (containerd + kubelet; test/harness/node.ts) with the
- * project's image built from the Dockerfile (test/harness/image.ts). lifelease is installed
+ * A control plane and one real node (containerd + kubelet; packages/harness/src/node.ts) with the
+ * project's image built from the Dockerfile (packages/harness/src/image.ts). lifelease is installed
  * with the built kubectl exactly as the README tells an admin (`kubectl apply -k manifests`);
  * the webhook runs as a Deployment from the image; a Deployment of 3 opted-in replicas gets
  * its elector injected as a native sidecar that the kubelet starts, and the app container
@@ -23,13 +23,13 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { ANNOTATION_INJECTED, CONTAINER_NAME, LEASE_LABEL_ELECTION } from '../common/constants.ts';
-import { resolveBinaries } from '../test/harness/binaries.ts';
-import { startCluster, type Cluster } from '../test/harness/cluster.ts';
-import { ensureImages } from '../test/harness/image.ts';
-import { resolveNodeBinaries } from '../test/harness/node-binaries.ts';
-import { assertCanRunNode, nodeClusterOptions, startNode, type RealNode } from '../test/harness/node.ts';
-import { pollingApp } from '../test/harness/on-node.ts';
-import { ensureHostPackages } from './lib/host-packages.ts';
+import { resolveBinaries } from '@lifelease/harness/binaries';
+import { startCluster, type Cluster } from '@lifelease/harness/cluster';
+import { ensureImages } from '@lifelease/harness/image';
+import { resolveNodeBinaries } from '@lifelease/harness/node-binaries';
+import { assertCanRunNode, nodeClusterOptions, startNode, type RealNode } from '@lifelease/harness/node';
+import { pollingApp } from '@lifelease/harness/on-node';
+import { ensureHostPackages } from '@lifelease/harness/host-packages';
 
 const REPO_ROOT = path.resolve(import.meta.dirname, '..');
 const NS = 'demo';

@@ -7,8 +7,8 @@
  *   npm test -- test/unit            # files under a folder (or a single file)
  *   LIFELEASE_CLUSTER_DIR=.cluster npm test   # reuse a cluster from `npm run cluster:up`
  *
- * The real node: the files that use `sharedNode()` (test/harness/shared.ts) run on a second
- * control plane with the host's one real node (kubelet + containerd, test/harness/node.ts),
+ * The real node: the files that use `sharedNode()` (packages/harness/src/shared.ts) run on a second
+ * control plane with the host's one real node (kubelet + containerd, packages/harness/src/node.ts),
  * which this runner starts as root and passes in `LIFELEASE_NODE_CLUSTER_DIR`. They run one
  * at a time, in their own `node --test` process next to the other files (their lines are
  * prefixed `[node]`), and the node is stopped as soon as they are done, so another run on
@@ -19,16 +19,17 @@ import './require-node.ts';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, globSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
-import { startCluster, type Cluster } from '../test/harness/cluster.ts';
-import { CLUSTER_DIR_ENV, NODE_CLUSTER_DIR_ENV, startNodeCluster } from '../test/harness/shared.ts';
-import { sweepMemoryCgroups } from '../test/harness/memcg.ts';
-import { ensureHostPackages } from './lib/host-packages.ts';
+import { startCluster, type Cluster } from '@lifelease/harness/cluster';
+import { CLUSTER_DIR_ENV, NODE_CLUSTER_DIR_ENV, startNodeCluster } from '@lifelease/harness/shared';
+import { sweepMemoryCgroups } from '@lifelease/harness/memcg';
+import { ensureHostPackages } from '@lifelease/harness/host-packages';
 
 const root = path.resolve(import.meta.dirname, '..');
 process.chdir(root);
 
 function testFiles(args: string[]): string[] {
-  const targets = args.length > 0 ? args : ['test'];
+  // Everything: the repository's tests and the workspace packages' (packages/harness/test).
+  const targets = args.length > 0 ? args : ['test', ...globSync('packages/*/test')];
   const files = new Set<string>();
   for (const t of targets) {
     if (!existsSync(t)) throw new Error(`no such test file or folder: ${t}`);

@@ -29,13 +29,18 @@ import { connect as netConnect, type Socket } from 'node:net';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
-import type { ClusterClient } from '../harness/client.ts';
-import { createPod, grantElection, startElector, type ElectorProcess } from '../harness/elector-process.ts';
+import type { ClusterClient } from '@lifelease/harness/client';
+import {
+  createPod,
+  grantElection,
+  startElector,
+  type ElectorProcess,
+} from '@lifelease/harness/elector-process';
 import { defaultOf, quantityValue } from '../../webhook/config.ts';
 import { INJECTED_NODE_OPTIONS } from '../../webhook/inject.ts';
-import { createMemoryCgroup, type MemoryCgroup } from '../harness/memcg.ts';
-import { cpuTimeMs } from '../harness/process.ts';
-import { eventually, stretched } from '../harness/wait.ts';
+import { createMemoryCgroup, type MemoryCgroup } from '@lifelease/harness/memcg';
+import { cpuTimeMs } from '@lifelease/harness/process';
+import { eventually, stretched } from '@lifelease/harness/wait';
 import { createReview } from '../support/admission-reviews.ts';
 import { startWebhookProcess, type WebhookProcess } from '../support/webhook-process.ts';
 import type { Bundle } from './bundle.ts';
@@ -934,7 +939,7 @@ export async function runAbuse(options: {
   log: (m: string) => void;
   scale: Scale;
 }): Promise<{ summary: string[]; failures: string[] }> {
-  const { startCluster } = await import('../harness/cluster.ts');
+  const { startCluster } = await import('@lifelease/harness/cluster');
   const { buildBundle } = await import('./bundle.ts');
   const summary: string[] = [];
   const failures: string[] = [];

@@ -7,7 +7,7 @@ import { build } from 'esbuild';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { REPO_ROOT } from '../harness/kubelet.ts';
+import { REPO_ROOT } from '@lifelease/harness/kubelet';
 
 export interface Bundle {
   dir: string;

@@ -14,7 +14,7 @@ import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { createServingCertificate } from '../../common/pki.ts';
-import { startCluster } from '../harness/cluster.ts';
+import { startCluster } from '@lifelease/harness/cluster';
 import { registerWebhook } from '../integration/webhook/helpers.ts';
 import { REVIEWS_DIR } from './fuzz.ts';
 

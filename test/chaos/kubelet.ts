@@ -1,5 +1,5 @@
 /**
- * The fault runner's pods on the kubelet stand-in: test/harness/kubelet.ts (the one stand-in;
+ * The fault runner's pods on the kubelet stand-in: packages/harness/src/kubelet.ts (the one stand-in;
  * pod lifecycle, restarts, graceful deletion and holding a cut-off pod live there) runs the
  * elector container of every pod of the schedule's namespace, and this adapts it to what the
  * runner asks of its pods (pods.ts):
@@ -25,9 +25,9 @@ import type { CoreV1Api, V1Container, V1Pod } from '@kubernetes/client-node';
 import type { ChaosPods, PodsOptions } from './pods.ts';
 import path from 'node:path';
 import { CONTAINER_NAME } from '../../common/constants.ts';
-import type { ClusterClient } from '../harness/client.ts';
-import { Kubelet, type KubeletPod } from '../harness/kubelet.ts';
-import type { PodSandbox } from '../harness/pod-sandbox.ts';
+import type { ClusterClient } from '@lifelease/harness/client';
+import { Kubelet, type KubeletPod } from '@lifelease/harness/kubelet';
+import type { PodSandbox } from '@lifelease/harness/pod-sandbox';
 
 export const CHAOS_NODE = 'chaos-node';
 

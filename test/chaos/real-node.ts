@@ -1,11 +1,11 @@
 /**
- * The fault suite on a real node (test/harness/node.ts): the control plane, one node
+ * The fault suite on a real node (packages/harness/src/node.ts): the control plane, one node
  * (kubelet + containerd + runc + the CNI bridge), the project image imported, lifelease
  * installed from manifests/ (the webhook runs as its Deployment on the node), and the
  * schedules' pods created through the API server, injected by the webhook, scheduled by
  * kube-scheduler and run by the kubelet, the elector as the image's native sidecar.
  *
- * What each fault becomes (test/harness/node-faults.ts does the node side):
+ * What each fault becomes (packages/harness/src/node-faults.ts does the node side):
  * - partition: DROP rules for the pod's IP on its path to the API server (the DNAT'd relay);
  * - partition + force-delete: the same, and the node's kubelet SIGSTOPped (the node is
  *   unreachable: no heartbeat, it does not see the deletion), then `delete --grace-period=0
@@ -31,20 +31,20 @@ import { copyFileSync, existsSync, linkSync, mkdirSync, readdirSync } from 'node
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { CONTAINER_NAME } from '../../common/constants.ts';
-import { startCluster, type Cluster } from '../harness/cluster.ts';
-import { ensureImages } from '../harness/image.ts';
-import { pollPods, type PodList } from '../harness/kubelet.ts';
-import { applyManifests, renderManifests } from '../harness/manifests.ts';
-import { pauseVersion } from '../harness/node-binaries.ts';
-import { NodeFaults, PodPortal } from '../harness/node-faults.ts';
+import { startCluster, type Cluster } from '@lifelease/harness/cluster';
+import { ensureImages } from '@lifelease/harness/image';
+import { pollPods, type PodList } from '@lifelease/harness/kubelet';
+import { applyManifests, renderManifests } from '@lifelease/harness/manifests';
+import { pauseVersion } from '@lifelease/harness/node-binaries';
+import { NodeFaults, PodPortal } from '@lifelease/harness/node-faults';
 import {
   assertCanRunNode,
   NODE_ROOT,
   nodeClusterOptions,
   startNode,
   type RealNode,
-} from '../harness/node.ts';
-import { stretched } from '../harness/wait.ts';
+} from '@lifelease/harness/node';
+import { stretched } from '@lifelease/harness/wait';
 import type { ChaosPods, PodsOptions, PodState } from './pods.ts';
 
 const WEBHOOK_NAMESPACE = 'lifelease-system';

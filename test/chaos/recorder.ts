@@ -11,7 +11,7 @@ import type { Socket } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { PodEndpoint } from './pods.ts';
 import type { Observation } from './history.ts';
-import { onSseEvents } from '../harness/sse.ts';
+import { onSseEvents } from '@lifelease/harness/sse';
 
 type Answer = NonNullable<Observation['answer']>;
 

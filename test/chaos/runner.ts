@@ -16,14 +16,14 @@
  * - gaps: the longest time no pod claimed, per fault, inside and outside the windows where
  *   no leader is the designed answer.
  */
-import { stretched } from '../harness/wait.ts';
+import { stretched } from '@lifelease/harness/wait';
 import { CoordinationV1Api, CoreV1Api, V1MicroTime, type V1Pod } from '@kubernetes/client-node';
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { CONTAINER_NAME } from '../../common/constants.ts';
-import { startCluster, type Cluster } from '../harness/cluster.ts';
-import { installWebhook, type InstalledWebhook } from '../harness/system.ts';
+import { startCluster, type Cluster } from '@lifelease/harness/cluster';
+import { installWebhook, type InstalledWebhook } from '@lifelease/harness/system';
 import { buildBundle, type Bundle } from './bundle.ts';
 import { check, type Interval, type Observation, type Partition } from './history.ts';
 import { ChaosKubelet } from './kubelet.ts';

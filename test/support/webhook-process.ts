@@ -8,8 +8,8 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createServingCertificate } from '../../common/pki.ts';
-import { inCgroup } from '../harness/memcg.ts';
-import { stretched } from '../harness/wait.ts';
+import { inCgroup } from '@lifelease/harness/memcg';
+import { stretched } from '@lifelease/harness/wait';
 
 const MAIN = path.resolve(import.meta.dirname, '../../webhook/main.ts');
 
@@ -44,7 +44,7 @@ export interface StartWebhookOptions {
   timeoutMs?: number;
   /** Entry point; default `webhook/main.ts` (e.g. the bundle's `webhook.js`, as the image runs it). */
   entry?: string;
-  /** A memory cgroup (test/harness/memcg.ts) to run in, as under the container's memory limit. */
+  /** A memory cgroup (packages/harness/src/memcg.ts) to run in, as under the container's memory limit. */
   cgroup?: { procsFile: string };
 }
 

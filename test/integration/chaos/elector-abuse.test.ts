@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { electorHttpAbuse, leaseAbuse, type CheckResult } from '../../chaos/abuse.ts';
 import { buildBundle, type Bundle } from '../../chaos/bundle.ts';
-import { sharedCluster, type TestCluster } from '../../harness/shared.ts';
+import { sharedCluster, type TestCluster } from '@lifelease/harness/shared';
 
 let cluster: TestCluster;
 let bundle: Bundle;

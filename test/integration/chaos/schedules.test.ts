@@ -2,7 +2,7 @@
  * A short sample of the fault suite (`npm run chaos` runs several hundred random schedules):
  * two hand-picked schedules that between them inject every kind of fault, on a private
  * control plane with the webhook installed from manifests/, candidates created through the
- * API server and run by the kubelet stand-in (test/chaos/kubelet.ts on test/harness/kubelet.ts;
+ * API server and run by the kubelet stand-in (test/chaos/kubelet.ts on packages/harness/src/kubelet.ts;
  * why a stand-in here: this sample runs in every `npm test`, root or not, beside the shared
  * node's files, which hold the host's one node; real-node.test.ts runs a schedule on it). The
  * checker must find no two leaders (with no allowance for partitioned pods), a fenced

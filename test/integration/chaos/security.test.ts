@@ -1,7 +1,7 @@
 /**
  * Security checks with the product installed as an admin would (`kubectl apply -k
  * manifests`, self-managed TLS, the webhook's RBAC reconciler) on the real node
- * (test/harness/node.ts), and an opted-in pod created in a Pod Security `restricted`
+ * (packages/harness/src/node.ts), and an opted-in pod created in a Pod Security `restricted`
  * namespace, its elector run by the kubelet from the project image with the token the kubelet
  * mounted for it:
  *
@@ -36,10 +36,10 @@ import { request } from 'node:http';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { CONTAINER_NAME } from '../../../common/constants.ts';
-import { NODE_ROOT } from '../../harness/node.ts';
-import { installProduct, uninstallProduct, WEBHOOK_NAMESPACE } from '../../harness/on-node.ts';
-import { nodeSkip, sharedNode, type TestNode } from '../../harness/shared.ts';
-import { eventually } from '../../harness/wait.ts';
+import { NODE_ROOT } from '@lifelease/harness/node';
+import { installProduct, uninstallProduct, WEBHOOK_NAMESPACE } from '@lifelease/harness/on-node';
+import { nodeSkip, sharedNode, type TestNode } from '@lifelease/harness/shared';
+import { eventually } from '@lifelease/harness/wait';
 
 const RESTRICTED = {
   allowPrivilegeEscalation: false,

@@ -22,10 +22,10 @@ import {
   LEASE_LABEL_MANAGED_BY,
 } from '../../../common/constants.ts';
 import { electorRules } from '../../../common/rbac.ts';
-import { deletePod, forceDeletePod, setPodPhase } from '../../harness/elector-process.ts';
-import { reportPodStopped } from '../../harness/pod-status.ts';
-import { sharedCluster, type TestCluster } from '../../harness/shared.ts';
-import { stretched } from '../../harness/wait.ts';
+import { deletePod, forceDeletePod, setPodPhase } from '@lifelease/harness/elector-process';
+import { reportPodStopped } from '@lifelease/harness/pod-status';
+import { sharedCluster, type TestCluster } from '@lifelease/harness/shared';
+import { stretched } from '@lifelease/harness/wait';
 import {
   ELECTION,
   TestElection,

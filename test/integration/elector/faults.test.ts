@@ -6,13 +6,13 @@
 import assert from 'node:assert/strict';
 import { after, afterEach, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { startCluster, type Cluster } from '../../harness/cluster.ts';
+import { startCluster, type Cluster } from '@lifelease/harness/cluster';
 import {
   createPod,
   deletePod,
   type ElectorProcess,
   type ElectorResult,
-} from '../../harness/elector-process.ts';
+} from '@lifelease/harness/elector-process';
 import { TestElection, allAgree, eventually, ownerUid } from './helpers.ts';
 
 let cluster: Cluster;

@@ -2,7 +2,7 @@
  * Shared pieces of the elector's integration tests: a per-test election (namespace, RBAC,
  * pods, elector processes) that cleans up after itself, and Lease helpers.
  *
- * The electors run as host processes (test/harness/elector-process.ts), not on the real
+ * The electors run as host processes (packages/harness/src/elector-process.ts), not on the real
  * node: these tests choose each elector's flags, break its path to the API server and run
  * many at once without root (why, in that file's header); lifecycle.test.ts is the one on
  * the real node (graceful and forced deletion, Succeeded/Failed pods, restarts).
@@ -11,7 +11,7 @@ import { CoordinationV1Api, V1MicroTime, type KubeConfig, type V1Lease } from '@
 import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { connect, createServer, type Socket } from 'node:net';
-import type { ClusterClient } from '../../harness/client.ts';
+import type { ClusterClient } from '@lifelease/harness/client';
 import {
   createPod,
   grantElection,
@@ -19,8 +19,8 @@ import {
   type ElectorProcess,
   type PodRef,
   type StartElectorOptions,
-} from '../../harness/elector-process.ts';
-import { eventually } from '../../harness/wait.ts';
+} from '@lifelease/harness/elector-process';
+import { eventually } from '@lifelease/harness/wait';
 export { eventually };
 
 export const ELECTION = 'app';

@@ -1,8 +1,8 @@
 /**
- * The elector under the pod lifecycle of a real kubelet (test/harness/node.ts): the product
+ * The elector under the pod lifecycle of a real kubelet (packages/harness/src/node.ts): the product
  * installed with `kubectl apply -k manifests`, opted-in pods whose elector the kubelet runs
  * as a native sidecar from the project image, apps asking `$ELECTOR_GET_URL` from inside
- * their containers (test/harness/on-node.ts). What the kubelet does here is its own: SIGTERM
+ * their containers (packages/harness/src/on-node.ts). What the kubelet does here is its own: SIGTERM
  * and the grace period on deletion, the final status it reports, killing containers on a
  * forced deletion, the pod phase when the app exits, restarting a killed sidecar.
  *
@@ -27,9 +27,9 @@ import {
   installProduct,
   runElectingDeployment,
   uninstallProduct,
-} from '../../harness/on-node.ts';
-import { nodeSkip, sharedNode, type TestNode } from '../../harness/shared.ts';
-import { eventually } from '../../harness/wait.ts';
+} from '@lifelease/harness/on-node';
+import { nodeSkip, sharedNode, type TestNode } from '@lifelease/harness/shared';
+import { eventually } from '@lifelease/harness/wait';
 
 let node: TestNode;
 let ns: string;

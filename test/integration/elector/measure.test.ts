@@ -17,8 +17,8 @@ import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { deletePod, httpGet, type ElectorProcess } from '../../harness/elector-process.ts';
-import { sharedCluster, type TestCluster } from '../../harness/shared.ts';
+import { deletePod, httpGet, type ElectorProcess } from '@lifelease/harness/elector-process';
+import { sharedCluster, type TestCluster } from '@lifelease/harness/shared';
 import { defaultOf, quantityValue } from '../../../webhook/config.ts';
 import { TestElection, allAgree } from './helpers.ts';
 

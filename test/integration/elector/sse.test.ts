@@ -8,8 +8,8 @@ import { readdirSync, readlinkSync } from 'node:fs';
 import { request } from 'node:http';
 import { after, before, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { ElectorProcess } from '../../harness/elector-process.ts';
-import { sharedCluster, type TestCluster } from '../../harness/shared.ts';
+import type { ElectorProcess } from '@lifelease/harness/elector-process';
+import { sharedCluster, type TestCluster } from '@lifelease/harness/shared';
 import { TestElection, eventually } from './helpers.ts';
 
 let cluster: TestCluster;

@@ -1,6 +1,6 @@
 /**
  * The image itself, built from the real Dockerfile by buildah with local stand-ins for its
- * base images (test/harness/image.ts), checked by reading the OCI archive that containerd
+ * base images (packages/harness/src/image.ts), checked by reading the OCI archive that containerd
  * imports: its name, its config, and the files its layers hold; then its entrypoint is run
  * from the unpacked layers, as user 65532, on a read-only root, with nothing of the host
  * visible. The first run builds the images (about 10 minutes cold; needs root, buildah and
@@ -26,7 +26,7 @@ import {
   type Images,
   type OciConfig,
   type OciIndex,
-} from '../../harness/image.ts';
+} from '@lifelease/harness/image';
 
 const run = promisify(execFile);
 const root = path.resolve(import.meta.dirname, '../../..');

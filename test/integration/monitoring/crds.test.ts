@@ -16,12 +16,12 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { before, describe, test } from 'node:test';
-import { resolvePrometheusOperatorCrds } from '../../harness/binaries.ts';
-import { renderChart } from '../../harness/helm.ts';
-import { REPO_ROOT } from '../../harness/kubelet.ts';
-import { applyManifests, renderManifests } from '../../harness/manifests.ts';
-import { sharedCluster, type TestCluster } from '../../harness/shared.ts';
-import { eventually } from '../../harness/wait.ts';
+import { resolvePrometheusOperatorCrds } from '@lifelease/harness/binaries';
+import { renderChart } from '@lifelease/harness/helm';
+import { REPO_ROOT } from '@lifelease/harness/kubelet';
+import { applyManifests, renderManifests } from '@lifelease/harness/manifests';
+import { sharedCluster, type TestCluster } from '@lifelease/harness/shared';
+import { eventually } from '@lifelease/harness/wait';
 
 const KINDS: Record<string, string> = {
   PrometheusRule: 'prometheusrules',

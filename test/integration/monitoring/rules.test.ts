@@ -14,8 +14,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { after, before, describe, test } from 'node:test';
-import { resolvePlatformTool } from '../../harness/binaries.ts';
-import { REPO_ROOT } from '../../harness/kubelet.ts';
+import { resolvePlatformTool } from '@lifelease/harness/binaries';
+import { REPO_ROOT } from '@lifelease/harness/kubelet';
 
 const RULES = path.join(REPO_ROOT, 'charts/lifelease/files/prometheus-rules.yaml');
 const TESTS = path.join(REPO_ROOT, 'test/fixtures/monitoring/rules.test.yaml');

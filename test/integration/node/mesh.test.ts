@@ -1,6 +1,6 @@
 /**
  * A service mesh whose CNI plugin redirects all of a pod's outbound TCP to a proxy sidecar
- * (Istio CNI, Linkerd CNI), on the real node (test/harness/node.ts through `sharedNode()`):
+ * (Istio CNI, Linkerd CNI), on the real node (packages/harness/src/node.ts through `sharedNode()`):
  * the proof of the README's "Why last" for the elector's place among the init containers.
  *
  * The miniature mesh, faithful where it matters and built only from the project's images:
@@ -54,9 +54,9 @@ import {
   WEBHOOK_DEPLOYMENT,
   WEBHOOK_NAMESPACE,
   webhookRollout,
-} from '../../harness/on-node.ts';
-import { nodeSkip, sharedNode, type TestNode } from '../../harness/shared.ts';
-import { eventually } from '../../harness/wait.ts';
+} from '@lifelease/harness/on-node';
+import { nodeSkip, sharedNode, type TestNode } from '@lifelease/harness/shared';
+import { eventually } from '@lifelease/harness/wait';
 
 const PROXY_PORT = 15001;
 const PROXY_UID = 1337;

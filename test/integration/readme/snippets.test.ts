@@ -1,13 +1,13 @@
 /**
  * The README's client snippets, run as an app runs them: in the app container of an opted-in
- * pod on the real node (test/harness/node.ts), with the ELECTOR_* env the webhook injected,
+ * pod on the real node (packages/harness/src/node.ts), with the ELECTOR_* env the webhook injected,
  * against the pod's elector, which the kubelet runs as a native sidecar; as leader and as
  * follower (`kubectl exec`, the snippets mounted from a ConfigMap). The SSE loops must print
  * the current leader on connect, and print it again after the elector container is killed
  * through the runtime and the kubelet restarts it (reconnect).
  *
  * The app image is the bookworm stand-in with Debian's curl, jq, python3 and
- * openjdk-17-jdk-headless and the Node 24 binary (test/harness/image.ts
+ * openjdk-17-jdk-headless and the Node 24 binary (packages/harness/src/image.ts
  * `ensureSnippetsImage`): sh, TypeScript, Python and Java (`java Leader.java`, the JDK's
  * single-file source launcher) run in it.
  */
@@ -18,10 +18,10 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { CONTAINER_NAME } from '../../../common/constants.ts';
-import { ensureSnippetsImage } from '../../harness/image.ts';
-import { electingDeployment, installProduct, livePods, uninstallProduct } from '../../harness/on-node.ts';
-import { nodeSkip, sharedNode, type TestNode } from '../../harness/shared.ts';
-import { eventually, stretched } from '../../harness/wait.ts';
+import { ensureSnippetsImage } from '@lifelease/harness/image';
+import { electingDeployment, installProduct, livePods, uninstallProduct } from '@lifelease/harness/on-node';
+import { nodeSkip, sharedNode, type TestNode } from '@lifelease/harness/shared';
+import { eventually, stretched } from '@lifelease/harness/wait';
 
 const REPO_ROOT = path.resolve(import.meta.dirname, '../../..');
 

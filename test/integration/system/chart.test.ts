@@ -19,9 +19,9 @@ import {
   renderChart,
   valuesFile,
   withoutHelmLabels,
-} from '../../harness/helm.ts';
-import { REPO_ROOT } from '../../harness/kubelet.ts';
-import { pick, renderManifests } from '../../harness/manifests.ts';
+} from '@lifelease/harness/helm';
+import { REPO_ROOT } from '@lifelease/harness/kubelet';
+import { pick, renderManifests } from '@lifelease/harness/manifests';
 
 const FIXTURES = path.join(REPO_ROOT, 'test/fixtures/kustomize');
 

@@ -1,6 +1,6 @@
 /**
  * The chart installed with the real helm onto a real cluster (control plane + the real node,
- * test/harness/node.ts), as a cluster admin would (`helm install`, `helm upgrade`,
+ * packages/harness/src/node.ts), as a cluster admin would (`helm install`, `helm upgrade`,
  * `helm uninstall`), with the egress option on (if-isolated) in a namespace that denies
  * egress by default:
  * - install: the webhook pods run from the project image as the release's Deployment says,
@@ -31,10 +31,10 @@ import {
 import assert from 'node:assert/strict';
 import { networkInterfaces } from 'node:os';
 import { after, before, describe, test } from 'node:test';
-import { CHART_DIR, helm, valuesFile } from '../../harness/helm.ts';
-import { electingDeployment, runElectingDeployment, webhookRollout } from '../../harness/on-node.ts';
-import { nodeSkip, sharedNode, type TestNode } from '../../harness/shared.ts';
-import { eventually } from '../../harness/wait.ts';
+import { CHART_DIR, helm, valuesFile } from '@lifelease/harness/helm';
+import { electingDeployment, runElectingDeployment, webhookRollout } from '@lifelease/harness/on-node';
+import { nodeSkip, sharedNode, type TestNode } from '@lifelease/harness/shared';
+import { eventually } from '@lifelease/harness/wait';
 
 const NS = 'lifelease-system';
 const VALUES = { networkPolicy: { electorEgress: { enabled: true } } };
@@ -251,7 +251,7 @@ describe('helm install, upgrade and uninstall, on the real node', { skip: nodeSk
     );
     const bindings = (await rbac.listClusterRoleBinding()).items.map((r) => r.metadata!.name!);
     assert.deepEqual(
-      // The node's own binding (system:node for its kubelet; test/harness/node.ts) is not the chart's.
+      // The node's own binding (system:node for its kubelet; packages/harness/src/node.ts) is not the chart's.
       bindings.filter((n) => n.startsWith('lifelease') && n !== 'lifelease-local-nodes'),
       [],
     );

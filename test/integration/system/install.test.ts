@@ -1,6 +1,6 @@
 /**
  * Every manifest is applied to a real cluster (control plane + the real node,
- * test/harness/node.ts) with the built kubectl, exactly as the README tells an admin, and the
+ * packages/harness/src/node.ts) with the built kubectl, exactly as the README tells an admin, and the
  * product runs from them:
  * - the default install (`kubectl apply -k manifests`, self-managed TLS): the webhook runs as
  *   a Deployment from the project image (2 pods run by the kubelet), makes its certificate,
@@ -27,16 +27,16 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { createCertificateAuthority } from '../../../common/pki.ts';
 import { CONTAINER_NAME } from '../../../common/constants.ts';
-import { renderManifests, MANIFESTS_DIR } from '../../harness/manifests.ts';
+import { renderManifests, MANIFESTS_DIR } from '@lifelease/harness/manifests';
 import {
   electingDeployment,
   installProduct,
   runElectingDeployment,
   uninstallProduct,
   WEBHOOK_NAMESPACE,
-} from '../../harness/on-node.ts';
-import { nodeSkip, sharedNode, type TestNode } from '../../harness/shared.ts';
-import { eventually } from '../../harness/wait.ts';
+} from '@lifelease/harness/on-node';
+import { nodeSkip, sharedNode, type TestNode } from '@lifelease/harness/shared';
+import { eventually } from '@lifelease/harness/wait';
 
 const REPO_ROOT = path.resolve(MANIFESTS_DIR, '..');
 const pem = (b64: string | undefined) =>

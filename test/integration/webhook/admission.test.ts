@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { request, type RequestOptions } from 'node:https';
 import { after, before, describe, test } from 'node:test';
-import { sharedCluster, type TestCluster } from '../../harness/shared.ts';
+import { sharedCluster, type TestCluster } from '@lifelease/harness/shared';
 import { handleAdmission } from '../../../webhook/admission.ts';
 import { TEST_CONFIG } from '../../support/admission-reviews.ts';
 import { startWebhookProcess, type WebhookProcess } from '../../support/webhook-process.ts';

@@ -23,7 +23,7 @@ import { createLogger } from '../../../common/logger.ts';
 import { WEBHOOK_EGRESS_RULES, type EgressPolicyMode } from '../../../webhook/egress-policy.ts';
 import { createMetrics } from '../../../webhook/metrics.ts';
 import { RbacReconciler, WEBHOOK_RBAC_RULES } from '../../../webhook/rbac-reconciler.ts';
-import { sharedCluster, type TestCluster } from '../../harness/shared.ts';
+import { sharedCluster, type TestCluster } from '@lifelease/harness/shared';
 import { apiStatus, eventually } from './helpers.ts';
 
 let cluster: TestCluster;

@@ -11,7 +11,7 @@ import {
   type V1MutatingWebhook,
   type V1Pod,
 } from '@kubernetes/client-node';
-import { eventually } from '../../harness/wait.ts';
+import { eventually } from '@lifelease/harness/wait';
 export { eventually };
 
 export const apiStatus = (err: unknown): number | undefined => (err as { code?: number }).code;

@@ -10,7 +10,7 @@ import { randomBytes } from 'node:crypto';
 import { after, before, test } from 'node:test';
 import { electorRoleName } from '../../../common/rbac.ts';
 import { WEBHOOK_RBAC_RULES } from '../../../webhook/rbac-reconciler.ts';
-import { sharedCluster, type TestCluster } from '../../harness/shared.ts';
+import { sharedCluster, type TestCluster } from '@lifelease/harness/shared';
 import { startWebhookProcess, type WebhookProcess } from '../../support/webhook-process.ts';
 import {
   apiStatus,

@@ -19,7 +19,7 @@ import { createLogger } from '../../../common/logger.ts';
 import { electorRole, electorRoleName } from '../../../common/rbac.ts';
 import { createMetrics } from '../../../webhook/metrics.ts';
 import { RbacReconciler, WEBHOOK_RBAC_RULES } from '../../../webhook/rbac-reconciler.ts';
-import { sharedCluster, type TestCluster } from '../../harness/shared.ts';
+import { sharedCluster, type TestCluster } from '@lifelease/harness/shared';
 import { apiStatus, eventually } from './helpers.ts';
 
 const ELECTION = 'jobs';

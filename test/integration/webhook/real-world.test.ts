@@ -8,7 +8,7 @@ import { AppsV1Api, CoreV1Api, type V1Pod, type V1PodSpec } from '@kubernetes/cl
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
-import { sharedCluster, type TestCluster } from '../../harness/shared.ts';
+import { sharedCluster, type TestCluster } from '@lifelease/harness/shared';
 import { startWebhookProcess, type WebhookProcess } from '../../support/webhook-process.ts';
 import {
   apiMessage,

@@ -12,7 +12,7 @@ import type { AddressInfo } from 'node:net';
 import { after, before, test } from 'node:test';
 import { createServingCertificate } from '../../../common/pki.ts';
 import { createPatch } from '../../../webhook/patch.ts';
-import { sharedCluster, type TestCluster } from '../../harness/shared.ts';
+import { sharedCluster, type TestCluster } from '@lifelease/harness/shared';
 import { startWebhookProcess, type WebhookProcess } from '../../support/webhook-process.ts';
 import { electorOf, registerWebhook, waitUntilActive, type Registration } from './helpers.ts';
 

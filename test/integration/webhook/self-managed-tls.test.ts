@@ -9,7 +9,7 @@ import { X509Certificate } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import type { RotationPolicy } from '../../../webhook/certs.ts';
 import { SelfManagedTls } from '../../../webhook/self-managed-tls.ts';
-import { sharedCluster, type TestCluster } from '../../harness/shared.ts';
+import { sharedCluster, type TestCluster } from '@lifelease/harness/shared';
 
 const DAY = 86_400_000;
 const quiet = { info() {}, warn() {}, error() {} };

@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, test } from 'node:test';
 import { run } from '../../../elector/main.ts';
-import { eventually } from '../../harness/wait.ts';
+import { eventually } from '@lifelease/harness/wait';
 
 function streams() {
   const out: string[] = [];

@@ -8,7 +8,7 @@ import { createServer, request, Agent, type Server } from 'node:http';
 import { connect, type AddressInfo } from 'node:net';
 import { describe, test } from 'node:test';
 import { limitPipelining, PIPELINED_REQUESTS_PER_TURN } from '../../../elector/pipelining.ts';
-import { eventually } from '../../harness/wait.ts';
+import { eventually } from '@lifelease/harness/wait';
 
 const REQUESTS = 10_000;
 

@@ -11,7 +11,7 @@ import { createLogger } from '../../../common/logger.ts';
 import { LeaderBoard, type Verdict } from '../../../elector/leader.ts';
 import { createMetrics } from '../../../elector/observe.ts';
 import { buildElectionApi, buildProbeApi, listenAll, type SseOptions } from '../../../elector/server.ts';
-import { onSseEvents } from '../../harness/sse.ts';
+import { onSseEvents } from '@lifelease/harness/sse';
 
 const log = createLogger({ level: 'silent', stream: { write: () => true } });
 const leader = (name: string, uid = `uid-${name}`): Verdict => ({

@@ -7,7 +7,7 @@ import path from 'node:path';
 import { describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { createServingCertificate } from '../../../common/pki.ts';
-import { stretched } from '../../harness/wait.ts';
+import { stretched } from '@lifelease/harness/wait';
 import { createReview } from '../../support/admission-reviews.ts';
 import { startWebhookProcess } from '../../support/webhook-process.ts';
 
