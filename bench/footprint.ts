@@ -26,7 +26,7 @@
  */
 import { CoreV1Api } from '@kubernetes/client-node';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { request, createServer } from 'node:http';
+import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { INJECTED_NODE_OPTIONS } from '../webhook/inject.ts';
@@ -46,6 +46,7 @@ import {
   pssMiB,
   requireBuild,
   rssMiB,
+  sseChurn,
   stats,
   writeReport,
 } from './lib.ts';
@@ -158,39 +159,6 @@ async function bareServer(setting: Setting): Promise<{ child: ChildProcess; read
   return { child, readyMs };
 }
 
-/** One SSE cycle: connect, read the first event, disconnect. */
-function sseCycle(url: string): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const req = request(`${url}/sse`, { agent: false, timeout: 5000 }, (res) => {
-      res.once('data', () => {
-        req.destroy();
-        resolve();
-      });
-      res.on('error', () => {});
-    });
-    req.on('timeout', () => req.destroy(new Error('sse timeout')));
-    req.on('error', (err) => {
-      if ((err as NodeJS.ErrnoException).code !== 'ECONNRESET' && err.message !== 'socket hang up')
-        reject(err);
-    });
-    req.end();
-  });
-}
-
-async function churn(url: string): Promise<number> {
-  let done = 0;
-  const until = Date.now() + 5 * 60_000;
-  await Promise.all(
-    Array.from({ length: 20 }, async () => {
-      while (done < sseCycles && Date.now() < until) {
-        done++;
-        await sseCycle(url);
-      }
-    }),
-  );
-  return done;
-}
-
 // Make sure the port of a throwaway server is free again before we start (warms the loader).
 await new Promise<void>((resolve) => {
   const s = createServer().listen(0, '127.0.0.1', () => {
@@ -279,13 +247,13 @@ try {
       const f = per.get(v.label)!.follower!;
       const t0 = performance.now();
       const cpu0 = cpuSeconds(f.pid!);
-      const done = await churn(f.apiUrl);
+      const done = await sseChurn(f.apiUrl, sseCycles);
       const seconds = (performance.now() - t0) / 1000;
       const cpuMsPerCycle = ((cpuSeconds(f.pid!) - cpu0) * 1000) / done;
       const after = await memOf(f);
       await sleep(IDLE_MS);
       const afterIdle = await memOf(f);
-      const done2 = await churn(f.apiUrl);
+      const done2 = await sseChurn(f.apiUrl, sseCycles);
       await sleep(10_000);
       const afterSecond = await memOf(f);
       const openStreams = await f.metric('elector_sse_clients');

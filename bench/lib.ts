@@ -8,6 +8,7 @@
  */
 import type { KubeConfig } from '@kubernetes/client-node';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { request as httpRequest } from 'node:http';
 import { request, type RequestOptions } from 'node:https';
 import { cpus, loadavg, totalmem } from 'node:os';
 import path from 'node:path';
@@ -301,4 +302,38 @@ export async function apiJson<T = unknown>(
 /** MicroTime as the API server wants it (six fractional digits). */
 export function microTime(ms = Date.now()): string {
   return new Date(ms).toISOString().replace(/Z$/, '000Z');
+}
+
+/** One SSE cycle against an elector's plain-HTTP API: connect, read the first event, disconnect. */
+export function sseCycle(url: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const req = httpRequest(`${url}/sse`, { agent: false, timeout: 5000 }, (res) => {
+      res.once('data', () => {
+        req.destroy();
+        resolve();
+      });
+      res.on('error', () => {});
+    });
+    req.on('timeout', () => req.destroy(new Error('sse timeout')));
+    req.on('error', (err) => {
+      if ((err as NodeJS.ErrnoException).code !== 'ECONNRESET' && err.message !== 'socket hang up')
+        reject(err);
+    });
+    req.end();
+  });
+}
+
+/** `cycles` SSE cycles over 20 clients at once (bounded: at most 5 minutes); how many were done. */
+export async function sseChurn(url: string, cycles: number): Promise<number> {
+  let done = 0;
+  const until = Date.now() + 5 * 60_000;
+  await Promise.all(
+    Array.from({ length: 20 }, async () => {
+      while (done < cycles && Date.now() < until) {
+        done++;
+        await sseCycle(url);
+      }
+    }),
+  );
+  return done;
 }

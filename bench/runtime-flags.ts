@@ -13,7 +13,6 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -25,7 +24,7 @@ import {
   type ElectorProcess,
 } from '@lifelease/harness/elector-process';
 import { numberArgs } from './args.ts';
-import { cpuSeconds, fmt, printTable, requireBuild, rssMiB, writeReport } from './lib.ts';
+import { cpuSeconds, fmt, printTable, requireBuild, rssMiB, sseChurn, writeReport } from './lib.ts';
 
 const { sse: SSE } = numberArgs('runtime-flags', [{ name: 'sse', default: 10_000, min: 1 }]);
 const BASE = '--max-semi-space-size=1 --no-deprecation --max-old-space-size=64';
@@ -49,38 +48,6 @@ requireBuild();
 const anonMiB = (pid: number) =>
   Number(/^Anonymous:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8'))?.[1] ?? NaN) / 1024;
 const mem = (pid: number) => [rssMiB(pid), anonMiB(pid)];
-
-function sseCycle(url: string): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const req = request(`${url}/sse`, { agent: false, timeout: 5000 }, (res) => {
-      res.once('data', () => {
-        req.destroy();
-        resolve();
-      });
-      res.on('error', () => {});
-    });
-    req.on('timeout', () => req.destroy(new Error('sse timeout')));
-    req.on('error', (err) => {
-      if ((err as NodeJS.ErrnoException).code !== 'ECONNRESET' && err.message !== 'socket hang up')
-        reject(err);
-    });
-    req.end();
-  });
-}
-
-async function churn(url: string): Promise<number> {
-  let done = 0;
-  const until = Date.now() + 5 * 60_000;
-  await Promise.all(
-    Array.from({ length: 20 }, async () => {
-      while (done < SSE && Date.now() < until) {
-        done++;
-        await sseCycle(url);
-      }
-    }),
-  );
-  return done;
-}
 
 interface Row {
   bare: ChildProcess;
@@ -130,7 +97,7 @@ try {
     r.idle = { bare: mem(r.bare.pid!), leader: mem(r.leader.pid!), follower: mem(r.follower.pid!) };
   for (const r of rows.values()) {
     const cpu0 = cpuSeconds(r.follower.pid!);
-    const cycles = await churn(r.follower.apiUrl);
+    const cycles = await sseChurn(r.follower.apiUrl, SSE);
     r.churn = {
       cycles,
       cpuMsPerCycle: ((cpuSeconds(r.follower.pid!) - cpu0) * 1000) / cycles,
