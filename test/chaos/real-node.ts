@@ -33,7 +33,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { CONTAINER_NAME } from '../../common/constants.ts';
 import { startCluster, type Cluster } from '@lifelease/harness/cluster';
 import { ensureImages } from '@lifelease/harness/image';
-import { pollPods, type PodList } from '@lifelease/harness/kubelet';
+import { podIdentity, pollPods, type PodList } from '@lifelease/harness/kubelet';
 import { applyManifests, renderManifests } from '@lifelease/harness/manifests';
 import { pauseVersion } from '@lifelease/harness/node-binaries';
 import { NodeFaults, PodPortal } from '@lifelease/harness/node-faults';
@@ -209,18 +209,13 @@ export class RealNodePods implements ChaosPods {
   }
 
   register(pod: V1Pod): RealPodState {
-    const uid = pod.metadata!.uid!;
-    const existing = this.pods.get(uid);
+    const existing = this.pods.get(pod.metadata!.uid!);
     if (existing) {
       existing.pod = pod;
       return existing;
     }
-    const name = pod.metadata!.name!;
     const state: RealPodState = {
-      key: `${name}#${uid.slice(0, 8)}`,
-      name,
-      uid,
-      hostname: name.slice(0, 63),
+      ...podIdentity(pod),
       pod,
       sandbox: undefined,
       done: false,
@@ -228,7 +223,7 @@ export class RealNodePods implements ChaosPods {
       portal: undefined,
       attaching: false,
     };
-    this.pods.set(uid, state);
+    this.pods.set(state.uid, state);
     return state;
   }
 

@@ -38,6 +38,16 @@ import { reportPodStopped } from './pod-status.ts';
 export const REPO_ROOT = path.resolve(import.meta.dirname, '../../..');
 
 /**
+ * How a pod is named by whatever runs it: a log key (name and the uid's first 8 characters,
+ * apart across a reused name) and the hostname its containers get (the name, cut at 63).
+ */
+export function podIdentity(pod: V1Pod): { key: string; name: string; uid: string; hostname: string } {
+  const name = pod.metadata!.name!;
+  const uid = pod.metadata!.uid!;
+  return { key: `${name}#${uid.slice(0, 8)}`, name, uid, hostname: name.slice(0, 63) };
+}
+
+/**
  * Builds dist/ unless it is there. `npm test` builds once before any test file runs; files
  * never rebuild it themselves, since the build replaces dist/ and another file's pods may be
  * starting or restarting from it at that moment.
@@ -248,15 +258,10 @@ export class Kubelet {
 
   /** Knows a pod from now on (its creator may register it before the next list sees it). */
   register(pod: V1Pod): KubeletPod {
-    const uid = pod.metadata!.uid!;
-    const existing = this.pods.get(uid);
+    const existing = this.pods.get(pod.metadata!.uid!);
     if (existing) return existing;
-    const name = pod.metadata!.name!;
     const state: KubeletPod = {
-      key: `${name}#${uid.slice(0, 8)}`,
-      name,
-      uid,
-      hostname: name.slice(0, 63),
+      ...podIdentity(pod),
       pod,
       sandbox: undefined,
       done: false,
@@ -266,7 +271,7 @@ export class Kubelet {
       finalizing: false,
       stopped: Promise.resolve(),
     };
-    this.pods.set(uid, state);
+    this.pods.set(state.uid, state);
     return state;
   }
 
