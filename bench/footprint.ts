@@ -18,9 +18,10 @@
  *
  * Runtime settings side by side: every build runs with each NODE_OPTIONS setting, and so does
  * the bare server (its floor for that setting): by default Node's defaults (no NODE_OPTIONS)
- * and the injected ones; `FOOTPRINT_NODE_OPTIONS='label=options;label=options'` adds more (for
- * example the options of a previous commit). Settings outside NODE_OPTIONS (V8 flags it
- * refuses, such as `--lite-mode`) are not covered here.
+ * and the injected ones (NODE_OPTIONS plus ELECTOR_V8_FLAGS on the command line, as the
+ * deploy manifests' elector command has them); `FOOTPRINT_NODE_OPTIONS='label=options;...'`
+ * adds more (for example the options of a previous commit). Other V8 flags that NODE_OPTIONS
+ * refuses are compared in bench/runtime-flags.ts.
  *
  *   node bench/footprint.ts [starts = 10] [SSE cycles = 10000] [pods = 1000]
  */
@@ -29,6 +30,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { ELECTOR_V8_FLAGS } from '../common/constants.ts';
 import { INJECTED_NODE_OPTIONS } from '../webhook/inject.ts';
 import { startCluster } from '@lifelease/harness/cluster';
 import {
@@ -69,6 +71,8 @@ requireBuild();
 interface Setting {
   label: string;
   nodeOptions: string;
+  /** Flags on the command line (those NODE_OPTIONS refuses). */
+  nodeArgs?: readonly string[];
 }
 const settings: Setting[] = [
   { label: 'node defaults', nodeOptions: '' },
@@ -79,7 +83,7 @@ const settings: Setting[] = [
       label: s.slice(0, s.indexOf('=')).trim(),
       nodeOptions: s.slice(s.indexOf('=') + 1).trim(),
     })),
-  { label: 'injected', nodeOptions: INJECTED_NODE_OPTIONS },
+  { label: 'injected', nodeOptions: INJECTED_NODE_OPTIONS, nodeArgs: ELECTOR_V8_FLAGS },
 ];
 const envOf = (s: Setting) => (s.nodeOptions ? { NODE_OPTIONS: s.nodeOptions } : {});
 
@@ -147,7 +151,7 @@ async function bareServer(setting: Setting): Promise<{ child: ChildProcess; read
   const spawnedAt = performance.now();
   const env = { ...process.env, ...envOf(setting) };
   if (!setting.nodeOptions) delete env['NODE_OPTIONS'];
-  const child = spawn(process.execPath, ['-e', BARE_SERVER], {
+  const child = spawn(process.execPath, [...(setting.nodeArgs ?? []), '-e', BARE_SERVER], {
     env,
     stdio: ['ignore', 'pipe', 'inherit'],
   });
@@ -197,6 +201,7 @@ try {
       kubeconfigPath: per.get(v.label)!.kubeconfigPath,
       entry: v.entry,
       env: envOf(v.setting),
+      ...(v.setting.nodeArgs ? { nodeArgs: v.setting.nodeArgs } : {}),
     });
     electors.push(e);
     return e;
@@ -362,6 +367,7 @@ try {
   writeReport('footprint', {
     command: `${process.env['FOOTPRINT_BEFORE'] ? `FOOTPRINT_BEFORE=${process.env['FOOTPRINT_BEFORE']} ` : ''}${process.env['FOOTPRINT_NODE_OPTIONS'] ? `FOOTPRINT_NODE_OPTIONS='${process.env['FOOTPRINT_NODE_OPTIONS']}' ` : ''}node bench/footprint.ts ${starts} ${sseCycles} ${podCount}`,
     nodeOptions: INJECTED_NODE_OPTIONS,
+    nodeArgs: ELECTOR_V8_FLAGS,
     settings,
     variants,
     startToReadyMs: ready,

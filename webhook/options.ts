@@ -171,7 +171,7 @@ export const OPTIONS: readonly OptionSpec[] = [
     default: '',
     defaultText: "(the image's entrypoint)",
     description:
-      "The elector container's `command`, words separated by spaces; empty keeps the image's entrypoint.",
+      "The elector container's `command`, words separated by spaces; empty or `-` keeps the image's entrypoint. The deploy manifests and the chart (`elector.command`) set it to the image's entrypoint with `--optimize-for-size`, a V8 flag NODE_OPTIONS refuses (README: the elector's footprint).",
   },
   {
     key: 'electorSubcommand',

@@ -139,6 +139,8 @@ export interface StartElectorOptions {
   args?: string[];
   /** Extra environment. */
   env?: Record<string, string>;
+  /** Node/V8 flags before the entry point (those NODE_OPTIONS refuses, as an injected command has them). */
+  nodeArgs?: readonly string[];
   /** Entry point, relative to the repository; default `elector/main.ts` (or `dist/elector.js`). */
   entry?: string;
   /** Where the log goes; default a fresh temp file. */
@@ -333,6 +335,7 @@ export async function startElector(options: StartElectorOptions): Promise<Electo
     ...options.env,
   };
   const args = [
+    ...(options.nodeArgs ?? []),
     path.resolve(REPO_ROOT, options.entry ?? 'elector/main.ts'),
     `--election=${options.election}`,
     '--http=127.0.0.1:0',

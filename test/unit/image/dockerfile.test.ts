@@ -2,13 +2,17 @@
  * The Dockerfile as text (the image it builds is checked in image.test.ts, from the OCI
  * archive buildah makes of it):
  * - it lints clean (dockerfile-utils, the validator behind VS Code's Docker support);
- * - the runtime stage is distroless Node 24, non-root by number, and copies only dist/.
+ * - the runtime stage is distroless Node 24, non-root by number, and copies only dist/;
+ * - the elector command the deploy manifests and the chart give the webhook is this
+ *   ENTRYPOINT with the V8 flags NODE_OPTIONS refuses (ELECTOR_V8_FLAGS).
  */
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, test } from 'node:test';
 import { validate } from 'dockerfile-utils';
+import yaml from 'js-yaml';
+import { ELECTOR_V8_FLAGS } from '../../../common/constants.ts';
 
 const root = path.resolve(import.meta.dirname, '../../..');
 const dockerfile = readFileSync(path.join(root, 'Dockerfile'), 'utf8');
@@ -57,5 +61,24 @@ describe('Dockerfile', () => {
     );
     const entrypoint = JSON.parse(runtimeStage.find((i) => i.keyword === 'ENTRYPOINT')!.args) as string[];
     assert.equal(entrypoint.at(-1), '/app/dist/cli.js');
+  });
+
+  test("the manifests' and the chart's elector command is the ENTRYPOINT with ELECTOR_V8_FLAGS", () => {
+    const [node, ...script] = JSON.parse(
+      runtimeStage.find((i) => i.keyword === 'ENTRYPOINT')!.args,
+    ) as string[];
+    const expected = [node, ...ELECTOR_V8_FLAGS, ...script].join(' ');
+    assert.ok(ELECTOR_V8_FLAGS.length > 0);
+    const deployment = yaml.load(readFileSync(path.join(root, 'manifests/base/deployment.yaml'), 'utf8')) as {
+      spec: {
+        template: { spec: { containers: { name: string; env: { name: string; value?: string }[] }[] } };
+      };
+    };
+    const env = deployment.spec.template.spec.containers.find((c) => c.name === 'webhook')!.env;
+    assert.equal(env.find((e) => e.name === 'WEBHOOK_ELECTOR_COMMAND')?.value, expected);
+    const values = yaml.load(readFileSync(path.join(root, 'charts/lifelease/values.yaml'), 'utf8')) as {
+      elector: { command: string };
+    };
+    assert.equal(values.elector.command, expected);
   });
 });
