@@ -1,7 +1,9 @@
 /**
  * nais/elector beside ours, in one run on one control plane, when the reader provides its
  * binary (`NAIS_ELECTOR_BIN`, see bench/README.md and bench/nais.ts); ours from another build
- * too when `LIFELEASE_BEFORE_ELECTOR` names its `elector.js` (before/after in one run).
+ * too when `LIFELEASE_BEFORE_ELECTOR` names its `elector.js` (before/after in one run; its
+ * options in `LIFELEASE_BEFORE_NODE_OPTIONS`). Ours runs as injected: NODE_OPTIONS and the V8
+ * flags of the manifests' elector command.
  * (API requests, bytes and events per minute for the same groups: api-cost.ts.)
  *
  *   1. Footprint, per kind: `starts` candidates of one election started one after the other;
@@ -33,6 +35,8 @@ import { reportPodStopped } from '@lifelease/harness/pod-status';
 import { fmt, loadAverage, printTable, pssMiB, requireBuild, rssMiB, stats, writeReport } from './lib.ts';
 import { grantNais, naisBinary, serviceAccount, startNais, type NaisProcess } from './nais.ts';
 import path from 'node:path';
+import { ELECTOR_V8_FLAGS } from '../common/constants.ts';
+import { INJECTED_NODE_OPTIONS } from '../webhook/inject.ts';
 import { numberArgs } from './args.ts';
 
 /** Which parts to run: footprint, failover, interop (comma-separated); default all. */
@@ -51,6 +55,18 @@ requireBuild();
 const naisBin = naisBinary();
 if (!naisBin) process.exit(0);
 const beforeEntry = process.env['LIFELEASE_BEFORE_ELECTOR'];
+/**
+ * How each of ours runs: as injected (the injected NODE_OPTIONS, and the V8 flags the
+ * manifests' elector command adds); the other build with `LIFELEASE_BEFORE_NODE_OPTIONS` (its
+ * own commit's injected options; default the same as ours, without the command-line flags).
+ */
+const runAs: Record<'ours' | 'before', { env: Record<string, string>; nodeArgs: readonly string[] }> = {
+  ours: { env: { NODE_OPTIONS: INJECTED_NODE_OPTIONS }, nodeArgs: ELECTOR_V8_FLAGS },
+  before: {
+    env: { NODE_OPTIONS: process.env['LIFELEASE_BEFORE_NODE_OPTIONS'] ?? INJECTED_NODE_OPTIONS },
+    nodeArgs: [],
+  },
+};
 
 type Kind = 'ours' | 'before' | 'nais';
 const kinds: Kind[] = ['nais', ...(beforeEntry ? (['before'] as const) : []), 'ours'];
@@ -106,7 +122,13 @@ async function addMember(cluster: Cluster, ns: string, kind: Kind, oursKubeconfi
   }
   const pod = await createPod(cluster.kubeConfig, ns, name);
   const entry = kind === 'before' ? path.resolve(beforeEntry!) : 'dist/elector.js';
-  const e = await startElector({ election: ELECTION, pod, kubeconfigPath: oursKubeconfig, entry });
+  const e = await startElector({
+    election: ELECTION,
+    pod,
+    kubeconfigPath: oursKubeconfig,
+    entry,
+    ...runAs[kind],
+  });
   return { kind, pod, hostname: name, pid: e.pid, spawnedAt: e.spawnedAt, probeUrl: e.probeUrl, proc: e };
 }
 
@@ -340,7 +362,8 @@ try {
   writeReport('side-by-side', {
     command: `node bench/side-by-side.ts ${rounds} ${starts}`,
     nais: naisBin,
-    before: beforeEntry ?? null,
+    before: beforeEntry ? { entry: beforeEntry, nodeOptions: runAs.before.env['NODE_OPTIONS'] } : null,
+    ours: { nodeOptions: INJECTED_NODE_OPTIONS, nodeArgs: ELECTOR_V8_FLAGS },
     footprint,
     failoverMs: failover,
     interop,
