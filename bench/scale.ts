@@ -11,7 +11,7 @@
  */
 import { parseArgs } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { INJECTED_NODE_OPTIONS } from '../webhook/inject.ts';
+import { AS_INJECTED } from '../webhook/render.ts';
 import { startCluster } from '@lifelease/harness/cluster';
 import {
   createPod,
@@ -87,7 +87,7 @@ try {
           pod,
           kubeconfigPath,
           entry: 'dist/elector.js',
-          env: { NODE_OPTIONS: INJECTED_NODE_OPTIONS },
+          ...AS_INJECTED,
           startTimeoutMs: 120_000,
         }),
       );

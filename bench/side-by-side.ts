@@ -35,8 +35,7 @@ import { reportPodStopped } from '@lifelease/harness/pod-status';
 import { fmt, loadAverage, printTable, pssMiB, requireBuild, rssMiB, stats, writeReport } from './lib.ts';
 import { grantNais, naisBinary, serviceAccount, startNais, type NaisProcess } from './nais.ts';
 import path from 'node:path';
-import { ELECTOR_V8_FLAGS } from '../common/constants.ts';
-import { INJECTED_NODE_OPTIONS } from '../webhook/inject.ts';
+import { AS_INJECTED, INJECTED_NODE_OPTIONS } from '../webhook/render.ts';
 import { numberArgs } from './args.ts';
 
 /** Which parts to run: footprint, failover, interop (comma-separated); default all. */
@@ -61,7 +60,7 @@ const beforeEntry = process.env['LIFELEASE_BEFORE_ELECTOR'];
  * own commit's injected options; default the same as ours, without the command-line flags).
  */
 const runAs: Record<'ours' | 'before', { env: Record<string, string>; nodeArgs: readonly string[] }> = {
-  ours: { env: { NODE_OPTIONS: INJECTED_NODE_OPTIONS }, nodeArgs: ELECTOR_V8_FLAGS },
+  ours: AS_INJECTED,
   before: {
     env: { NODE_OPTIONS: process.env['LIFELEASE_BEFORE_NODE_OPTIONS'] ?? INJECTED_NODE_OPTIONS },
     nodeArgs: [],
@@ -363,7 +362,7 @@ try {
     command: `node bench/side-by-side.ts ${rounds} ${starts}`,
     nais: naisBin,
     before: beforeEntry ? { entry: beforeEntry, nodeOptions: runAs.before.env['NODE_OPTIONS'] } : null,
-    ours: { nodeOptions: INJECTED_NODE_OPTIONS, nodeArgs: ELECTOR_V8_FLAGS },
+    ours: AS_INJECTED,
     footprint,
     failoverMs: failover,
     interop,

@@ -7,6 +7,7 @@ import type { V1Container, V1EnvVar, V1Volume, V1VolumeMount } from '@kubernetes
 import {
   CONTAINER_NAME,
   ELECTOR_NODE_OPTIONS,
+  ELECTOR_V8_FLAGS,
   ENV_POD_NAME,
   ENV_POD_NAMESPACE,
   ENV_POD_UID,
@@ -57,6 +58,16 @@ export function electorNodeOptions(memoryLimit: string): string {
 
 /** NODE_OPTIONS of an elector injected with the default memory limit (benchmarks, abuse tests). */
 export const INJECTED_NODE_OPTIONS = electorNodeOptions(defaultOf('electorMemoryLimit'));
+
+/**
+ * How an elector injected with the defaults by a webhook deployed from the manifests runs, for
+ * benchmarks and abuse tests that start one as a process: its NODE_OPTIONS, and the V8 flags
+ * the manifests' elector command puts before the entry point.
+ */
+export const AS_INJECTED = {
+  env: { NODE_OPTIONS: INJECTED_NODE_OPTIONS },
+  nodeArgs: ELECTOR_V8_FLAGS,
+} as const;
 
 function fieldEnv(name: string, fieldPath: string): V1EnvVar {
   return { name, valueFrom: { fieldRef: { apiVersion: 'v1', fieldPath } } };

@@ -37,7 +37,7 @@ import {
   type ElectorProcess,
 } from '@lifelease/harness/elector-process';
 import { defaultOf, quantityValue } from '../../webhook/config.ts';
-import { INJECTED_NODE_OPTIONS } from '../../webhook/inject.ts';
+import { AS_INJECTED } from '../../webhook/render.ts';
 import { createMemoryCgroup, type MemoryCgroup } from '@lifelease/harness/memcg';
 import { cpuTimeMs } from '@lifelease/harness/process';
 import { eventually, stretched } from '@lifelease/harness/wait';
@@ -469,7 +469,7 @@ export async function leadingElector(
   bundle: Bundle,
   prefix: string,
   args: string[] = [],
-  env: Record<string, string> = {},
+  runtime: { env?: Record<string, string>; nodeArgs?: readonly string[] } = {},
   cgroup?: MemoryCgroup,
 ): Promise<{ elector: ElectorProcess; namespace: string; kubeconfigPath: string }> {
   const namespace = await cluster.createNamespace(prefix);
@@ -481,7 +481,7 @@ export async function leadingElector(
     kubeconfigPath,
     entry: path.join(bundle.dir, 'elector.js'),
     args,
-    env,
+    ...runtime,
     ...(cgroup ? { cgroup } : {}),
   });
   await elector.waitFor((r) => r.is_leader, 30_000, 'leadership');
@@ -501,7 +501,7 @@ export async function electorHttpAbuse(
   scale: Scale,
 ): Promise<CheckResult[]> {
   const full = scale === 'full';
-  // As injected: the container's Node.js options, under its memory limit where this machine
+  // As injected: the container's Node.js options and V8 flags, under its memory limit where this machine
   // lets us set one (a kernel memory cgroup: over the limit, the elector is OOM-killed).
   const cgroup = createMemoryCgroup('elector-abuse', ELECTOR_MEMORY_LIMIT_MIB);
   const { elector } = await leadingElector(
@@ -509,7 +509,7 @@ export async function electorHttpAbuse(
     bundle,
     'abuse-http',
     ['--sse-heartbeat=1s', `--sse-max-clients=${SSE_MAX_CLIENTS}`],
-    { NODE_OPTIONS: INJECTED_NODE_OPTIONS },
+    AS_INJECTED,
     cgroup ?? undefined,
   );
   const port = Number(new URL(elector.apiUrl).port);
