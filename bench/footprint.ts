@@ -20,8 +20,9 @@
  * the bare server (its floor for that setting): by default Node's defaults (no NODE_OPTIONS)
  * and the injected ones (NODE_OPTIONS plus ELECTOR_V8_FLAGS on the command line, as the
  * deploy manifests' elector command has them); `FOOTPRINT_NODE_OPTIONS='label=options;...'`
- * adds more (for example the options of a previous commit). Other V8 flags that NODE_OPTIONS
- * refuses are compared in bench/runtime-flags.ts.
+ * adds more (for example the options of a previous commit), and `label=options | flags` puts
+ * flags NODE_OPTIONS refuses on the command line. bench/runtime-flags.ts compares more
+ * settings for memory alone.
  *
  *   node bench/footprint.ts [starts = 10] [SSE cycles = 10000] [pods = 1000]
  */
@@ -79,10 +80,14 @@ const settings: Setting[] = [
   ...(process.env['FOOTPRINT_NODE_OPTIONS'] ?? '')
     .split(';')
     .filter((s) => s.includes('='))
-    .map((s) => ({
-      label: s.slice(0, s.indexOf('=')).trim(),
-      nodeOptions: s.slice(s.indexOf('=') + 1).trim(),
-    })),
+    .map((s) => {
+      const [options = '', args = ''] = s.slice(s.indexOf('=') + 1).split('|');
+      return {
+        label: s.slice(0, s.indexOf('=')).trim(),
+        nodeOptions: options.trim(),
+        ...(args.trim() ? { nodeArgs: args.trim().split(/\s+/) } : {}),
+      };
+    }),
   { label: 'injected', nodeOptions: INJECTED_NODE_OPTIONS, nodeArgs: ELECTOR_V8_FLAGS },
 ];
 const envOf = (s: Setting) => (s.nodeOptions ? { NODE_OPTIONS: s.nodeOptions } : {});
