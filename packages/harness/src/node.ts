@@ -881,12 +881,26 @@ export async function startNode(cluster: Cluster, options: StartNodeOptions = {}
         throw new Error(`importing ${image.archive} did not produce the image ${image.name}`);
     };
     const t0 = performance.now();
-    for (const image of [pauseArchive(binaries, PAUSE_TAG.value), ...(options.images ?? [])]) {
-      await importImage(image);
-    }
-    log(
-      `imported ${1 + (options.images?.length ?? 0)} images in ${((performance.now() - t0) / 1000).toFixed(1)} s`,
+    const elapsed = () => `${((performance.now() - t0) / 1000).toFixed(1)} s`;
+    const images = [pauseArchive(binaries, PAUSE_TAG.value), ...(options.images ?? [])];
+    let imported = 0;
+    // A big image takes a while on a loaded machine: say what is going on (under 10 s apart).
+    const ticker = setInterval(
+      () =>
+        log(
+          `importing images into containerd: ${imported} of ${images.length} done, ${elapsed()} (now ${images[imported]?.name ?? '-'})`,
+        ),
+      9_000,
     );
+    try {
+      for (const image of images) {
+        await importImage(image);
+        imported++;
+      }
+    } finally {
+      clearInterval(ticker);
+    }
+    log(`imported ${images.length} images in ${elapsed()}`);
 
     // 5. The node's own credentials: CN=system:node:<name>, O=system:nodes, bound to system:node.
     const ca = await loadCertificateAuthority(
