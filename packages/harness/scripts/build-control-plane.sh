@@ -26,6 +26,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib/progress.sh"
 # shellcheck source=lib/go.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib/go.sh"
 
+cache_lock control-plane
 if [[ -x "$BIN/etcd" && -x "$BIN/kube-apiserver" && -x "$BIN/kube-controller-manager" && -x "$KUSTOMIZE_BIN/kustomize" ]]; then
   log "cached: $BIN"
   echo "$BIN"

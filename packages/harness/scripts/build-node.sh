@@ -45,6 +45,7 @@ have_all() { # folder binary...
   for b in "$@"; do [[ -x "$dir/$b" ]] || return 1; done
 }
 
+cache_lock node
 need_k8s=0; need_containerd=0; need_runc=0; need_cni=0; need_pause=0
 [[ -n "${KUBELET:-}" && -n "${KUBE_SCHEDULER:-}" && -n "${KUBECTL:-}" ]] || have_all "$K8S_BIN" kubelet kube-scheduler kubectl || need_k8s=1
 [[ -n "${CONTAINERD_BIN_DIR:-}" ]] || have_all "$CONTAINERD_BIN" containerd containerd-shim-runc-v2 ctr || need_containerd=1

@@ -31,6 +31,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib/progress.sh"
 # shellcheck source=lib/go.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib/go.sh"
 
+cache_lock platform-tools
 need_helm=true
 need_promtool=true
 if [[ -n "${HELM:-}" ]]; then
