@@ -14,8 +14,13 @@
  * `rounds` times through the three targets in turn; figures pool the rounds, and the ratio
  * of each round (its runs one right after the other) is reported beside the pooled one.
  *
+ * A second ceiling target answers with a patch as large as the webhook's (the same route, a
+ * padded fixed review): the part of the gap that is the answer's size, not the webhook's work.
+ * The load generator reads the webhook's log lines without parsing them, as a container
+ * runtime copies them (parsing each line took CPU from it, on the cores the servers share).
+ *
  * `LIFELEASE_BEFORE_WEBHOOK=<another build's webhook/main.ts or webhook.js>` adds that build,
- * opted in, as a fourth target in the same rounds (before/after from one run).
+ * opted in, as a further target in the same rounds (before/after from one run).
  *
  *   node bench/webhook.ts [seconds per HTTPS run = 5] [connections = 8] [rounds = 3]
  */
@@ -47,6 +52,8 @@ const bodyOf = (size: PodSize, opted: boolean) => bodies.get(`${size}/${opted}`)
 
 // 1. The pure handler: bounded in count and in time.
 const handler: Record<string, { bytes: number; outcome: string; us: Stats }> = {};
+/** The length of the webhook's patch (base64) for each size's opted-in pod. */
+const patchBytes = new Map<PodSize, number>();
 for (const size of POD_SIZES) {
   for (const opted of [true, false]) {
     const body = bodyOf(size, opted);
@@ -61,6 +68,7 @@ for (const size of POD_SIZES) {
       const r = handleAdmission(parsed.request, TEST_CONFIG);
       JSON.stringify(r.review);
       outcome = r.outcome;
+      if (opted) patchBytes.set(size, r.review.response.patch?.length ?? 0);
       if (i >= iterations / 5) times.push((performance.now() - t0) * 1000);
     }
     handler[`${size}/${opted ? 'opted-in' : 'not-opted'}`] = {
@@ -98,6 +106,8 @@ interface LoadResult {
   rps: number;
   /** The reviews/s of each round. */
   roundRps: number[];
+  /** The server's CPU per review of each round, µs. */
+  roundCpuUs: number[];
   ms: Stats;
   errors: number;
   non2xx: number;
@@ -114,6 +124,7 @@ async function load(
   serverPid: number,
   durationS: number,
   record: boolean,
+  headers: Record<string, string> = {},
 ): Promise<LoadRun> {
   const latencies: number[] = [];
   const cpu0 = cpuSeconds(serverPid);
@@ -124,7 +135,7 @@ async function load(
       {
         url: `${url}/mutate`,
         method: 'POST',
-        headers: { 'content-type': 'application/json' },
+        headers: { 'content-type': 'application/json', ...headers },
         body,
         connections,
         duration: durationS,
@@ -153,6 +164,7 @@ function pool(runs: LoadRun[]): LoadResult {
   return {
     rps: runs.reduce((s, r) => s + r.latencies.length, 0) / elapsed,
     roundRps: runs.map((r) => r.latencies.length / r.elapsedS),
+    roundCpuUs: runs.map((r) => (r.serverCpuS / r.latencies.length) * 1e6),
     ms: stats(runs.flatMap((r) => r.latencies)),
     errors: runs.reduce((s, r) => s + r.errors, 0),
     non2xx: runs.reduce((s, r) => s + r.non2xx, 0),
@@ -180,6 +192,10 @@ const beforeHook = beforeEntry
       entry: path.resolve(beforeEntry),
     })
   : undefined;
+for (const w of [webhook, beforeHook]) {
+  w?.child.stdout?.removeAllListeners('data');
+  w?.child.stdout?.on('data', () => undefined);
+}
 const https: Record<string, { target: string; pod: string } & LoadResult> = {};
 try {
   const ceilingPort = await new Promise<number>((resolve, reject) => {
@@ -193,8 +209,10 @@ try {
   for (const size of POD_SIZES) {
     // Interleaved per size, each warmed up first, then the three in turn for each round, so
     // drift spreads over all three.
-    const runs: [string, typeof hook, boolean][] = [
+    const padded = { 'x-patch-bytes': String(patchBytes.get(size) ?? 0) };
+    const runs: [string, typeof hook, boolean, Record<string, string>?][] = [
       ['ceiling (trivial route)', ceiling, true],
+      ['ceiling, answer as large', ceiling, true, padded],
       ['webhook, opted in', hook, true],
       ['webhook, not opted in', hook, false],
       ...(beforeHook
@@ -207,11 +225,12 @@ try {
           ] as [string, typeof hook, boolean][])
         : []),
     ];
-    for (const [, t, opted] of runs) await load(t.url, bodyOf(size, opted), t.ca, t.pid, 1, false);
+    for (const [, t, opted, headers] of runs)
+      await load(t.url, bodyOf(size, opted), t.ca, t.pid, 1, false, headers);
     const results = new Map<string, LoadRun[]>(runs.map(([target]) => [target, []]));
     for (let round = 0; round < rounds; round++) {
-      for (const [target, t, opted] of runs) {
-        const r = await load(t.url, bodyOf(size, opted), t.ca, t.pid, seconds, true);
+      for (const [target, t, opted, headers] of runs) {
+        const r = await load(t.url, bodyOf(size, opted), t.ca, t.pid, seconds, true, headers);
         if (r.errors > 0 || r.non2xx > 0)
           throw new Error(`${target} ${size}: ${r.errors} errors, ${r.non2xx} non-2xx responses`);
         results.get(target)!.push(r);
@@ -242,15 +261,25 @@ const ratio = (r: LoadResult, c: LoadResult): Ratio => ({
   p50: r.ms.p50 / c.ms.p50,
   cpu: cpuPerReview(c) / cpuPerReview(r),
 });
-const ratios: Record<string, { opted: Ratio; notOpted: Ratio; before?: Ratio }> = {};
+const ratios: Record<
+  string,
+  { opted: Ratio; notOpted: Ratio; before?: Ratio; optedToLarge: Ratio; beforeToLarge?: Ratio }
+> = {};
 const rows: (string | number)[][] = [];
 for (const size of POD_SIZES) {
   const c = https[`${size}/ceiling (trivial route)`]!;
+  const l = https[`${size}/ceiling, answer as large`]!;
   const o = https[`${size}/webhook, opted in`]!;
   const n = https[`${size}/webhook, not opted in`]!;
   const b = https[`${size}/build before, opted in`];
-  ratios[size] = { opted: ratio(o, c), notOpted: ratio(n, c), ...(b ? { before: ratio(b, c) } : {}) };
-  for (const r of b ? [c, o, n, b] : [c, o, n]) {
+  ratios[size] = {
+    opted: ratio(o, c),
+    notOpted: ratio(n, c),
+    ...(b ? { before: ratio(b, c) } : {}),
+    optedToLarge: ratio(o, l),
+    ...(b ? { beforeToLarge: ratio(b, l) } : {}),
+  };
+  for (const r of b ? [c, l, o, n, b] : [c, l, o, n]) {
     rows.push([
       size,
       r.target,
@@ -259,7 +288,10 @@ for (const size of POD_SIZES) {
       ratio(r, c)
         .roundRps.map((x) => fmt(x, 2))
         .join(' '),
+      fmt(stats(ratio(r, c).roundRps).p50, 2),
+      fmt(r.rps / l.rps, 2),
       fmt(cpuPerReview(r) * 1e6, 0),
+      fmt(stats(r.roundCpuUs).p50, 0),
       fmt(r.ms.p50, 2),
       fmt(r.ms.p99, 2),
       fmt(r.ms.p999, 2),
@@ -276,7 +308,10 @@ printTable(
     'reviews/s',
     'x ceiling',
     'each round',
+    'round median',
+    'x large ceiling',
     'server CPU µs/review',
+    'CPU round median',
     'p50 ms',
     'p99 ms',
     'p99.9 ms',

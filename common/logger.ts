@@ -80,10 +80,21 @@ function serializeError(err: Error, seen = new WeakSet<object>()): Record<string
   return out;
 }
 
+const replacer = (_key: string, value: unknown) => (value instanceof Error ? serializeError(value) : value);
+
+/** True when no field is an object: then the replacer has nothing to do (a review's line). */
+function flat(record: Record<string, unknown>): boolean {
+  for (const key in record) {
+    const value = record[key];
+    if (typeof value === 'object' && value !== null) return false;
+  }
+  return true;
+}
+
 function encode(record: Record<string, unknown>): string {
-  const replacer = (_key: string, value: unknown) => (value instanceof Error ? serializeError(value) : value);
   try {
-    return JSON.stringify(record, replacer);
+    // The same text: a replacer makes JSON.stringify call back for every field.
+    return flat(record) ? JSON.stringify(record) : JSON.stringify(record, replacer);
   } catch {
     // A cycle or a BigInt: write what can be written rather than lose the line.
     const seen = new WeakSet<object>();

@@ -11,6 +11,7 @@
 import type { KubeConfig } from '@kubernetes/client-node';
 import closeWithGrace from 'close-with-grace';
 import { X509Certificate } from 'node:crypto';
+import { fstatSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import type { Writable } from 'node:stream';
 import type { Server as TlsServer } from 'node:tls';
@@ -43,14 +44,32 @@ export interface RunOptions {
 /** How long shutdown may take beyond the drain delay before `run` gives up with exit 1. */
 const SHUTDOWN_GRACE_MS = 15_000;
 
+/** How long the last lines may take to reach a pipe's reader at exit. */
+const FLUSH_MS = 2000;
+
+/** True when the process's stdout is a pipe or a socket (a container's stdout is a FIFO). */
+function stdoutIsPipe(): boolean {
+  try {
+    const stat = fstatSync(1);
+    return stat.isFIFO() || stat.isSocket();
+  } catch {
+    return false;
+  }
+}
+
 /** The root logger, writing JSON lines to `stdout`. */
-function rootLogger(config: WebhookConfig, stdout: Writable): { log: Logger; flush: () => void } {
-  // Asynchronous writes to the process's stdout: a synchronous write to a full pipe (a slow
-  // log reader) stalled the event loop, and with it every review in flight.
-  // (pino's destination: only its asynchronous stdout writer is used, the lines are the
-  // common logger's, as the elector writes them.)
+function rootLogger(config: WebhookConfig, stdout: Writable): { log: Logger; flush: () => Promise<void> } {
+  // Never a synchronous write to a full pipe (a slow log reader): it stalled the event loop,
+  // and with it every review in flight.
+  //  - A pipe, as in a container: process.stdout itself, which Node opens non-blocking: each
+  //    line is written at once from the event loop (one write(2)), what a full pipe cannot take
+  //    waits in memory until it can. pino's asynchronous destination handed every line to a
+  //    libuv worker thread and back, a thread hop per patched review.
+  //  - Anything else (a file, a terminal): pino's asynchronous destination (only its writer is
+  //    used, the lines are the common logger's, as the elector writes them).
+  const pipe = stdout === process.stdout && stdoutIsPipe();
   const destination: LogStream & { flushSync?: () => void } =
-    stdout === process.stdout ? pino.destination({ dest: 1, sync: false }) : stdout;
+    stdout === process.stdout && !pipe ? pino.destination({ dest: 1, sync: false }) : stdout;
   const log = createLogger({
     level: config.logLevel,
     stream: destination,
@@ -58,7 +77,13 @@ function rootLogger(config: WebhookConfig, stdout: Writable): { log: Logger; flu
   });
   return {
     log,
-    flush: () => {
+    flush: async () => {
+      if (pipe) {
+        // Bounded: a reader that is gone or stuck must not hold the exit.
+        const until = Date.now() + FLUSH_MS;
+        while (stdout.writableLength > 0 && !stdout.destroyed && Date.now() < until) await sleep(10);
+        return;
+      }
       try {
         destination.flushSync?.();
       } catch {
@@ -88,7 +113,7 @@ export async function run(options: RunOptions): Promise<number> {
     webhook = await start(config, log, options.signal);
   } catch (err) {
     log.fatal({ err }, 'webhook failed to start');
-    flush();
+    await flush();
     return 1;
   }
   const reason: unknown = options.signal.aborted
@@ -113,7 +138,7 @@ export async function run(options: RunOptions): Promise<number> {
   overrun.abort();
   if (outcome === 'overran') log.error({ signal }, 'webhook did not stop in time');
   else log.info({ signal }, 'webhook stopped');
-  flush();
+  await flush();
   return crashed || outcome !== 'stopped' ? 1 : 0;
 }
 

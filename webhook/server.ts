@@ -51,6 +51,59 @@ export const KEEP_ALIVE_TIMEOUT_MS = 120_000;
 
 type ErrorWithCode = Error & { code?: string; statusCode?: number };
 
+type Bindings = Parameters<FastifyBaseLogger['child']>[0];
+type ChildLoggerOptions = NonNullable<Parameters<FastifyBaseLogger['child']>[1]>;
+
+/**
+ * `request.log`, made only when something logs through it (an error). fastify makes a child
+ * logger for every request (its bindings copied, its methods made) that the review never uses:
+ * the review's line goes through the server's logger with the same `reqId` field, the same line.
+ */
+class RequestLogger {
+  #parent: FastifyBaseLogger;
+  #bindings: Bindings;
+  #options: ChildLoggerOptions;
+  #made: FastifyBaseLogger | undefined;
+  constructor(parent: FastifyBaseLogger, bindings: Bindings, options: ChildLoggerOptions) {
+    this.#parent = parent;
+    this.#bindings = bindings;
+    this.#options = options;
+  }
+  get #log(): FastifyBaseLogger {
+    return (this.#made ??= this.#parent.child(this.#bindings, this.#options));
+  }
+  get level(): string {
+    return this.#log.level;
+  }
+  set level(level: string) {
+    this.#log.level = level;
+  }
+  fatal(...args: unknown[]) {
+    Reflect.apply(this.#log.fatal, this.#log, args);
+  }
+  error(...args: unknown[]) {
+    Reflect.apply(this.#log.error, this.#log, args);
+  }
+  warn(...args: unknown[]) {
+    Reflect.apply(this.#log.warn, this.#log, args);
+  }
+  info(...args: unknown[]) {
+    Reflect.apply(this.#log.info, this.#log, args);
+  }
+  debug(...args: unknown[]) {
+    Reflect.apply(this.#log.debug, this.#log, args);
+  }
+  trace(...args: unknown[]) {
+    Reflect.apply(this.#log.trace, this.#log, args);
+  }
+  silent(...args: unknown[]) {
+    Reflect.apply(this.#log.silent, this.#log, args);
+  }
+  child(bindings: Bindings, options?: ChildLoggerOptions): FastifyBaseLogger {
+    return this.#log.child(bindings, options);
+  }
+}
+
 const REJECTIONS: Record<
   string,
   { status: number; reason: string; message: (err: ErrorWithCode, limit: number) => string }
@@ -89,6 +142,8 @@ export function buildServer(options: ServerOptions): FastifyInstance {
     loggerInstance: options.logger,
     // One log line per review, written by the route with its outcome; no per-request noise.
     logController: new LogController({ disableRequestLogging: true }),
+    childLoggerFactory: (logger, bindings, options) =>
+      new RequestLogger(logger, bindings, options) as unknown as FastifyBaseLogger,
     bodyLimit: options.maxRequestBytes,
     // The API server's webhook timeout is at most 30 s; nothing legitimate takes longer.
     requestTimeout: 30_000,
@@ -112,6 +167,8 @@ export function buildServer(options: ServerOptions): FastifyInstance {
         }
       : {}),
   });
+
+  const log = app.log;
 
   // AdmissionReviews are JSON; fastify would also parse text/plain, which must be a 415 here.
   app.removeContentTypeParser('text/plain');
@@ -164,7 +221,9 @@ export function buildServer(options: ServerOptions): FastifyInstance {
       const result = handleAdmission(parsed.request, options.injection);
       outcomes.set(request, result.outcome);
       metrics.reviews.inc({ outcome: result.outcome, reason: result.reason });
+      // request.log's line, through the server's logger (request.log is made on first use).
       const fields = {
+        reqId: request.id,
         uid: parsed.request.uid,
         namespace: parsed.request.namespace,
         pod: podDisplayName(parsed.request),
@@ -178,12 +237,10 @@ export function buildServer(options: ServerOptions): FastifyInstance {
       // whose write wakes a libuv thread and the log reader, competing for the CPU the API
       // server needs to go on.
       reply.raw.once('close', () => {
-        if (result.outcome === 'errored')
-          request.log.warn({ ...fields, message: result.message }, 'review errored');
-        else if (result.outcome === 'denied')
-          request.log.info({ ...fields, message: result.message }, 'pod refused');
-        else if (result.outcome === 'patched') request.log.info(fields, 'elector injected');
-        else request.log.debug(fields, 'pod allowed');
+        if (result.outcome === 'errored') log.warn({ ...fields, message: result.message }, 'review errored');
+        else if (result.outcome === 'denied') log.info({ ...fields, message: result.message }, 'pod refused');
+        else if (result.outcome === 'patched') log.info(fields, 'elector injected');
+        else log.debug(fields, 'pod allowed');
       });
       // Written by hand (the same JSON): the patch is copied, not scanned by JSON.stringify.
       return reply.type(JSON_TYPE).send(encodeReview(result.review));

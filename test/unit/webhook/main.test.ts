@@ -2,23 +2,28 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
-import { request } from 'node:https';
+import { Agent, request } from 'node:https';
 import path from 'node:path';
 import { describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { createServingCertificate } from '../../../common/pki.ts';
-import { stretched } from '@lifelease/harness/wait';
+import { eventually, stretched } from '@lifelease/harness/wait';
 import { createReview } from '../../support/admission-reviews.ts';
 import { startWebhookProcess } from '../../support/webhook-process.ts';
 
 const MAIN = path.resolve(import.meta.dirname, '../../../webhook/main.ts');
 
-function post(url: string, ca: string, body: unknown): Promise<{ status: number; json: unknown }> {
+function post(
+  url: string,
+  ca: string,
+  body: unknown,
+  agent: Agent | false = false,
+): Promise<{ status: number; json: unknown }> {
   return new Promise((resolve, reject) => {
     const payload = JSON.stringify(body);
     const req = request(
       `${url}/mutate`,
-      { method: 'POST', ca, agent: false, headers: { 'content-type': 'application/json' }, timeout: 5000 },
+      { method: 'POST', ca, agent, headers: { 'content-type': 'application/json' }, timeout: 5000 },
       (res) => {
         let data = '';
         res.setEncoding('utf8');
@@ -85,6 +90,32 @@ describe('webhook process', () => {
       assert.equal(await wh.stop(), 0);
     }
     await wh.waitForLog('webhook stopped', 1000);
+  });
+
+  test('a log reader that stops reading holds no review back; its lines follow once it reads', async () => {
+    const wh = await startWebhookProcess({ args: ['--reconcile-rbac=false'] });
+    const agent = new Agent({ keepAlive: true, maxSockets: 8, ca: wh.caPem });
+    try {
+      wh.child.stdout!.pause();
+      // ~250 KB of log lines: more than the pipe and the reader's buffer hold.
+      const reviews = 1000;
+      for (let sent = 0; sent < reviews; sent += 50) {
+        const answers = await Promise.all(
+          Array.from({ length: 50 }, () => post(wh.url, wh.caPem, createReview(pod), agent)),
+        );
+        for (const a of answers) assert.equal(a.status, 200);
+      }
+      const injected = () => wh.logs.filter((l) => l['msg'] === 'elector injected').length;
+      assert.ok(
+        injected() < reviews,
+        `the reader got all ${reviews} lines while paused: the pipe never filled`,
+      );
+      wh.child.stdout!.resume();
+      await eventually('every review line', () => injected() === reviews, 20_000);
+    } finally {
+      agent.destroy();
+      assert.equal(await wh.stop(), 0);
+    }
   });
 
   test('--shutdown-delay: not ready, still serving, then exit 0', async () => {

@@ -12,6 +12,8 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { connect as tlsConnect, type Server as TlsServer, type TLSSocket } from 'node:tls';
 import pino from 'pino';
+import { eventually } from '@lifelease/harness/wait';
+import { createLogger } from '../../../common/logger.ts';
 import { createServingCertificate } from '../../../common/pki.ts';
 import { createMetrics } from '../../../webhook/metrics.ts';
 import { buildServer, KEEP_ALIVE_TIMEOUT_MS, type Readiness } from '../../../webhook/server.ts';
@@ -188,6 +190,70 @@ describe('routes (inject)', () => {
     assert.equal(res.statusCode, 503);
     assert.deepEqual(res.json(), { status: 'not ready', reason: 'shutting down' });
     await built.app.close();
+  });
+});
+
+describe('log lines', () => {
+  test('one line per review through the server logger, with the request id; request.log still logs an error', async () => {
+    const lines: Record<string, unknown>[] = [];
+    const logger = createLogger({
+      level: 'debug',
+      stream: { write: (line: string) => lines.push(JSON.parse(line) as Record<string, unknown>) },
+      base: { component: 'webhook' },
+    });
+    const server = buildServer({
+      logger,
+      injection: TEST_CONFIG,
+      metrics: createMetrics({ defaultMetrics: false }),
+      maxRequestBytes: LIMIT,
+      readiness: () => ({ ready: true }),
+    });
+    server.get('/boom', () => {
+      throw new Error('boom');
+    });
+    try {
+      const review = createReview(opted);
+      const res = await server.inject({ method: 'POST', url: '/mutate', payload: review });
+      assert.equal(res.statusCode, 200);
+      const line = await eventually('the review line', () =>
+        lines.find((l) => l['msg'] === 'elector injected'),
+      );
+      assert.deepEqual(Object.keys(line), [
+        'level',
+        'time',
+        'component',
+        'reqId',
+        'uid',
+        'namespace',
+        'pod',
+        'outcome',
+        'reason',
+        'election',
+        'msg',
+      ]);
+      assert.match(String(line['reqId']), /^req-/);
+      assert.equal(line['uid'], review.request.uid);
+      assert.equal(line['outcome'], 'patched');
+      assert.equal(line['level'], 'info');
+
+      const notOpted = { ...opted, metadata: { ...opted.metadata, labels: { app: 'web' } } };
+      await server.inject({ method: 'POST', url: '/mutate', payload: createReview(notOpted) });
+      const allowed = await eventually('the allowed line', () =>
+        lines.find((l) => l['msg'] === 'pod allowed'),
+      );
+      assert.equal(allowed['level'], 'debug');
+      assert.equal(allowed['reason'], 'not-opted-in');
+
+      assert.equal((await server.inject('/boom')).statusCode, 500);
+      const failed = await eventually('the error line', () =>
+        lines.find((l) => l['msg'] === 'request failed'),
+      );
+      assert.match(String(failed['reqId']), /^req-/);
+      assert.equal((failed['err'] as { message: string }).message, 'boom');
+      assert.equal(failed['level'], 'error');
+    } finally {
+      await server.close();
+    }
   });
 });
 
