@@ -23,6 +23,7 @@ import { startCluster, type Cluster } from '@lifelease/harness/cluster';
 import { CLUSTER_DIR_ENV, NODE_CLUSTER_DIR_ENV, startNodeCluster } from '@lifelease/harness/shared';
 import { sweepMemoryCgroups } from '@lifelease/harness/memcg';
 import { ensureHostPackages } from '@lifelease/harness/host-packages';
+import { resolvePlatformTool, resolvePrometheusOperatorCrds } from '@lifelease/harness/binaries';
 
 const root = path.resolve(import.meta.dirname, '..');
 process.chdir(root);
@@ -63,6 +64,19 @@ const text = new Map(files.map((f) => [f, readFileSync(f, 'utf8')]));
 const ownNodeFiles = files.filter((f) => text.get(f)!.includes(OWN_NODE_MARK));
 const nodeFiles = files.filter((f) => !ownNodeFiles.includes(f) && text.get(f)!.includes('sharedNode('));
 const otherFiles = files.filter((f) => !nodeFiles.includes(f) && !ownNodeFiles.includes(f));
+
+// helm and promtool (and prometheus-operator's CRDs), which the chart, install and monitoring
+// tests use: built before any test file starts, as the control plane is, so that no test
+// spends its timeout on a build (a cold build takes 10-35 minutes here). Both phases' files use
+// them; the build script lets one build run at a time and the other caller wait.
+const needsTools = files.some((f) => !/(^|\/)test\/unit\//.test(f));
+const buildTools = async (): Promise<void> => {
+  if (!needsTools) return;
+  const log = (m: string) => console.error(`#   ${m}`);
+  await resolvePlatformTool('helm', log);
+  await resolvePlatformTool('promtool', log);
+  await resolvePrometheusOperatorCrds(log);
+};
 
 let cluster: Cluster | undefined;
 const env = { ...process.env };
@@ -160,6 +174,7 @@ let code = 0;
 try {
   const nodeStart = startRealNode();
   await startMain();
+  await buildTools();
   const main = otherFiles.length > 0 ? runTests(otherFiles, env, process.env['TEST_CONCURRENCY'] ?? '3') : 0;
   const prefix = otherFiles.length > 0 ? '[node] ' : '';
   const onNode = (async () => {
