@@ -24,6 +24,7 @@ import { CLUSTER_DIR_ENV, NODE_CLUSTER_DIR_ENV, startNodeCluster } from '@lifele
 import { sweepMemoryCgroups } from '@lifelease/harness/memcg';
 import { ensureHostPackages } from '@lifelease/harness/host-packages';
 import { resolvePlatformTool, resolvePrometheusOperatorCrds } from '@lifelease/harness/binaries';
+import { ensureImages, ensureSnippetsImage } from '@lifelease/harness/image';
 
 const root = path.resolve(import.meta.dirname, '..');
 process.chdir(root);
@@ -76,6 +77,16 @@ const buildTools = async (): Promise<void> => {
   await resolvePlatformTool('helm', log);
   await resolvePlatformTool('promtool', log);
   await resolvePrometheusOperatorCrds(log);
+};
+// The container images, for the same reason (cold: 5-10 minutes each here): the project's and
+// the test app's (the real node's set-up imports them, the image test inspects them) and the
+// README snippets' (curl, Python, a JDK). As root only: not root, the files using them skip.
+const usesImages = (pattern: RegExp) =>
+  process.getuid?.() === 0 && files.some((f) => pattern.test(text.get(f)!));
+const buildImages = async (): Promise<void> => {
+  const log = (m: string) => console.error(`#   [image] ${m}`);
+  if (usesImages(/sharedNode\(|ensureImages\(/)) await ensureImages({ log });
+  if (usesImages(/ensureSnippetsImage\(/)) await ensureSnippetsImage({ log });
 };
 
 let cluster: Cluster | undefined;
@@ -175,6 +186,7 @@ try {
   const nodeStart = startRealNode();
   await startMain();
   await buildTools();
+  await buildImages();
   const main = otherFiles.length > 0 ? runTests(otherFiles, env, process.env['TEST_CONCURRENCY'] ?? '3') : 0;
   const prefix = otherFiles.length > 0 ? '[node] ' : '';
   const onNode = (async () => {
