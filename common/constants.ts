@@ -49,6 +49,12 @@ export const ELECTOR_NODE_OPTIONS = '--max-semi-space-size=1 --jitless --no-depr
  */
 export const ELECTOR_V8_FLAGS: readonly string[] = ['--optimize-for-size'];
 
+/** The image's ENTRYPOINT (Dockerfile; test/unit/image/dockerfile.test.ts checks it): its node, then the CLI. */
+export const IMAGE_ENTRYPOINT: readonly [node: string, cli: string] = [
+  '/nodejs/bin/node',
+  '/app/dist/cli.js',
+];
+
 /** Downward-API env the elector reads its identity from. */
 export const ENV_POD_NAME = 'POD_NAME';
 export const ENV_POD_NAMESPACE = 'POD_NAMESPACE';

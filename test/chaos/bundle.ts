@@ -7,11 +7,11 @@ import { build } from 'esbuild';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { REPO_ROOT } from '@lifelease/harness/kubelet';
+import { lifeleaseEntrypoint, REPO_ROOT } from '@lifelease/harness/kubelet';
 
 export interface Bundle {
   dir: string;
-  /** The image entrypoint on this host: `node <dir>/cli.js` for our image, like lifeleaseEntrypoint. */
+  /** The image entrypoint on this host: `node <dir>/cli.js` for our image (lifeleaseEntrypoint). */
   entrypoint: (image: string, command: string[] | undefined) => string[];
   remove(): void;
 }
@@ -41,11 +41,8 @@ export async function buildBundle(): Promise<Bundle> {
   await build({ ...common, entryPoints: { cli: 'common/cli.ts' }, bundle: false });
   return {
     dir,
-    entrypoint(image, command) {
-      if (!/(^|\/)lifelease(:|@|$)/.test(image)) throw new Error(`no stand-in entrypoint for image ${image}`);
-      if (command) throw new Error(`container command ${JSON.stringify(command)} is not expected`);
-      return [process.execPath, '--enable-source-maps', path.join(dir, 'cli.js')];
-    },
+    entrypoint: (image, command) =>
+      lifeleaseEntrypoint(image, command, path.join(dir, 'cli.js'), ['--enable-source-maps']),
     remove() {
       rmSync(dir, { recursive: true, force: true });
     },

@@ -31,6 +31,7 @@ import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { IMAGE_ENTRYPOINT } from '../../../common/constants.ts';
 import type { ClusterClient } from './client.ts';
 import { PodSandbox } from './pod-sandbox.ts';
 import { reportPodStopped } from './pod-status.ts';
@@ -59,12 +60,29 @@ export function ensureBuilt(): void {
 
 /**
  * Our image's entrypoint on this host: `node dist/cli.js` (run `npm run build` first), for
- * any image named like ours; everything else is refused.
+ * any image named like ours; everything else is refused. A `command` is our image's node and
+ * CLI with Node/V8 flags between them (the manifests' elector command): the same flags go to
+ * this node. Any other command is refused. `cli` and `nodeFlags` serve another build of it.
  */
-export function lifeleaseEntrypoint(image: string, command: string[] | undefined): string[] {
+export function lifeleaseEntrypoint(
+  image: string,
+  command: string[] | undefined,
+  cli = path.join(REPO_ROOT, 'dist/cli.js'),
+  nodeFlags: readonly string[] = [],
+): string[] {
   if (!/(^|\/)lifelease(:|@|$)/.test(image)) throw new Error(`no stand-in entrypoint for image ${image}`);
-  if (command) throw new Error(`container command ${JSON.stringify(command)} is not expected for our image`);
-  return [process.execPath, path.join(REPO_ROOT, 'dist/cli.js')];
+  if (!command) return [process.execPath, ...nodeFlags, cli];
+  const [node, ...rest] = command;
+  const flags = rest.slice(0, -1);
+  if (
+    node !== IMAGE_ENTRYPOINT[0] ||
+    rest.at(-1) !== IMAGE_ENTRYPOINT[1] ||
+    !flags.every((f) => f.startsWith('--'))
+  )
+    throw new Error(
+      `container command ${JSON.stringify(command)} is not our image's entrypoint (${IMAGE_ENTRYPOINT.join(' ')}) with flags between`,
+    );
+  return [process.execPath, ...nodeFlags, ...flags, cli];
 }
 
 /** Whether a pod's object says its containers are over: deleting, Succeeded or Failed. */

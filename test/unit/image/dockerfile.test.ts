@@ -12,7 +12,7 @@ import path from 'node:path';
 import { describe, test } from 'node:test';
 import { validate } from 'dockerfile-utils';
 import yaml from 'js-yaml';
-import { ELECTOR_V8_FLAGS } from '../../../common/constants.ts';
+import { ELECTOR_V8_FLAGS, IMAGE_ENTRYPOINT } from '../../../common/constants.ts';
 
 const root = path.resolve(import.meta.dirname, '../../..');
 const dockerfile = readFileSync(path.join(root, 'Dockerfile'), 'utf8');
@@ -67,6 +67,7 @@ describe('Dockerfile', () => {
     const [node, ...script] = JSON.parse(
       runtimeStage.find((i) => i.keyword === 'ENTRYPOINT')!.args,
     ) as string[];
+    assert.deepEqual([node, ...script], IMAGE_ENTRYPOINT);
     const expected = [node, ...ELECTOR_V8_FLAGS, ...script].join(' ');
     assert.ok(ELECTOR_V8_FLAGS.length > 0);
     const deployment = yaml.load(readFileSync(path.join(root, 'manifests/base/deployment.yaml'), 'utf8')) as {
