@@ -3,8 +3,8 @@
  * (`dist/elector.js`, a leader and a follower of its own election) in the same run: RSS and
  * anonymous memory after 20 s idle, then after 10,000 SSE connect/disconnect cycles on the
  * follower (20 at a time) with its CPU, and after 20 s more idle. Every setting starts from
- * the injected `NODE_OPTIONS` without `--jitless`; flags that NODE_OPTIONS refuses go on the
- * command line through a wrapper that `exec`s node with them (same pid).
+ * the injected `NODE_OPTIONS` without `--jitless`; flags that NODE_OPTIONS refuses go on
+ * node's command line, before the script (startElector's `nodeArgs`).
  *
  *   node bench/runtime-flags.ts [SSE cycles = 10000]
  *
@@ -12,9 +12,7 @@
  * with that in mind.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
+import { readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { startCluster } from '@lifelease/harness/cluster';
 import {
@@ -58,39 +56,30 @@ interface Row {
   later?: number[];
 }
 
-const node = process.execPath;
-const wrappers = mkdtempSync(path.join(tmpdir(), 'lifelease-flags-'));
 const cluster = await startCluster();
 const rows = new Map<string, Row>();
 try {
   const ns = await cluster.createNamespace('flags');
   for (const [i, [name, s]] of Object.entries(SETTINGS).entries()) {
-    // startElector runs process.execPath: point it at a wrapper that adds the flags.
-    const wrapper = path.join(wrappers, `node-${i}.sh`);
-    writeFileSync(wrapper, `#!/bin/sh\nexec ${node} ${(s.args ?? []).join(' ')} "$@"\n`);
-    chmodSync(wrapper, 0o755);
+    const nodeArgs = s.args ?? [];
     const env = { NODE_OPTIONS: BASE, ...s.env };
-    const bare = spawn(wrapper, ['-e', BARE], {
+    const bare = spawn(process.execPath, [...nodeArgs, '-e', BARE], {
       env: { ...process.env, ...env },
       stdio: ['ignore', 'pipe', 'inherit'],
     });
     await new Promise((resolve) => bare.stdout.once('data', resolve));
     const kubeconfigPath = await grantElection(cluster, ns, `e${i}`);
-    process.execPath = wrapper;
-    try {
-      const start = async (pod: string) =>
-        startElector({
-          election: `e${i}`,
-          pod: await createPod(cluster.kubeConfig, ns, pod),
-          kubeconfigPath,
-          entry: 'dist/elector.js',
-          env,
-        });
-      const leader = await start(`l${i}`);
-      rows.set(name, { bare, leader, follower: await start(`f${i}`) });
-    } finally {
-      process.execPath = node;
-    }
+    const start = async (pod: string) =>
+      startElector({
+        election: `e${i}`,
+        pod: await createPod(cluster.kubeConfig, ns, pod),
+        kubeconfigPath,
+        entry: 'dist/elector.js',
+        env,
+        nodeArgs,
+      });
+    const leader = await start(`l${i}`);
+    rows.set(name, { bare, leader, follower: await start(`f${i}`) });
   }
   await sleep(20_000);
   for (const r of rows.values())
@@ -133,5 +122,4 @@ try {
   for (const r of rows.values()) r.bare.kill('SIGTERM');
   await Promise.all([...rows.values()].flatMap((r) => [r.leader.stop(), r.follower.stop()]));
   await cluster.stop();
-  rmSync(wrappers, { recursive: true, force: true });
 }
