@@ -22,3 +22,16 @@ export const systemClock: Clock = {
     return { cancel: () => clearTimeout(timer) };
   },
 };
+
+/**
+ * The elector's clock: reads like `Date.now()` (the wall clock as of the process's start, plus
+ * the time elapsed since) but never steps. The fencing bound and a fenced takeover's wait are
+ * durations: on the wall clock, setting it back by N seconds (an NTP step, an admin) would
+ * have a cut-off leader claim N seconds past its bound. NTP's rate corrections apply to this
+ * clock too, so it stays with the wall clock unless that is stepped. Times meant for people
+ * (`last_update`, log lines) still come from the wall clock.
+ */
+export const monotonicClock: Clock = {
+  now: () => performance.timeOrigin + performance.now(),
+  setTimer: (ms, fn) => systemClock.setTimer(ms, fn),
+};

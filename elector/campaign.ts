@@ -45,7 +45,8 @@ export interface Ctx {
   readonly o: ElectionOptions;
   readonly s: ElectionState;
   readonly changed: Wakeup;
-  publish(): void;
+  /** Republishes the verdict as of `now` (default: the clock's reading). */
+  publish(now?: number): void;
   apiError(operation: Operation, err: unknown, retryInMs: number | undefined): ApiError;
   /** Waits until `until` (ms, clock time), a change of state, or abort. */
   wait(until: number | undefined, signal: AbortSignal): Promise<void>;
@@ -321,8 +322,11 @@ async function takeoverFence(
 export async function fenceLoop(ctx: Ctx, signal: AbortSignal): Promise<void> {
   const { clock, timing } = ctx.o;
   while (!signal.aborted) {
-    ctx.publish();
+    // One reading of the clock for both the verdict and the next deadline: with two, the
+    // bound could pass between them (a timer fires a moment early, the clock moves on), so
+    // that the verdict still claimed and no deadline was left to withdraw the claim.
     const now = clock.now();
+    ctx.publish(now);
     const at = ctx.s.view.confirmedAt;
     const fence = at === undefined ? undefined : at + timing.fencingTimeoutMs + 1;
     const takeover = ctx.s.view.lease ? takeoverAt(ctx.s.view.lease) : undefined;

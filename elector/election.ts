@@ -140,7 +140,7 @@ export class Election {
       o: options,
       s: this.#s,
       changed: this.#changed,
-      publish: () => this.#publish(),
+      publish: (now) => this.#publish(now),
       apiError: (operation, err, retryInMs) => this.#apiError(operation, err, retryInMs),
       wait: (until, signal) => this.#wait(until, signal),
       podTarget: () => this.#podTarget(),
@@ -151,6 +151,11 @@ export class Election {
   /** The current verdict (as last published). */
   get verdict(): Verdict {
     return this.#verdict;
+  }
+
+  /** Brings the verdict up to now (publishing it if it changed); for answers given now. */
+  refresh(): void {
+    this.#publish();
   }
 
   /** Milliseconds since the API server last confirmed the view; undefined before that. */
@@ -239,9 +244,9 @@ export class Election {
     this.#changed.fire();
   }
 
-  #publish(): void {
-    const { identity, timing, clock } = this.#o;
-    const next = decideVerdict(this.#s.view, this.#s.memory, identity, timing, clock.now());
+  #publish(now = this.#o.clock.now()): void {
+    const { identity, timing } = this.#o;
+    const next = decideVerdict(this.#s.view, this.#s.memory, identity, timing, now);
     const prev = this.#verdict;
     if (
       next.state === prev.state &&

@@ -52,9 +52,28 @@ export class LeaderBoard {
   #snapshot: Snapshot = { result: INITIAL, id: 0, known: false, reason: 'starting' };
   #leaderKey = '';
   #listeners = new Set<Listener>();
+  #decide: (() => void) | undefined;
+  #deciding = false;
+
+  /**
+   * Has every read of the result first bring the verdict up to this moment (`decide`
+   * publishes it if it changed): an answer never rests on a timer having fired on time,
+   * so a claim past the fencing bound is withdrawn by the very request that asks.
+   */
+  decideOnRead(decide: () => void): void {
+    this.#decide = decide;
+  }
 
   /** The current result; `known` false means "answer 503". */
   snapshot(): Snapshot {
+    if (this.#decide && !this.#deciding) {
+      this.#deciding = true;
+      try {
+        this.#decide();
+      } finally {
+        this.#deciding = false;
+      }
+    }
     return this.#snapshot;
   }
 

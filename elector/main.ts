@@ -19,7 +19,7 @@ import { createKubeStore } from './kube.ts';
 import { LeaderBoard } from './leader.ts';
 import { countingStore, createMetrics, logNote, recordNote } from './observe.ts';
 import { buildElectionApi, buildMetricsApi, buildProbeApi, listenAll, type Listening } from './server.ts';
-import { systemClock } from '../common/clock.ts';
+import { monotonicClock } from '../common/clock.ts';
 
 /** How long shutdown may take before the command gives up on it and exits 1. */
 export const SHUTDOWN_DELAY_MS = 2000;
@@ -103,7 +103,7 @@ export async function run({ argv, env, stdout, stderr, signal }: RunOptions): Pr
     },
     timing,
     store,
-    clock: systemClock,
+    clock: monotonicClock,
     random: Math.random,
     onVerdict: (verdict) => board.publish(verdict, Date.now()),
     onNote: (note) => {
@@ -111,6 +111,7 @@ export async function run({ argv, env, stdout, stderr, signal }: RunOptions): Pr
       logNote(log, note);
     },
   });
+  board.decideOnRead(() => election.refresh());
 
   // Servers first, so the probes answer (alive, not ready) while the election starts.
   const httpLog = log.child(

@@ -14,6 +14,33 @@ import {
 } from '../../../elector/election.ts';
 import { LEASE_ANNOTATION_TAKEOVER_AT } from '../../../common/constants.ts';
 import { ME, SELF, TIMING, naisLease, ourLease, pod, startElection } from './fakes.ts';
+import { FakeClock } from '../../support/clock.ts';
+import { MAX_TIMER_MS } from '../../../common/clock.ts';
+import { LeaderBoard } from '../../../elector/leader.ts';
+
+/**
+ * Timers fire 1 ms before their moment (as Node's can, started from a stale loop time), and,
+ * while `moving`, every read of the clock finds it 1 ms later than the last.
+ */
+/** Timers fire 5 s after their moment (a starved or CPU-throttled process). */
+class LateTimersClock extends FakeClock {
+  override setTimer(ms: number, fn: () => void): { cancel(): void } {
+    return super.setTimer(Math.min(ms + 5000, MAX_TIMER_MS), fn);
+  }
+}
+
+class EarlyTimersClock extends FakeClock {
+  moving = false;
+  #drift = 0;
+  override now(): number {
+    const t = super.now() + this.#drift;
+    if (this.moving) this.#drift += 1;
+    return t;
+  }
+  override setTimer(ms: number, fn: () => void): { cancel(): void } {
+    return super.setTimer(Math.max(0, ms - 1), fn);
+  }
+}
 
 const OTHER = { name: 'app-1', uid: 'uid-other' };
 const mine = ourLease({ name: ME.podName, uid: ME.podUid }, { uid: 'lease-mine', rv: '11' });
@@ -279,6 +306,67 @@ describe('self-fencing', () => {
     assert.equal(e.verdict.pod, OTHER.name);
     e.store.allow('list', undefined);
     e.store.allow('getPod', undefined);
+  });
+
+  test('a timer that fires a moment early, with the clock moving as it is read: still fenced on time (found by CI)', async () => {
+    // Node starts a timer from the loop's cached time, so it can fire a little before the
+    // moment it was set for; and the clock moves between two reads. The fence loop once read
+    // the clock twice: the verdict at one reading (a millisecond before the bound: still
+    // leader), the next deadline at the other (the bound reached: no deadline left), and
+    // then waited for a change that a silent partition never brings, claiming meanwhile
+    // (CI, real node, seed 910001: the cut-off leader claimed 2.5 s past its bound).
+    const clock = new EarlyTimersClock();
+    const e = start({ clock });
+    e.store.expect('list', () => ({ lease: mine, resourceVersion: '30' }));
+    await e.clock.advance(0);
+    e.store.watch0.open();
+    await e.clock.advance(0);
+    assert.equal(e.verdict.state, 'leader');
+    const confirmedAt = clock.now();
+    // A silent partition from here: watches hang, then are abandoned and retried, silently.
+    await e.clock.advance(TIMING.fencingTimeoutMs - 5);
+    assert.equal(e.verdict.state, 'leader', 'still within the bound');
+    clock.moving = true;
+    await e.clock.advance(10);
+    clock.moving = false;
+    assert.ok(clock.now() - confirmedAt > TIMING.fencingTimeoutMs);
+    assert.equal(e.verdict.state, 'unknown', 'fenced once the bound has passed');
+    assert.equal(e.verdict.reason, 'unconfirmed');
+    for (const w of e.store.watches) if (!w.done) w.fail(new ApiError('stopped', 0));
+    e.store.allow('list', () => {
+      throw new ApiError('no route to host', 0);
+    });
+  });
+
+  test('an answer read past the bound is fenced even when the fence timer is late (the board decides on read)', async () => {
+    // Timers 5 s late (a starved or throttled process): the verdict published by the fence
+    // timer lags, but what an app reads is decided at the moment it reads.
+    const clock = new LateTimersClock();
+    const board = new LeaderBoard();
+    const e = start({ clock, onVerdict: (v) => board.publish(v, clock.now()) });
+    board.decideOnRead(() => e.election.refresh());
+    e.store.expect('list', () => ({ lease: mine, resourceVersion: '30' }));
+    await e.clock.advance(0);
+    e.store.watch0.open();
+    await e.clock.advance(0);
+    assert.equal(board.snapshot().result.is_leader, true);
+    const confirmedAt = clock.now();
+    await e.clock.advance(TIMING.fencingTimeoutMs + 1);
+    assert.ok(clock.now() - confirmedAt > TIMING.fencingTimeoutMs);
+    const { result, reason } = board.snapshot();
+    assert.deepEqual(
+      { is_leader: result.is_leader, name: result.name, state: result.state, reason },
+      {
+        is_leader: false,
+        name: '',
+        state: 'unknown',
+        reason: 'unconfirmed',
+      },
+    );
+    for (const w of e.store.watches) if (!w.done) w.fail(new ApiError('stopped', 0));
+    e.store.allow('list', () => {
+      throw new ApiError('no route to host', 0);
+    });
   });
 
   test('an unconfirmed follower neither checks nor reclaims', async () => {

@@ -288,8 +288,17 @@ export function pod(name: string, uid: string, extra: Partial<PodRecord> = {}): 
 export const SELF = pod(ME.podName, ME.podUid);
 
 /** An election on fakes, started; `stop()` ends it and checks nothing leaked. */
-export function startElection(options: { identity?: Identity; timing?: Timing; random?: () => number } = {}) {
-  const clock = new FakeClock();
+export function startElection<C extends FakeClock = FakeClock>(
+  options: {
+    identity?: Identity;
+    timing?: Timing;
+    random?: () => number;
+    clock?: C;
+    /** Also told every verdict (a LeaderBoard, as main.ts wires it). */
+    onVerdict?: (v: Verdict) => void;
+  } = {},
+) {
+  const clock = options.clock ?? (new FakeClock() as C);
   const store = new FakeStore();
   const verdicts: Verdict[] = [];
   const notes: Note[] = [];
@@ -299,7 +308,10 @@ export function startElection(options: { identity?: Identity; timing?: Timing; r
     store,
     clock,
     random: options.random ?? (() => 0.5),
-    onVerdict: (v) => verdicts.push(v),
+    onVerdict: (v) => {
+      verdicts.push(v);
+      options.onVerdict?.(v);
+    },
     onNote: (n) => notes.push(n),
   });
   const controller = new AbortController();
