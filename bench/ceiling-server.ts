@@ -5,14 +5,21 @@
  *
  * A request with header `x-patch-bytes: N` gets the fixed review with a patch of N base64
  * characters: an answer as large as the webhook's patched one, to tell what its size costs.
+ * With a third argument, a file holding a base64 JSON patch, every review gets that patch:
+ * registered with a real API server (bench/pod-create.ts), it is a webhook that does no work
+ * but whose answer costs the API server what the webhook's does.
  *
- *   node bench/ceiling-server.ts <cert.pem> <key.pem>   (prints {"port": N} once listening)
+ * The review's `uid` is echoed, as the API server requires (any webhook does that much).
+ *
+ *   node bench/ceiling-server.ts <cert.pem> <key.pem> [patch.b64]   (prints {"port": N} once listening)
  */
 import Fastify, { LogController } from 'fastify';
 import { readFileSync } from 'node:fs';
 
-const [certFile, keyFile] = process.argv.slice(2);
-if (!certFile || !keyFile) throw new Error('usage: node bench/ceiling-server.ts <cert.pem> <key.pem>');
+const [certFile, keyFile, patchFile] = process.argv.slice(2);
+if (!certFile || !keyFile)
+  throw new Error('usage: node bench/ceiling-server.ts <cert.pem> <key.pem> [patch.b64]');
+const fixedPatch = patchFile ? readFileSync(patchFile, 'utf8').trim() : undefined;
 
 const FIXED = {
   apiVersion: 'admission.k8s.io/v1',
@@ -35,11 +42,20 @@ function withPatch(bytes: string): unknown {
   }
   return review;
 }
+const withFixedPatch = fixedPatch && {
+  ...FIXED,
+  response: { ...FIXED.response, patchType: 'JSONPatch', patch: fixedPatch },
+};
 app.post('/mutate', (request, reply) => {
-  // Parsed by fastify's JSON parser, as the webhook's body is; touch it so it is used.
-  if (typeof request.body !== 'object' || request.body === null) return reply.code(400).send({});
+  // Parsed by fastify's JSON parser, as the webhook's body is.
+  const body = request.body as { request?: { uid?: unknown } } | null;
+  if (typeof body !== 'object' || body === null) return reply.code(400).send({});
+  const uid = typeof body.request?.uid === 'string' ? body.request.uid : FIXED.response.uid;
   const bytes = request.headers['x-patch-bytes'];
-  return reply.send(typeof bytes === 'string' ? withPatch(bytes) : FIXED);
+  const review = (
+    fixedPatch !== undefined ? withFixedPatch : typeof bytes === 'string' ? withPatch(bytes) : FIXED
+  ) as typeof FIXED;
+  return reply.send({ ...review, response: { ...review.response, uid } });
 });
 await app.listen({ host: '127.0.0.1', port: 0 });
 const address = app.server.address();

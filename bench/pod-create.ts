@@ -4,6 +4,12 @@
  *   - baseline: a namespace the webhook does not select (no call);
  *   - selected namespace, pod not opted in (the API server skips the call on the selector);
  *   - selected namespace, pod opted in (a call, a patch, the API server applies it);
+ *   - the floor of any webhook: the same opted-in pod in namespaces served, through the same
+ *     registration, by a webhook that does no work (bench/ceiling-server.ts): one that allows
+ *     the pod unpatched, and one that answers every review with the webhook's own patch for
+ *     this pod (captured once from the webhook, for the pod as the API server sends it), so
+ *     the API server applies the same patch. What the webhook adds beyond these is its own;
+ *     what they add is the price of a webhook call on this machine;
  *   - with `LIFELEASE_BEFORE_WEBHOOK=<another build's webhook/main.ts or webhook.js>`: the same
  *     opted-in pod in a namespace served by that build, through the registration before
  *     2026-12-01 (the label opt-out as a CEL matchCondition, not a label selector).
@@ -27,6 +33,7 @@ import path from 'node:path';
 import { startCluster } from '@lifelease/harness/cluster';
 import { registerWebhook, waitUntilActive } from '../test/integration/webhook/helpers.ts';
 import { startWebhookProcess, type WebhookProcess } from '../test/support/webhook-process.ts';
+import { createReview } from '../test/support/admission-reviews.ts';
 import {
   apiServerMetrics,
   fmt,
@@ -39,6 +46,7 @@ import {
   type Samples,
 } from './lib.ts';
 import { benchPod } from './pods.ts';
+import { startCeiling, type Ceiling } from './ceiling.ts';
 import { numberArgs } from './args.ts';
 
 const { rounds } = numberArgs('pod-create', [{ name: 'rounds', default: 300 }]);
@@ -109,8 +117,39 @@ function metricsOf(proc: WebhookProcess): Promise<string> {
   });
 }
 
+/** The webhook's answer to a review of `pod` (as the API server would send it): its base64 patch. */
+function patchOf(proc: WebhookProcess, review: unknown): Promise<string> {
+  const payload = JSON.stringify(review);
+  return new Promise((resolve, reject) => {
+    const req = request(
+      `${proc.url}/mutate`,
+      {
+        method: 'POST',
+        ca: proc.caPem,
+        timeout: 20_000,
+        headers: { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(payload)) },
+      },
+      (res) => {
+        let text = '';
+        res.setEncoding('utf8');
+        res.on('data', (c: string) => (text += c));
+        res.on('end', () => {
+          const patch = (JSON.parse(text) as { response?: { patch?: string } }).response?.patch;
+          if (patch) resolve(patch);
+          else reject(new Error(`the webhook answered no patch: ${text.slice(0, 300)}`));
+        });
+        res.on('error', reject);
+      },
+    );
+    req.on('timeout', () => req.destroy(new Error('POST /mutate: timeout')));
+    req.on('error', reject);
+    req.end(payload);
+  });
+}
+
 const cluster = await startCluster();
 const hooks: { key: 'after' | 'before'; process: WebhookProcess; prefix: string }[] = [];
+const floors: { key: 'floor' | 'floor-patch'; server: Ceiling; prefix: string }[] = [];
 try {
   hooks.push({
     key: 'after',
@@ -143,6 +182,47 @@ try {
     await waitUntilActive(cluster.kubeConfig, namespaces[h.key]!);
   }
   const post = await apiPoster(cluster.kubeConfig);
+  // The pod as the API server sends it to a webhook (defaulted): a dry-run create where no
+  // webhook is called. The webhook's patch for it is what the second floor answers.
+  const sent = benchPod('typical', true);
+  sent.metadata = { name: 'p-dry-run', labels: { ...sent.metadata!.labels, app: 'orders-api' } };
+  const dry = await post(`/api/v1/namespaces/${namespaces['plain']}/pods?dryRun=All`, sent);
+  if (dry.status !== 201) throw new Error(`dry-run create: HTTP ${dry.status} ${JSON.stringify(dry.body)}`);
+  const ourPatch = await patchOf(hooks[0]!.process, createReview(dry.body, namespaces['after']));
+  floors.push({ key: 'floor', server: await startCeiling(), prefix: 'floor.' });
+  floors.push({
+    key: 'floor-patch',
+    server: await startCeiling({ patch: ourPatch }),
+    prefix: 'floor-patch.',
+  });
+  for (const f of floors) {
+    const reg = await registerWebhook(cluster.kubeConfig, {
+      name: `lifelease-bench-${f.key}`,
+      url: f.server.url,
+      caPem: f.server.caPem,
+      namePrefix: f.prefix,
+    });
+    registrations.push(reg);
+    namespaces[f.key] = await cluster.createNamespace(`bench-${f.key}`, { [reg.selectorKey]: reg.name });
+    // Active once the API server calls it: a dry-run create there shows in its metrics.
+    const calls = async () =>
+      metricDelta(
+        new Map(),
+        await apiServerMetrics(cluster.kubeConfig),
+        'apiserver_admission_webhook_admission_duration_seconds_count',
+        {
+          name: `${f.prefix}label.inject.lifelease.dev`,
+        },
+      )[''] ?? 0;
+    const deadline = performance.now() + 30_000;
+    for (;;) {
+      const r = await post(`/api/v1/namespaces/${namespaces[f.key]}/pods?dryRun=All`, sent);
+      if (r.status === 201 && (await calls()) > 0) break;
+      if (performance.now() > deadline)
+        throw new Error(`${f.key}: the API server did not call it within 30 s (last: HTTP ${r.status})`);
+      await new Promise((resolve) => setTimeout(resolve, 200));
+    }
+  }
   const cases = [
     {
       key: 'baseline',
@@ -160,6 +240,19 @@ try {
       key: 'injected',
       label: 'selected, opted in (webhook call + patch)',
       namespace: namespaces['after']!,
+      opted: true,
+    },
+    {
+      key: 'floor',
+      label: 'opted in, a webhook that does no work (allowed, no patch)',
+      namespace: namespaces['floor']!,
+      opted: true,
+      elector: false,
+    },
+    {
+      key: 'floor-patch',
+      label: 'opted in, a webhook that does no work but answers our patch',
+      namespace: namespaces['floor-patch']!,
       opted: true,
     },
     ...(beforeEntry
@@ -183,7 +276,7 @@ try {
     if (res.status !== 201) throw new Error(`${c.key}: HTTP ${res.status} ${JSON.stringify(res.body)}`);
     const spec = (res.body as { spec?: { initContainers?: { name: string }[] } }).spec;
     const injected = spec?.initContainers?.some((x) => x.name === 'elector') ?? false;
-    if (injected !== (c.opted && c.key !== 'baseline'))
+    if (injected !== (c.opted && c.key !== 'baseline' && (!('elector' in c) || c.elector)))
       throw new Error(`${c.key}: the pod ${injected ? 'got' : 'did not get'} an elector`);
     return ms;
   };
@@ -244,14 +337,22 @@ try {
       ];
     }),
   );
-  const calls = hooks.map((h) => {
-    const where = { name: `${h.prefix}label.inject.lifelease.dev`, type: 'admit', operation: 'CREATE' };
-    const api = histogramDelta(api0, api1, 'apiserver_admission_webhook_admission_duration_seconds', where);
-    const own = histogramDelta(own0[h.key]!, own1[h.key]!, 'lifelease_webhook_admission_duration_seconds', {
-      outcome: 'patched',
+  const apiView = (prefix: string) =>
+    histogramDelta(api0, api1, 'apiserver_admission_webhook_admission_duration_seconds', {
+      name: `${prefix}label.inject.lifelease.dev`,
+      type: 'admit',
+      operation: 'CREATE',
     });
-    return { key: h.key, api, own };
-  });
+  const calls = [
+    ...hooks.map((h) => {
+      const api = apiView(h.prefix);
+      const own = histogramDelta(own0[h.key]!, own1[h.key]!, 'lifelease_webhook_admission_duration_seconds', {
+        outcome: 'patched',
+      });
+      return { key: h.key, api, own };
+    }),
+    ...floors.map((f) => ({ key: f.key, api: apiView(f.prefix), own: undefined })),
+  ];
   printTable(
     'The webhook call, opted-in pods: the API server’s view and the webhook’s own, ms (p50/p99: the histogram bucket that holds it)',
     [
@@ -271,10 +372,10 @@ try {
       fmt(api.meanMs, 2),
       fmt(api.p50UpToMs, 1),
       fmt(api.p99UpToMs, 1),
-      own.count,
-      fmt(own.meanMs, 2),
-      fmt(own.p50UpToMs, 2),
-      fmt(own.p99UpToMs, 2),
+      own?.count ?? '-',
+      own ? fmt(own.meanMs, 2) : '-',
+      own ? fmt(own.p50UpToMs, 2) : '-',
+      own ? fmt(own.p99UpToMs, 2) : '-',
     ]),
   );
   console.log(`load average ${load0.join(' ')} -> ${load1.join(' ')}`);
@@ -288,5 +389,6 @@ try {
   for (const r of registrations) await r.delete();
 } finally {
   for (const h of hooks) await h.process.stop();
+  for (const f of floors) await f.server.stop();
   await cluster.stop();
 }

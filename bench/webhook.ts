@@ -25,15 +25,11 @@
  *   node bench/webhook.ts [seconds per HTTPS run = 5] [connections = 8] [rounds = 3]
  */
 import autocannon from 'autocannon';
-import { spawn } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { createInterface } from 'node:readline';
-import { createServingCertificate } from '../common/pki.ts';
 import { handleAdmission, parseReview } from '../webhook/admission.ts';
 import { createReview, TEST_CONFIG } from '../test/support/admission-reviews.ts';
 import { startWebhookProcess } from '../test/support/webhook-process.ts';
+import { startCeiling } from './ceiling.ts';
 import { cpuSeconds, fmt, printTable, stats, writeReport, type Stats } from './lib.ts';
 import { benchPod, POD_SIZES, type PodSize } from './pods.ts';
 import { numberArgs } from './args.ts';
@@ -173,15 +169,7 @@ function pool(runs: LoadRun[]): LoadResult {
   };
 }
 
-const dir = await mkdtemp(path.join(tmpdir(), 'lifelease-bench-ceiling-'));
-const { ca, serving } = await createServingCertificate(['127.0.0.1', 'localhost']);
-await writeFile(path.join(dir, 'tls.crt'), serving.certPem);
-await writeFile(path.join(dir, 'tls.key'), serving.keyPem, { mode: 0o600 });
-const ceilingChild = spawn(
-  process.execPath,
-  [path.join(import.meta.dirname, 'ceiling-server.ts'), path.join(dir, 'tls.crt'), path.join(dir, 'tls.key')],
-  { stdio: ['ignore', 'pipe', 'inherit'] },
-);
+const ceilingServer = await startCeiling();
 // The certificate reload interval as deployed (the test helper's 200 ms polls the files 50
 // times as often, which the ceiling does not do).
 const webhook = await startWebhookProcess({ args: ['--reconcile-rbac=false', '--tls-reload-interval=10s'] });
@@ -198,12 +186,7 @@ for (const w of [webhook, beforeHook]) {
 }
 const https: Record<string, { target: string; pod: string } & LoadResult> = {};
 try {
-  const ceilingPort = await new Promise<number>((resolve, reject) => {
-    const lines = createInterface({ input: ceilingChild.stdout });
-    lines.once('line', (l) => resolve((JSON.parse(l) as { port: number }).port));
-    ceilingChild.once('exit', (code) => reject(new Error(`ceiling server exited (${code})`)));
-  });
-  const ceiling = { url: `https://127.0.0.1:${ceilingPort}`, ca: ca.certPem, pid: ceilingChild.pid! };
+  const ceiling = { url: ceilingServer.url, ca: ceilingServer.caPem, pid: ceilingServer.pid };
   const hook = { url: webhook.url, ca: webhook.caPem, pid: webhook.child.pid! };
 
   for (const size of POD_SIZES) {
@@ -240,10 +223,9 @@ try {
       https[`${size}/${target}`] = { target, pod: size, ...pool(results.get(target)!) };
   }
 } finally {
-  ceilingChild.kill('SIGTERM');
+  await ceilingServer.stop();
   await webhook.stop();
   await beforeHook?.stop();
-  await rm(dir, { recursive: true, force: true });
 }
 
 interface Ratio {
