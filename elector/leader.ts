@@ -64,6 +64,11 @@ export class LeaderBoard {
     this.#decide = decide;
   }
 
+  /** The result as last published, deciding nothing (for log lines: no log line inside a log line). */
+  peek(): Snapshot {
+    return this.#snapshot;
+  }
+
   /** The current result; `known` false means "answer 503". */
   snapshot(): Snapshot {
     if (this.#decide && !this.#deciding) {

@@ -44,7 +44,7 @@ function rootLogger(config: ElectorConfig, board: LeaderBoard, stdout: LogStream
     format: config.logFormat,
     base: { election: config.election, namespace: config.namespace, pod: config.identity.podName },
     // Every line says who leads, as this elector reports it.
-    mixin: () => ({ leader: board.snapshot().result.name }),
+    mixin: () => ({ leader: board.peek().result.name }),
   });
 }
 
