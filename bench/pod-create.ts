@@ -167,20 +167,22 @@ try {
     });
   const namespaces: Record<string, string> = {};
   namespaces['plain'] = await cluster.createNamespace('bench-plain');
-  const registrations = [];
-  for (const h of hooks) {
+  const registrations: Awaited<ReturnType<typeof registerWebhook>>[] = [];
+  /** Registers a server as the webhook of namespace `bench-<key>`, made here. */
+  const serve = async (key: string, server: { url: string; caPem: string }, prefix: string) => {
     const reg = await registerWebhook(cluster.kubeConfig, {
-      name: `lifelease-bench-${h.key}`,
-      url: h.process.url,
-      caPem: h.process.caPem,
-      namePrefix: h.prefix,
+      name: `lifelease-bench-${key}`,
+      url: server.url,
+      caPem: server.caPem,
+      namePrefix: prefix,
       // The build before with the registration before (the label opt-out in CEL).
-      celOptOut: h.key === 'before',
+      celOptOut: key === 'before',
     });
     registrations.push(reg);
-    namespaces[h.key] = await cluster.createNamespace(`bench-${h.key}`, { [reg.selectorKey]: reg.name });
-    await waitUntilActive(cluster.kubeConfig, namespaces[h.key]!);
-  }
+    namespaces[key] = await cluster.createNamespace(`bench-${key}`, { [reg.selectorKey]: reg.name });
+    return namespaces[key];
+  };
+  for (const h of hooks) await waitUntilActive(cluster.kubeConfig, await serve(h.key, h.process, h.prefix));
   const post = await apiPoster(cluster.kubeConfig);
   // The pod as the API server sends it to a webhook (defaulted): a dry-run create where no
   // webhook is called. The webhook's patch for it is what the second floor answers.
@@ -196,14 +198,7 @@ try {
     prefix: 'floor-patch.',
   });
   for (const f of floors) {
-    const reg = await registerWebhook(cluster.kubeConfig, {
-      name: `lifelease-bench-${f.key}`,
-      url: f.server.url,
-      caPem: f.server.caPem,
-      namePrefix: f.prefix,
-    });
-    registrations.push(reg);
-    namespaces[f.key] = await cluster.createNamespace(`bench-${f.key}`, { [reg.selectorKey]: reg.name });
+    await serve(f.key, f.server, f.prefix);
     // Active once the API server calls it: a dry-run create there shows in its metrics.
     const calls = async () =>
       metricDelta(
