@@ -29,6 +29,7 @@ import { CoreV1Api, RbacAuthorizationV1Api, type V1Node } from '@kubernetes/clie
 import { execFile, spawnSync } from 'node:child_process';
 import { promisify } from 'node:util';
 import {
+  appendFileSync,
   closeSync,
   existsSync,
   mkdirSync,
@@ -49,7 +50,7 @@ import { SERVICE_CIDR, SERVICE_IP, type Cluster, type StartClusterOptions } from
 import { pauseVersion, resolveNodeBinaries, type NodeBinaries } from './node-binaries.ts';
 import { writeOciArchive } from './oci.ts';
 import { freePort } from './ports.ts';
-import { exitedEarly, ManagedProcess } from './process.ts';
+import { exitedEarly, ManagedProcess, type ManagedProcessOptions } from './process.ts';
 
 const execFileAsync = promisify(execFile);
 
@@ -157,7 +158,10 @@ export interface RealNode {
   readonly binaries: NodeBinaries;
   readonly containerd: ManagedProcess;
   readonly kubelet: ManagedProcess;
+  /** The running kube-scheduler (started again if it exits: see startRealNode). */
   readonly scheduler: ManagedProcess;
+  /** How many times kube-scheduler exited while the node ran and was started again. */
+  readonly schedulerRestarts: number;
   /** containerd's socket, for `ctr --address`. */
   readonly containerdSocket: string;
   /** `ctr -n k8s.io images import` of an OCI archive; checks the name arrived. */
@@ -787,6 +791,8 @@ export async function startNode(cluster: Cluster, options: StartNodeOptions = {}
   const deadline = Date.now() + (options.timeoutMs ?? 120_000);
   installHooks();
   let stopped = false;
+  /** stop() began: a scheduler that exits now is not started again. */
+  let stopping = false;
   const processes: ManagedProcess[] = [];
   let relay: Server | undefined;
   const teardown = (): void => {
@@ -969,7 +975,7 @@ export async function startNode(cluster: Cluster, options: StartNodeOptions = {}
     });
     processes.push(kubelet);
     log('starting kube-scheduler');
-    const scheduler = new ManagedProcess({
+    const schedulerOptions: ManagedProcessOptions = {
       name: 'kube-scheduler',
       command: binaries.kubeScheduler,
       args: [
@@ -984,8 +990,33 @@ export async function startNode(cluster: Cluster, options: StartNodeOptions = {}
         '--profiling=false',
       ],
       logFile: file('kube-scheduler.log'),
-    });
+    };
+    let scheduler = new ManagedProcess(schedulerOptions);
     processes.push(scheduler);
+    // kube-scheduler exits by design when it finds its cache inconsistent (klog.FlushAndExit
+    // after "Pod updated on a different node than previously added to": seen here after an
+    // API server restart while a pod's name was reused, seed 219077372) and relies on its
+    // supervisor (the kubelet for a static pod, systemd) to start it again. This node is its
+    // supervisor: one that exits while the node runs is started again a second later, with
+    // a line in its log, as a kubelet restarts a static pod. Without it, pods stay Pending.
+    let schedulerRestarts = 0;
+    const superviseScheduler = (proc: ManagedProcess): void => {
+      void proc.exited.then(async ({ code, signal }) => {
+        if (stopped || stopping) return;
+        await sleep(1000);
+        if (stopped || stopping) return;
+        schedulerRestarts++;
+        appendFileSync(
+          schedulerOptions.logFile,
+          `lifelease: kube-scheduler exited (code ${code}, signal ${signal}); restart ${schedulerRestarts}\n`,
+        );
+        log(`kube-scheduler exited (code ${code}, signal ${signal}): starting it again, as a kubelet would`);
+        scheduler = new ManagedProcess(schedulerOptions);
+        processes.push(scheduler);
+        superviseScheduler(scheduler);
+      });
+    };
+    superviseScheduler(scheduler);
 
     const core = cluster.kubeConfig.makeApiClient(CoreV1Api);
     await waitFor(
@@ -1001,12 +1032,18 @@ export async function startNode(cluster: Cluster, options: StartNodeOptions = {}
       binaries,
       containerd,
       kubelet,
-      scheduler,
+      get scheduler() {
+        return scheduler;
+      },
+      get schedulerRestarts() {
+        return schedulerRestarts;
+      },
       containerdSocket,
       importImage,
       ctr,
       async stop() {
         if (stopped) return;
+        stopping = true;
         // Graceful first: the kubelet and scheduler stop; then containers and the host.
         await Promise.all([kubelet.stop(), scheduler.stop()]);
         relay?.close();
