@@ -8,8 +8,11 @@
  *     registration, by a webhook that does no work (bench/ceiling-server.ts): one that allows
  *     the pod unpatched, and one that answers every review with the webhook's own patch for
  *     this pod (captured once from the webhook, for the pod as the API server sends it), so
- *     the API server applies the same patch. What the webhook adds beyond these is its own;
- *     what they add is the price of a webhook call on this machine;
+ *     the API server applies the same patch; and that one again registered with
+ *     `reinvocationPolicy: Never` (ours is `IfNeeded`, so that a later webhook's change is
+ *     seen: a patched pod then makes the API server run the mutating webhooks' plugin again).
+ *     What the webhook adds beyond these is its own; what they add is the price of a webhook
+ *     call on this machine;
  *   - with `LIFELEASE_BEFORE_WEBHOOK=<another build's webhook/main.ts or webhook.js>`: the same
  *     opted-in pod in a namespace served by that build, through the registration before
  *     2026-12-01 (the label opt-out as a CEL matchCondition, not a label selector).
@@ -149,7 +152,7 @@ function patchOf(proc: WebhookProcess, review: unknown): Promise<string> {
 
 const cluster = await startCluster();
 const hooks: { key: 'after' | 'before'; process: WebhookProcess; prefix: string }[] = [];
-const floors: { key: 'floor' | 'floor-patch'; server: Ceiling; prefix: string }[] = [];
+const floors: { key: 'floor' | 'floor-patch' | 'floor-never'; server: Ceiling; prefix: string }[] = [];
 try {
   hooks.push({
     key: 'after',
@@ -177,6 +180,7 @@ try {
       namePrefix: prefix,
       // The build before with the registration before (the label opt-out in CEL).
       celOptOut: key === 'before',
+      reinvocationPolicy: key === 'floor-never' ? 'Never' : 'IfNeeded',
     });
     registrations.push(reg);
     namespaces[key] = await cluster.createNamespace(`bench-${key}`, { [reg.selectorKey]: reg.name });
@@ -196,6 +200,11 @@ try {
     key: 'floor-patch',
     server: await startCeiling({ patch: ourPatch }),
     prefix: 'floor-patch.',
+  });
+  floors.push({
+    key: 'floor-never',
+    server: await startCeiling({ patch: ourPatch }),
+    prefix: 'floor-never.',
   });
   for (const f of floors) {
     await serve(f.key, f.server, f.prefix);
@@ -248,6 +257,12 @@ try {
       key: 'floor-patch',
       label: 'opted in, a webhook that does no work but answers our patch',
       namespace: namespaces['floor-patch']!,
+      opted: true,
+    },
+    {
+      key: 'floor-never',
+      label: 'the same, registered with reinvocationPolicy: Never',
+      namespace: namespaces['floor-never']!,
       opted: true,
     },
     ...(beforeEntry

@@ -49,6 +49,8 @@ export async function registerWebhook(
     namePrefix?: string;
     /** The label webhook's opt-out as a CEL matchCondition, as registered before 2026-12-01 (benches). */
     celOptOut?: boolean;
+    /** Default `IfNeeded`, as the manifests register it; `Never` to measure what that costs (benches). */
+    reinvocationPolicy?: 'IfNeeded' | 'Never';
   },
 ): Promise<Registration> {
   const api = kc.makeApiClient(AdmissionregistrationV1Api);
@@ -69,7 +71,7 @@ export async function registerWebhook(
     namespaceSelector: { matchLabels: { [selectorKey]: options.name } },
     failurePolicy: 'Fail',
     sideEffects: 'None',
-    reinvocationPolicy: 'IfNeeded',
+    reinvocationPolicy: options.reinvocationPolicy ?? 'IfNeeded',
     timeoutSeconds: options.timeoutSeconds ?? 5,
     matchPolicy: 'Equivalent',
   });
