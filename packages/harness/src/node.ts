@@ -158,7 +158,7 @@ export interface RealNode {
   readonly binaries: NodeBinaries;
   readonly containerd: ManagedProcess;
   readonly kubelet: ManagedProcess;
-  /** The running kube-scheduler (started again if it exits: see startRealNode). */
+  /** The running kube-scheduler (started again if it exits: see startNode). */
   readonly scheduler: ManagedProcess;
   /** How many times kube-scheduler exited while the node ran and was started again. */
   readonly schedulerRestarts: number;
@@ -997,13 +997,14 @@ export async function startNode(cluster: Cluster, options: StartNodeOptions = {}
     // after "Pod updated on a different node than previously added to": seen here after an
     // API server restart while a pod's name was reused, seed 219077372) and relies on its
     // supervisor (the kubelet for a static pod, systemd) to start it again. This node is its
-    // supervisor: one that exits while the node runs is started again a second later, with
-    // a line in its log, as a kubelet restarts a static pod. Without it, pods stay Pending.
+    // supervisor: one that exits while the node runs is started again, with a line in its
+    // log, as a kubelet restarts a static pod: after 1 s, doubling up to 30 s if it keeps
+    // exiting (a crash loop's back-off). Without it, pods stay Pending.
     let schedulerRestarts = 0;
     const superviseScheduler = (proc: ManagedProcess): void => {
       void proc.exited.then(async ({ code, signal }) => {
         if (stopped || stopping) return;
-        await sleep(1000);
+        await sleep(Math.min(30_000, 1000 * 2 ** schedulerRestarts));
         if (stopped || stopping) return;
         schedulerRestarts++;
         appendFileSync(
