@@ -18,10 +18,6 @@ import { FakeClock } from '../../support/clock.ts';
 import { MAX_TIMER_MS } from '../../../common/clock.ts';
 import { LeaderBoard } from '../../../elector/leader.ts';
 
-/**
- * Timers fire 1 ms before their moment (as Node's can, started from a stale loop time), and,
- * while `moving`, every read of the clock finds it 1 ms later than the last.
- */
 /** Timers fire 5 s after their moment (a starved or CPU-throttled process). */
 class LateTimersClock extends FakeClock {
   override setTimer(ms: number, fn: () => void): { cancel(): void } {
@@ -29,6 +25,10 @@ class LateTimersClock extends FakeClock {
   }
 }
 
+/**
+ * Timers fire 1 ms before their moment (as Node's can, started from a stale loop time), and,
+ * while `moving`, every read of the clock finds it 1 ms later than the last.
+ */
 class EarlyTimersClock extends FakeClock {
   moving = false;
   #drift = 0;
