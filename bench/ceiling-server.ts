@@ -20,6 +20,7 @@ const [certFile, keyFile, patchFile] = process.argv.slice(2);
 if (!certFile || !keyFile)
   throw new Error('usage: node bench/ceiling-server.ts <cert.pem> <key.pem> [patch.b64]');
 const fixedPatch = patchFile ? readFileSync(patchFile, 'utf8').trim() : undefined;
+if (fixedPatch === '') throw new Error(`${patchFile} is empty: give it a base64 JSON patch`);
 
 const FIXED = {
   apiVersion: 'admission.k8s.io/v1',
@@ -42,19 +43,17 @@ function withPatch(bytes: string): unknown {
   }
   return review;
 }
-const withFixedPatch = fixedPatch && {
-  ...FIXED,
-  response: { ...FIXED.response, patchType: 'JSONPatch', patch: fixedPatch },
-};
+const withFixedPatch =
+  fixedPatch === undefined
+    ? undefined
+    : { ...FIXED, response: { ...FIXED.response, patchType: 'JSONPatch', patch: fixedPatch } };
 app.post('/mutate', (request, reply) => {
   // Parsed by fastify's JSON parser, as the webhook's body is.
   const body = request.body as { request?: { uid?: unknown } } | null;
   if (typeof body !== 'object' || body === null) return reply.code(400).send({});
   const uid = typeof body.request?.uid === 'string' ? body.request.uid : FIXED.response.uid;
   const bytes = request.headers['x-patch-bytes'];
-  const review = (
-    fixedPatch !== undefined ? withFixedPatch : typeof bytes === 'string' ? withPatch(bytes) : FIXED
-  ) as typeof FIXED;
+  const review = (withFixedPatch ?? (typeof bytes === 'string' ? withPatch(bytes) : FIXED)) as typeof FIXED;
   return reply.send({ ...review, response: { ...review.response, uid } });
 });
 await app.listen({ host: '127.0.0.1', port: 0 });
