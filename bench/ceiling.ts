@@ -4,11 +4,10 @@
  * work registered with a real API server (bench/pod-create.ts).
  */
 import { spawn } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
-import { createServingCertificate } from '../common/pki.ts';
+import { writeServingFiles } from '../test/support/webhook-process.ts';
 
 export interface Ceiling {
   url: string;
@@ -20,15 +19,8 @@ export interface Ceiling {
 
 /** `patch`: a base64 JSON patch every review is answered with (none: allowed, unpatched). */
 export async function startCeiling(options: { patch?: string } = {}): Promise<Ceiling> {
-  const dir = await mkdtemp(path.join(tmpdir(), 'lifelease-bench-ceiling-'));
-  const { ca, serving } = await createServingCertificate(['127.0.0.1', 'localhost']);
-  await writeFile(path.join(dir, 'tls.crt'), serving.certPem);
-  await writeFile(path.join(dir, 'tls.key'), serving.keyPem, { mode: 0o600 });
-  const args = [
-    path.join(import.meta.dirname, 'ceiling-server.ts'),
-    path.join(dir, 'tls.crt'),
-    path.join(dir, 'tls.key'),
-  ];
+  const { dir, caPem, certFile, keyFile } = await writeServingFiles('lifelease-bench-ceiling-');
+  const args = [path.join(import.meta.dirname, 'ceiling-server.ts'), certFile, keyFile];
   if (options.patch !== undefined) {
     await writeFile(path.join(dir, 'patch.b64'), options.patch);
     args.push(path.join(dir, 'patch.b64'));
@@ -48,7 +40,7 @@ export async function startCeiling(options: { patch?: string } = {}): Promise<Ce
       lines.once('line', (l) => resolve((JSON.parse(l) as { port: number }).port));
       child.once('exit', (code) => reject(new Error(`ceiling server exited (${code})`)));
     });
-    return { url: `https://127.0.0.1:${port}`, caPem: ca.certPem, pid: child.pid!, stop };
+    return { url: `https://127.0.0.1:${port}`, caPem, pid: child.pid!, stop };
   } catch (err) {
     await stop();
     throw err;

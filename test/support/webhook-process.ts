@@ -13,6 +13,19 @@ import { stretched } from '@lifelease/harness/wait';
 
 const MAIN = path.resolve(import.meta.dirname, '../../webhook/main.ts');
 
+/** A new folder holding `tls.crt` and `tls.key` for 127.0.0.1 and localhost, from a throwaway CA. */
+export async function writeServingFiles(
+  prefix: string,
+): Promise<{ dir: string; caPem: string; certFile: string; keyFile: string }> {
+  const dir = await mkdtemp(path.join(tmpdir(), prefix));
+  const { ca, serving } = await createServingCertificate(['127.0.0.1', 'localhost']);
+  const certFile = path.join(dir, 'tls.crt');
+  const keyFile = path.join(dir, 'tls.key');
+  await writeFile(certFile, serving.certPem);
+  await writeFile(keyFile, serving.keyPem, { mode: 0o600 });
+  return { dir, caPem: ca.certPem, certFile, keyFile };
+}
+
 export interface WebhookProcess {
   /** `https://127.0.0.1:<port>` */
   url: string;
@@ -49,12 +62,7 @@ export interface StartWebhookOptions {
 }
 
 export async function startWebhookProcess(options: StartWebhookOptions = {}): Promise<WebhookProcess> {
-  const dir = await mkdtemp(path.join(tmpdir(), 'webhook-proc-'));
-  const { ca, serving } = await createServingCertificate(['127.0.0.1', 'localhost']);
-  const certFile = path.join(dir, 'tls.crt');
-  const keyFile = path.join(dir, 'tls.key');
-  await writeFile(certFile, serving.certPem);
-  await writeFile(keyFile, serving.keyPem, { mode: 0o600 });
+  const { dir, caPem, certFile, keyFile } = await writeServingFiles('webhook-proc-');
 
   const image = options.electorImage === undefined ? 'registry.example/lifelease:test' : options.electorImage;
   const args = [
@@ -159,7 +167,7 @@ export async function startWebhookProcess(options: StartWebhookOptions = {}): Pr
   const proc: WebhookProcess = {
     url: '',
     port: 0,
-    caPem: ca.certPem,
+    caPem,
     dir,
     certFile,
     keyFile,
