@@ -104,50 +104,48 @@ function histogramDelta(before: Samples, after: Samples, name: string, where: Re
   return { count, meanMs: count ? (sum / count) * 1000 : NaN, p50UpToMs: upTo(0.5), p99UpToMs: upTo(0.99) };
 }
 
-/** The webhook process's own `/metrics` (served on its HTTPS port). */
-function metricsOf(proc: WebhookProcess): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const req = request(`${proc.url}/metrics`, { ca: proc.caPem, timeout: 20_000 }, (res) => {
-      let text = '';
-      res.setEncoding('utf8');
-      res.on('data', (c: string) => (text += c));
-      res.on('end', () => resolve(text));
-      res.on('error', reject);
-    });
-    req.on('timeout', () => req.destroy(new Error('GET /metrics: timeout')));
-    req.on('error', reject);
-    req.end();
-  });
-}
-
-/** The webhook's answer to a review of `pod` (as the API server would send it): its base64 patch. */
-function patchOf(proc: WebhookProcess, review: unknown): Promise<string> {
-  const payload = JSON.stringify(review);
+/** One HTTPS request to a webhook process; the response body as text. */
+function fetchText(proc: WebhookProcess, pathname: string, body?: string): Promise<string> {
+  const what = `${body === undefined ? 'GET' : 'POST'} ${pathname}`;
   return new Promise((resolve, reject) => {
     const req = request(
-      `${proc.url}/mutate`,
+      `${proc.url}${pathname}`,
       {
-        method: 'POST',
+        method: body === undefined ? 'GET' : 'POST',
         ca: proc.caPem,
         timeout: 20_000,
-        headers: { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(payload)) },
+        ...(body === undefined
+          ? {}
+          : {
+              headers: {
+                'content-type': 'application/json',
+                'content-length': String(Buffer.byteLength(body)),
+              },
+            }),
       },
       (res) => {
         let text = '';
         res.setEncoding('utf8');
         res.on('data', (c: string) => (text += c));
-        res.on('end', () => {
-          const patch = (JSON.parse(text) as { response?: { patch?: string } }).response?.patch;
-          if (patch) resolve(patch);
-          else reject(new Error(`the webhook answered no patch: ${text.slice(0, 300)}`));
-        });
+        res.on('end', () => resolve(text));
         res.on('error', reject);
       },
     );
-    req.on('timeout', () => req.destroy(new Error('POST /mutate: timeout')));
+    req.on('timeout', () => req.destroy(new Error(`${what}: timeout`)));
     req.on('error', reject);
-    req.end(payload);
+    req.end(body);
   });
+}
+
+/** The webhook process's own `/metrics` (served on its HTTPS port). */
+const metricsOf = (proc: WebhookProcess): Promise<string> => fetchText(proc, '/metrics');
+
+/** The webhook's answer to a review of `pod` (as the API server would send it): its base64 patch. */
+async function patchOf(proc: WebhookProcess, review: unknown): Promise<string> {
+  const text = await fetchText(proc, '/mutate', JSON.stringify(review));
+  const patch = (JSON.parse(text) as { response?: { patch?: string } }).response?.patch;
+  if (!patch) throw new Error(`the webhook answered no patch: ${text.slice(0, 300)}`);
+  return patch;
 }
 
 const cluster = await startCluster();
