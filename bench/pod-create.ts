@@ -148,9 +148,31 @@ async function patchOf(proc: WebhookProcess, review: unknown): Promise<string> {
   return patch;
 }
 
+/** The no-work webhooks (see the top): what each answers, how it is registered. */
+const FLOORS = [
+  {
+    key: 'floor',
+    label: 'opted in, a webhook that does no work (allowed, no patch)',
+    patched: false,
+    reinvocationPolicy: 'IfNeeded',
+  },
+  {
+    key: 'floor-patch',
+    label: 'opted in, a webhook that does no work but answers our patch',
+    patched: true,
+    reinvocationPolicy: 'IfNeeded',
+  },
+  {
+    key: 'floor-never',
+    label: 'the same, registered with reinvocationPolicy: Never',
+    patched: true,
+    reinvocationPolicy: 'Never',
+  },
+] as const;
+
 const cluster = await startCluster();
 const hooks: { key: 'after' | 'before'; process: WebhookProcess; prefix: string }[] = [];
-const floors: { key: 'floor' | 'floor-patch' | 'floor-never'; server: Ceiling; prefix: string }[] = [];
+const floors: ((typeof FLOORS)[number] & { server: Ceiling; prefix: string })[] = [];
 try {
   hooks.push({
     key: 'after',
@@ -170,7 +192,12 @@ try {
   namespaces['plain'] = await cluster.createNamespace('bench-plain');
   const registrations: Awaited<ReturnType<typeof registerWebhook>>[] = [];
   /** Registers a server as the webhook of namespace `bench-<key>`, made here. */
-  const serve = async (key: string, server: { url: string; caPem: string }, prefix: string) => {
+  const serve = async (
+    key: string,
+    server: { url: string; caPem: string },
+    prefix: string,
+    reinvocationPolicy: 'IfNeeded' | 'Never' = 'IfNeeded',
+  ) => {
     const reg = await registerWebhook(cluster.kubeConfig, {
       name: `lifelease-bench-${key}`,
       url: server.url,
@@ -178,7 +205,7 @@ try {
       namePrefix: prefix,
       // The build before with the registration before (the label opt-out in CEL).
       celOptOut: key === 'before',
-      reinvocationPolicy: key === 'floor-never' ? 'Never' : 'IfNeeded',
+      reinvocationPolicy,
     });
     registrations.push(reg);
     namespaces[key] = await cluster.createNamespace(`bench-${key}`, { [reg.selectorKey]: reg.name });
@@ -193,19 +220,12 @@ try {
   const dry = await post(`/api/v1/namespaces/${namespaces['plain']}/pods?dryRun=All`, sent);
   if (dry.status !== 201) throw new Error(`dry-run create: HTTP ${dry.status} ${JSON.stringify(dry.body)}`);
   const ourPatch = await patchOf(hooks[0]!.process, createReview(dry.body, namespaces['after']));
-  floors.push({ key: 'floor', server: await startCeiling(), prefix: 'floor.' });
-  floors.push({
-    key: 'floor-patch',
-    server: await startCeiling({ patch: ourPatch }),
-    prefix: 'floor-patch.',
-  });
-  floors.push({
-    key: 'floor-never',
-    server: await startCeiling({ patch: ourPatch }),
-    prefix: 'floor-never.',
-  });
+  for (const f of FLOORS) {
+    const server = await startCeiling(f.patched ? { patch: ourPatch } : {});
+    floors.push({ ...f, server, prefix: `${f.key}.` });
+  }
   for (const f of floors) {
-    await serve(f.key, f.server, f.prefix);
+    await serve(f.key, f.server, f.prefix, f.reinvocationPolicy);
     // Active once the API server calls it: a dry-run create there shows in its metrics.
     const calls = async () =>
       metricDelta(
@@ -225,44 +245,36 @@ try {
       await new Promise((resolve) => setTimeout(resolve, 200));
     }
   }
-  const cases = [
+  /** `elector`: whether the created pod must come back with the elector. */
+  const cases: { key: string; label: string; namespace: string; opted: boolean; elector: boolean }[] = [
     {
       key: 'baseline',
       label: 'namespace not selected (no call)',
       namespace: namespaces['plain'],
       opted: true,
+      elector: false,
     },
     {
       key: 'skipped',
       label: 'selected, pod not opted in (no call)',
       namespace: namespaces['after']!,
       opted: false,
+      elector: false,
     },
     {
       key: 'injected',
       label: 'selected, opted in (webhook call + patch)',
       namespace: namespaces['after']!,
       opted: true,
+      elector: true,
     },
-    {
-      key: 'floor',
-      label: 'opted in, a webhook that does no work (allowed, no patch)',
-      namespace: namespaces['floor']!,
+    ...floors.map((f) => ({
+      key: f.key,
+      label: f.label,
+      namespace: namespaces[f.key]!,
       opted: true,
-      elector: false,
-    },
-    {
-      key: 'floor-patch',
-      label: 'opted in, a webhook that does no work but answers our patch',
-      namespace: namespaces['floor-patch']!,
-      opted: true,
-    },
-    {
-      key: 'floor-never',
-      label: 'the same, registered with reinvocationPolicy: Never',
-      namespace: namespaces['floor-never']!,
-      opted: true,
-    },
+      elector: f.patched,
+    })),
     ...(beforeEntry
       ? [
           {
@@ -270,6 +282,7 @@ try {
             label: 'opted in, served by the build before',
             namespace: namespaces['before']!,
             opted: true,
+            elector: true,
           },
         ]
       : []),
@@ -284,7 +297,7 @@ try {
     if (res.status !== 201) throw new Error(`${c.key}: HTTP ${res.status} ${JSON.stringify(res.body)}`);
     const spec = (res.body as { spec?: { initContainers?: { name: string }[] } }).spec;
     const injected = spec?.initContainers?.some((x) => x.name === 'elector') ?? false;
-    if (injected !== (c.opted && c.key !== 'baseline' && (!('elector' in c) || c.elector)))
+    if (injected !== c.elector)
       throw new Error(`${c.key}: the pod ${injected ? 'got' : 'did not get'} an elector`);
     return ms;
   };
