@@ -127,6 +127,53 @@ interface Ctx {
   log: (line: string) => void;
   every: number;
   timings: Record<string, number>;
+  /** The command running now, for the progress line (see {@link makeCtx}). */
+  running?: { label: string; t0: number; last: string };
+}
+
+/**
+ * A build's context. Its `log` remembers when it last printed, for {@link withProgress}.
+ */
+function makeCtx(opts: EnsureImagesOptions): Ctx & { lastLineAt: () => number } {
+  const write = opts.log ?? ((l: string) => process.stderr.write(`[image] ${l}\n`));
+  let lastAt = performance.now();
+  const ctx: Ctx = {
+    cache: opts.cacheDir ?? imageCacheDir(),
+    log: (line) => {
+      lastAt = performance.now();
+      write(line);
+    },
+    every: opts.progressEvery ?? 10,
+    timings: {},
+  };
+  return Object.assign(ctx, { lastLineAt: () => lastAt });
+}
+
+/**
+ * Runs `fn` with a line whenever nothing was printed for `every` seconds: the running
+ * command's elapsed time and last output line, or the time since the last line between
+ * commands. (Each command's own timer, counted from its start, left gaps longer than `every`
+ * where short steps followed one another: 13 s from writing the distroless stand-in to the
+ * buildah load's first line.)
+ */
+async function withProgress<T>(ctx: ReturnType<typeof makeCtx>, fn: () => Promise<T>): Promise<T> {
+  // Checked every half second: a line comes after 9 to 9.5 s of quiet (every = 10).
+  const timer = setInterval(() => {
+    const now = performance.now();
+    const quiet = now - ctx.lastLineAt();
+    if (quiet < ctx.every * 1000 - 1000) return;
+    const r = ctx.running;
+    ctx.log(
+      r
+        ? `${r.label}: ${fmt((now - r.t0) / 1000)}${r.last ? ` (${r.last.slice(0, 100)})` : ''}`
+        : `still building: ${fmt(quiet / 1000)} since the last line`,
+    );
+  }, 500);
+  try {
+    return await fn();
+  } finally {
+    clearInterval(timer);
+  }
 }
 
 function fmt(seconds: number): string {
@@ -157,19 +204,17 @@ async function run(
   });
   let out = '';
   let stdout = '';
-  let last = '';
+  const running = { label, t0, last: '' };
   const take = (chunk: Buffer, isStdout: boolean) => {
     const s = chunk.toString();
     out += s;
     if (isStdout) stdout += s;
     const lines = s.split('\n').filter((l) => l.trim() !== '');
-    if (lines.length > 0) last = lines.at(-1)!.trim();
+    if (lines.length > 0) running.last = lines.at(-1)!.trim();
   };
   child.stdout.on('data', (c: Buffer) => take(c, true));
   child.stderr.on('data', (c: Buffer) => take(c, false));
-  const timer = setInterval(() => {
-    ctx.log(`${label}: ${fmt((performance.now() - t0) / 1000)}${last ? ` (${last.slice(0, 100)})` : ''}`);
-  }, ctx.every * 1000);
+  ctx.running = running;
   try {
     const code = await new Promise<number>((resolve, reject) => {
       child.on('error', reject);
@@ -181,7 +226,7 @@ async function run(
       throw new Error(`${label} failed (exit ${code}; full log ${logFile}):\n${tail}`);
     }
   } finally {
-    clearInterval(timer);
+    if (ctx.running === running) delete ctx.running;
   }
   const seconds = (performance.now() - t0) / 1000;
   if (!opts.quiet) ctx.log(`${label}: done in ${fmt(seconds)}`);
@@ -434,7 +479,6 @@ export function cannotBuild(): string | undefined {
 async function withLock<T>(ctx: Ctx, fn: () => Promise<T>): Promise<T> {
   const lock = path.join(ctx.cache, '.lock');
   const t0 = performance.now();
-  let lastSaid = 0;
   for (;;) {
     try {
       const fd = openSync(lock, 'wx');
@@ -457,16 +501,15 @@ async function withLock<T>(ctx: Ctx, fn: () => Promise<T>): Promise<T> {
         rmSync(lock, { force: true });
         continue;
       }
+      // Said by the progress line while it lasts (withProgress).
+      ctx.running = { label: `waiting for the image build of process ${pid}`, t0, last: '' };
       const waited = (performance.now() - t0) / 1000;
-      if (waited - lastSaid >= ctx.every) {
-        ctx.log(`waiting for the image build of process ${pid}: ${fmt(waited)}`);
-        lastSaid = waited;
-      }
       if (waited > 3600)
         throw new Error(`the image cache ${ctx.cache} stayed locked by process ${pid} for an hour`);
       await new Promise((r) => setTimeout(r, 500));
     }
   }
+  delete ctx.running;
   try {
     return await fn();
   } finally {
@@ -1056,23 +1099,20 @@ async function buildProject(ctx: Ctx, node: StandIn, distroless: StandIn): Promi
  * images cannot be built here (not root, buildah or debootstrap missing).
  */
 export async function ensureImages(opts: EnsureImagesOptions = {}): Promise<Images> {
-  const ctx: Ctx = {
-    cache: opts.cacheDir ?? imageCacheDir(),
-    log: opts.log ?? ((l) => process.stderr.write(`[image] ${l}\n`)),
-    every: opts.progressEvery ?? 10,
-    timings: {},
-  };
+  const ctx = makeCtx(opts);
   const why = cannotBuild();
   if (why) throw new Error(`cannot build the container images: ${why}`);
   mkdirSync(ctx.cache, { recursive: true });
-  return withLock(ctx, async () => {
-    const rootfs = await ensureRootfs(ctx);
-    const { base, app } = await ensureNodeBase(ctx, rootfs);
-    const distroless = await ensureDistrolessBase(ctx, rootfs);
-    const project = await buildProject(ctx, base, distroless);
-    rmSync(path.join(ctx.cache, 'tmp'), { recursive: true, force: true });
-    return { project, app: { name: app.name, archive: app.archive }, timings: ctx.timings };
-  });
+  return withProgress(ctx, () =>
+    withLock(ctx, async () => {
+      const rootfs = await ensureRootfs(ctx);
+      const { base, app } = await ensureNodeBase(ctx, rootfs);
+      const distroless = await ensureDistrolessBase(ctx, rootfs);
+      const project = await buildProject(ctx, base, distroless);
+      rmSync(path.join(ctx.cache, 'tmp'), { recursive: true, force: true });
+      return { project, app: { name: app.name, archive: app.archive }, timings: ctx.timings };
+    }),
+  );
 }
 
 /**
@@ -1147,59 +1187,56 @@ export const SNIPPETS_REPO = 'localhost/lifelease-snippets';
  * made on first use only (the demo and the other tests do not need it).
  */
 export async function ensureSnippetsImage(opts: EnsureImagesOptions = {}): Promise<BuiltImage> {
-  const ctx: Ctx = {
-    cache: opts.cacheDir ?? imageCacheDir(),
-    log: opts.log ?? ((l) => process.stderr.write(`[image] ${l}\n`)),
-    every: opts.progressEvery ?? 10,
-    timings: {},
-  };
+  const ctx = makeCtx(opts);
   const why = cannotBuild();
   if (why) throw new Error(`cannot build the container images: ${why}`);
   mkdirSync(ctx.cache, { recursive: true });
-  return withLock(ctx, async () => {
-    const rootfs = await ensureRootfs(ctx);
-    const node = nodeBinary();
-    const k = key({
-      RECIPE_VERSION,
-      rootfs: rootfs.key,
-      node: await sha256File(node.file),
-      SNIPPET_PACKAGES,
-    });
-    const name = `${SNIPPETS_REPO}:${k}`;
-    const archive = path.join(ctx.cache, `snippets-${k}.oci.tar`);
-    if (existsSync(archive)) return { name, archive };
-    const stage = path.join(ctx.cache, 'tmp', `snippets-rootfs-${process.pid}`);
-    rmSync(stage, { recursive: true, force: true });
-    mkdirSync(path.dirname(stage), { recursive: true });
-    ctx.log(`snippets image: apt-get install ${SNIPPET_PACKAGES.join(' ')} into a copy of the rootfs`);
-    await run(ctx, 'copy rootfs', 'cp', ['-a', rootfs.dir, stage], { quiet: true });
-    rmSync(path.join(stage, '.complete'), { force: true });
-    writeFileSync(path.join(stage, 'etc/resolv.conf'), readFileSync('/etc/resolv.conf'));
-    // A mount namespace of its own: /dev and /proc in the chroot vanish with it.
-    const script = [
-      'set -e',
-      `mount --rbind /dev "${stage}/dev"`,
-      `mount -t proc proc "${stage}/proc"`,
-      `chroot "${stage}" apt-get -q update`,
-      `DEBIAN_FRONTEND=noninteractive chroot "${stage}" apt-get install -y -q --no-install-recommends ${SNIPPET_PACKAGES.join(' ')}`,
-      `chroot "${stage}" apt-get clean`,
-    ].join('\n');
-    await step(ctx, 'snippets apt-get', () =>
-      run(ctx, 'snippets apt-get', 'unshare', ['--mount', '--propagation', 'private', 'sh', '-c', script]),
-    );
-    for (const sub of ['var/lib/apt/lists', 'var/cache/apt/archives', 'var/log', 'proc', 'dev', 'tmp'])
-      for (const e of existsSync(path.join(stage, sub)) ? readdirSync(path.join(stage, sub)) : [])
-        if (e !== 'partial' && e !== 'lock')
-          rmSync(path.join(stage, sub, e), { recursive: true, force: true });
-    writeFileSync(path.join(stage, 'etc/resolv.conf'), '');
-    copyInto(node.file, path.join(stage, 'usr/local/bin/node'));
-    const layer = path.join(ctx.cache, 'layers', `snippets-${k}.tar`);
-    mkdirSync(path.dirname(layer), { recursive: true });
-    await tarLayer(ctx, 'snippets layer', stage, `${layer}.partial`);
-    renameSync(`${layer}.partial`, layer);
-    rmSync(stage, { recursive: true, force: true });
-    await writeOciArchive(ctx, archive, name, [layer], { Env: nodeEnv(node.version), Cmd: ['sh'] });
-    rmSync(layer, { force: true });
-    return { name, archive };
-  });
+  return withProgress(ctx, () =>
+    withLock(ctx, async () => {
+      const rootfs = await ensureRootfs(ctx);
+      const node = nodeBinary();
+      const k = key({
+        RECIPE_VERSION,
+        rootfs: rootfs.key,
+        node: await sha256File(node.file),
+        SNIPPET_PACKAGES,
+      });
+      const name = `${SNIPPETS_REPO}:${k}`;
+      const archive = path.join(ctx.cache, `snippets-${k}.oci.tar`);
+      if (existsSync(archive)) return { name, archive };
+      const stage = path.join(ctx.cache, 'tmp', `snippets-rootfs-${process.pid}`);
+      rmSync(stage, { recursive: true, force: true });
+      mkdirSync(path.dirname(stage), { recursive: true });
+      ctx.log(`snippets image: apt-get install ${SNIPPET_PACKAGES.join(' ')} into a copy of the rootfs`);
+      await run(ctx, 'copy rootfs', 'cp', ['-a', rootfs.dir, stage], { quiet: true });
+      rmSync(path.join(stage, '.complete'), { force: true });
+      writeFileSync(path.join(stage, 'etc/resolv.conf'), readFileSync('/etc/resolv.conf'));
+      // A mount namespace of its own: /dev and /proc in the chroot vanish with it.
+      const script = [
+        'set -e',
+        `mount --rbind /dev "${stage}/dev"`,
+        `mount -t proc proc "${stage}/proc"`,
+        `chroot "${stage}" apt-get -q update`,
+        `DEBIAN_FRONTEND=noninteractive chroot "${stage}" apt-get install -y -q --no-install-recommends ${SNIPPET_PACKAGES.join(' ')}`,
+        `chroot "${stage}" apt-get clean`,
+      ].join('\n');
+      await step(ctx, 'snippets apt-get', () =>
+        run(ctx, 'snippets apt-get', 'unshare', ['--mount', '--propagation', 'private', 'sh', '-c', script]),
+      );
+      for (const sub of ['var/lib/apt/lists', 'var/cache/apt/archives', 'var/log', 'proc', 'dev', 'tmp'])
+        for (const e of existsSync(path.join(stage, sub)) ? readdirSync(path.join(stage, sub)) : [])
+          if (e !== 'partial' && e !== 'lock')
+            rmSync(path.join(stage, sub, e), { recursive: true, force: true });
+      writeFileSync(path.join(stage, 'etc/resolv.conf'), '');
+      copyInto(node.file, path.join(stage, 'usr/local/bin/node'));
+      const layer = path.join(ctx.cache, 'layers', `snippets-${k}.tar`);
+      mkdirSync(path.dirname(layer), { recursive: true });
+      await tarLayer(ctx, 'snippets layer', stage, `${layer}.partial`);
+      renameSync(`${layer}.partial`, layer);
+      rmSync(stage, { recursive: true, force: true });
+      await writeOciArchive(ctx, archive, name, [layer], { Env: nodeEnv(node.version), Cmd: ['sh'] });
+      rmSync(layer, { force: true });
+      return { name, archive };
+    }),
+  );
 }
