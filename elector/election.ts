@@ -45,6 +45,7 @@ import type { Verdict } from './leader.ts';
 import { campaign, checkOwner, fenceLoop, type Ctx, type ElectionState, type PodTrack } from './campaign.ts';
 import {
   BOOKMARK_PERIOD_MS,
+  LOOP_BEAT_MS,
   POD_WATCH_SECONDS,
   backoffMs,
   isNews,
@@ -133,6 +134,8 @@ export class Election {
   readonly #ctx: Ctx;
   /** Long watches: the resourceVersion the view is current at (events of both lanes, in order). */
   #viewRv: string | undefined;
+  /** When the event loop last ran the beat ({@link LOOP_BEAT_MS}); undefined before run(). */
+  #beatAt: number | undefined;
 
   constructor(options: ElectionOptions) {
     this.#o = options;
@@ -179,6 +182,7 @@ export class Election {
         this.#actLoop(signal),
         fenceLoop(this.#ctx, signal),
         this.#podLoop(signal),
+        this.#beatLoop(signal),
       ]);
     } finally {
       signal.removeEventListener('abort', onAbort);
@@ -186,6 +190,29 @@ export class Election {
   }
 
   // --- view -----------------------------------------------------------------------------
+
+  /** Notes, every {@link LOOP_BEAT_MS}, that the event loop runs (see {@link #readAt}). */
+  async #beatLoop(signal: AbortSignal): Promise<void> {
+    while (!signal.aborted) {
+      this.#beatAt = this.#o.clock.now();
+      await sleep(this.#o.clock, LOOP_BEAT_MS, signal);
+    }
+  }
+
+  /**
+   * The moment a watch event or bookmark read now shows the API server's state at. Read in a
+   * loop turn that came on time: now (it cannot have waited in the socket longer than a turn).
+   * Read after a pause of the process: the socket may hold data from before the pause, and it
+   * is read before any timer runs again, so it counts as of one beat before the last beat
+   * (see {@link LOOP_BEAT_MS}). A list or a watch's opening confirms as of its request's start
+   * instead, which no pause can make too late.
+   */
+  #readAt(): number {
+    const now = this.#o.clock.now();
+    const beat = this.#beatAt;
+    if (beat === undefined || now - beat <= 2 * LOOP_BEAT_MS) return now;
+    return beat - LOOP_BEAT_MS;
+  }
 
   #observe(lease: LeaseRecord | null, at: number): void {
     const prev = this.#s.view.lease;
@@ -388,7 +415,7 @@ export class Election {
                 lane.resourceVersion = rv;
                 if (!isNews(timing.longWatches, this.#viewRv, rv, lane.index, false)) return undefined;
                 if (long) this.#viewRv = rv;
-                this.#observe(event.type === 'DELETED' ? null : event.lease, clock.now());
+                this.#observe(event.type === 'DELETED' ? null : event.lease, this.#readAt());
                 return undefined;
               }
               case 'BOOKMARK': {
@@ -399,7 +426,7 @@ export class Election {
                 if (long && rv && !isNews(timing.longWatches, this.#viewRv, rv, lane.index, true))
                   return undefined;
                 if (long && rv) this.#viewRv = rv;
-                this.#confirm(clock.now());
+                this.#confirm(this.#readAt());
                 return undefined;
               }
             }

@@ -7,6 +7,7 @@ import { afterEach, describe, test } from 'node:test';
 import {
   ApiError,
   FENCED_CAMPAIGN_DELAY_MS,
+  LOOP_BEAT_MS,
   TAKEOVER_MARGIN_MS,
   takeoverAt,
   type LeaseDraft,
@@ -39,6 +40,21 @@ class EarlyTimersClock extends FakeClock {
   }
   override setTimer(ms: number, fn: () => void): { cancel(): void } {
     return super.setTimer(Math.max(0, ms - 1), fn);
+  }
+}
+
+/**
+ * `pause(ms)`: time passes and no timer runs (the process stopped: SIGSTOP, a paused VM).
+ * Timers due meanwhile fire on the next `advance`, after what the test delivers first, as
+ * Node runs I/O callbacks before overdue timers when it wakes.
+ */
+class PausableClock extends FakeClock {
+  #paused = 0;
+  override now(): number {
+    return super.now() + this.#paused;
+  }
+  pause(ms: number): void {
+    this.#paused += ms;
   }
 }
 
@@ -363,6 +379,64 @@ describe('self-fencing', () => {
         reason: 'unconfirmed',
       },
     );
+    for (const w of e.store.watches) if (!w.done) w.fail(new ApiError('stopped', 0));
+    e.store.allow('list', () => {
+      throw new ApiError('no route to host', 0);
+    });
+  });
+
+  test('a leader paused past its bound is fenced when it wakes, by whatever it reads first', async () => {
+    // A bookmark that waited in the socket through the pause is read before any timer runs
+    // again. Counted as fresh, it would have the leader claim until the Lease's deletion,
+    // queued behind it, was read; meanwhile another pod may lead.
+    const clock = new PausableClock();
+    const board = new LeaderBoard();
+    const e = start({ clock, onVerdict: (v) => board.publish(v, clock.now()) });
+    board.decideOnRead(() => e.election.refresh());
+    e.store.expect('list', () => ({ lease: mine, resourceVersion: '30' }));
+    await e.clock.advance(0);
+    e.store.watch0.open();
+    await e.clock.advance(1000);
+    assert.equal(board.snapshot().result.is_leader, true);
+
+    clock.pause(TIMING.fencingTimeoutMs + 1000);
+    e.store.watch0.event({ type: 'BOOKMARK', resourceVersion: '31' });
+    await e.clock.advance(0);
+    const { result, reason } = board.snapshot();
+    assert.deepEqual(
+      { is_leader: result.is_leader, state: result.state, reason },
+      {
+        is_leader: false,
+        state: 'unknown',
+        reason: 'unconfirmed',
+      },
+    );
+
+    // Awake again (the beat has run): a bookmark read now confirms the view as of now.
+    await e.clock.advance(LOOP_BEAT_MS);
+    e.store.watch0.event({ type: 'BOOKMARK', resourceVersion: '32' });
+    await e.clock.advance(0);
+    assert.equal(board.snapshot().result.is_leader, true, 'leads again once confirmed after the pause');
+    for (const w of e.store.watches) if (!w.done) w.fail(new ApiError('stopped', 0));
+    e.store.allow('list', () => ({ lease: mine, resourceVersion: '33' }));
+  });
+
+  test('a short pause (up to two beats) does not age what is read after it', async () => {
+    const clock = new PausableClock();
+    const e = start({ clock });
+    e.store.expect('list', () => ({ lease: mine, resourceVersion: '30' }));
+    await e.clock.advance(0);
+    e.store.watch0.open();
+    await e.clock.advance(10_000);
+    clock.pause(LOOP_BEAT_MS);
+    e.store.watch0.event({ type: 'BOOKMARK', resourceVersion: '31' });
+    const confirmedAt = clock.now();
+    // Still leader 100 ms before the bound counted from the moment of the read.
+    await e.clock.advance(TIMING.fencingTimeoutMs - 100);
+    assert.equal(clock.now() - confirmedAt, TIMING.fencingTimeoutMs - 100);
+    assert.equal(e.verdict.state, 'leader');
+    await e.clock.advance(200);
+    assert.equal(e.verdict.state, 'unknown', 'and fenced past it');
     for (const w of e.store.watches) if (!w.done) w.fail(new ApiError('stopped', 0));
     e.store.allow('list', () => {
       throw new ApiError('no route to host', 0);
