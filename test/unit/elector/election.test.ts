@@ -443,6 +443,39 @@ describe('self-fencing', () => {
     });
   });
 
+  test('the beat runs while the elector leads or may lead, not while it follows', async () => {
+    const beats = (clock: FakeClock) => clock.pendingDelays.filter((d) => d === LOOP_BEAT_MS).length;
+    const leader = start();
+    leader.store.expect('list', () => ({ lease: mine, resourceVersion: '30' }));
+    await leader.clock.advance(0);
+    leader.store.watch0.open();
+    await leader.clock.advance(1000);
+    assert.equal(leader.verdict.state, 'leader');
+    assert.equal(beats(leader.clock), 1, 'a leader beats');
+    for (const w of leader.store.watches) if (!w.done) w.fail(new ApiError('stopped', 0));
+    leader.store.allow('list', () => ({ lease: mine, resourceVersion: '31' }));
+    current = undefined;
+    await leader.stop();
+
+    const follower = start();
+    follower.store.expect('list', () => ({ lease: theirs, resourceVersion: '30' }));
+    follower.store.allow('getPod', () => pod(OTHER.name, OTHER.uid));
+    await follower.clock.advance(0);
+    follower.store.watch0.open();
+    await follower.clock.advance(1000);
+    assert.equal(follower.verdict.state, 'follower');
+    assert.equal(beats(follower.clock), 0, 'a follower does not');
+    // The leader's Lease goes: a campaign may make this elector the leader.
+    follower.store.watch0.event({ type: 'DELETED', lease: theirs });
+    await follower.clock.advance(0);
+    assert.equal(beats(follower.clock), 1, 'a candidate beats once no Lease stands');
+    for (const w of follower.store.watches) if (!w.done) w.fail(new ApiError('stopped', 0));
+    follower.store.allow('list', () => ({ lease: theirs, resourceVersion: '31' }));
+    follower.store.allow('create', () => {
+      throw new ApiError('exists', 409, 'AlreadyExists');
+    });
+  });
+
   test('an unconfirmed follower neither checks nor reclaims', async () => {
     const e = start();
     e.store.expect('list', () => ({ lease: theirs, resourceVersion: '30' }));
