@@ -6,11 +6,15 @@
  *     a bare Node HTTP server's spawn -> first 200 (the floor a Node sidecar cannot beat),
  *     measured the same way (wait for its "listening" line, then poll every 5 ms);
  *   - idle RSS and PSS of a leader and a follower after 20 s, with V8's heap figures from
- *     the elector's own /metrics, beside an idle bare Node HTTP server with the same options;
+ *     the elector's own /metrics, and their CPU over those 20 s (ms per second, all threads),
+ *     beside an idle bare Node HTTP server with the same options;
  *   - RSS after 10,000 SSE connect/disconnect cycles (20 at a time) on a follower, again
  *     after 20 s idle, and after a second 10,000 (a leak grows again, a high-water mark
  *     does not); open streams must be back to 0;
  *   - RSS with 1,000 other pods in the namespace (the elector watches only its Lease).
+ *
+ * `FOOTPRINT_IDLE_SECONDS=N` makes each idle wait N seconds instead of 20: the idle CPU
+ * figure right after start-up still carries the start's work, and is steadier over minutes.
  *
  * `FOOTPRINT_BEFORE=<dir>/elector.js` runs another build (for example the previous commit's
  * `dist/`, copied aside) beside this one in the same run, on the same cluster, one start
@@ -49,6 +53,7 @@ import {
   pssMiB,
   requireBuild,
   rssMiB,
+  runSeconds,
   sseChurn,
   stats,
   writeReport,
@@ -64,7 +69,10 @@ const {
   { name: 'sse', default: 10_000, min: 0 },
   { name: 'pods', default: 1000, min: 0 },
 ]);
-const IDLE_MS = 20_000;
+/** Each idle wait; `FOOTPRINT_IDLE_SECONDS` lengthens it (a steadier idle CPU figure). */
+const IDLE_MS = Number(process.env['FOOTPRINT_IDLE_SECONDS'] ?? 20) * 1000;
+if (!(IDLE_MS >= 1000 && IDLE_MS <= 3_600_000))
+  throw new Error('FOOTPRINT_IDLE_SECONDS must be a number of seconds from 1 to 3600');
 const ELECTION = 'app';
 
 requireBuild();
@@ -108,6 +116,8 @@ const variants: Variant[] = builds.flatMap((b) =>
 interface Mem {
   rssMiB: number;
   pssMiB?: number;
+  /** CPU over the idle window, ms per second (all threads, ns resolution). */
+  idleCpuMsPerS?: number;
   heapUsed?: number;
   heapTotal?: number;
   external?: number;
@@ -238,15 +248,33 @@ try {
     }
   }
 
-  // Idle.
-  await sleep(IDLE_MS);
-  const idle: Record<string, Mem> = {};
-  for (const [setting, child] of bares)
-    idle[`bare server, ${setting.label}`] = { rssMiB: rssMiB(child.pid!), pssMiB: pssMiB(child.pid!) };
+  // Idle: memory at the end, CPU over the whole window.
+  const idlePids = new Map<string, number>();
+  for (const [setting, child] of bares) idlePids.set(`bare server, ${setting.label}`, child.pid!);
   for (const v of variants) {
     const p = per.get(v.label)!;
-    idle[`${v.label} leader`] = await memOf(p.leader!);
-    idle[`${v.label} follower`] = await memOf(p.follower!);
+    idlePids.set(`${v.label} leader`, p.leader!.pid!);
+    idlePids.set(`${v.label} follower`, p.follower!.pid!);
+  }
+  const run0 = new Map([...idlePids].map(([k, pid]) => [k, runSeconds(pid)]));
+  const idleFrom = performance.now();
+  await sleep(IDLE_MS);
+  const idleCpu = (k: string) =>
+    ((runSeconds(idlePids.get(k)!) - run0.get(k)!) * 1e6) / (performance.now() - idleFrom);
+  const idle: Record<string, Mem> = {};
+  for (const [setting, child] of bares) {
+    const k = `bare server, ${setting.label}`;
+    idle[k] = { rssMiB: rssMiB(child.pid!), pssMiB: pssMiB(child.pid!), idleCpuMsPerS: idleCpu(k) };
+  }
+  for (const v of variants) {
+    const p = per.get(v.label)!;
+    for (const [role, e] of [
+      ['leader', p.leader!],
+      ['follower', p.follower!],
+    ] as const) {
+      const k = `${v.label} ${role}`;
+      idle[k] = { idleCpuMsPerS: idleCpu(k), ...(await memOf(e)) };
+    }
   }
 
   // SSE churn on each variant's follower, one after the other.
@@ -353,9 +381,9 @@ try {
     readyRows,
   );
   printTable(
-    `Memory, MiB (heap figures from the elector's /metrics), after ${IDLE_MS / 1000} s idle`,
-    ['process', 'RSS', 'PSS', 'heap used', 'heap total', 'external'],
-    Object.entries(idle).map(([k, m]) => [k, ...memCells(m)]),
+    `Memory, MiB (heap figures from the elector's /metrics), after ${IDLE_MS / 1000} s idle, and CPU over those ${IDLE_MS / 1000} s`,
+    ['process', 'RSS', 'PSS', 'heap used', 'heap total', 'external', 'CPU ms/s'],
+    Object.entries(idle).map(([k, m]) => [k, ...memCells(m), fmt(m.idleCpuMsPerS, 2)]),
   );
   if (sseRows.length > 0)
     printTable(
@@ -370,7 +398,7 @@ try {
       Object.entries(with1000).map(([k, m]) => [k, ...memCells(m)]),
     );
   writeReport('footprint', {
-    command: `${process.env['FOOTPRINT_BEFORE'] ? `FOOTPRINT_BEFORE=${process.env['FOOTPRINT_BEFORE']} ` : ''}${process.env['FOOTPRINT_NODE_OPTIONS'] ? `FOOTPRINT_NODE_OPTIONS='${process.env['FOOTPRINT_NODE_OPTIONS']}' ` : ''}node bench/footprint.ts ${starts} ${sseCycles} ${podCount}`,
+    command: `${process.env['FOOTPRINT_IDLE_SECONDS'] ? `FOOTPRINT_IDLE_SECONDS=${process.env['FOOTPRINT_IDLE_SECONDS']} ` : ''}${process.env['FOOTPRINT_BEFORE'] ? `FOOTPRINT_BEFORE=${process.env['FOOTPRINT_BEFORE']} ` : ''}${process.env['FOOTPRINT_NODE_OPTIONS'] ? `FOOTPRINT_NODE_OPTIONS='${process.env['FOOTPRINT_NODE_OPTIONS']}' ` : ''}node bench/footprint.ts ${starts} ${sseCycles} ${podCount}`,
     nodeOptions: INJECTED_NODE_OPTIONS,
     nodeArgs: ELECTOR_V8_FLAGS,
     settings,
