@@ -244,12 +244,14 @@ export const TAKEOVER_MARGIN_MS = 2000;
  * How often the election notes that its event loop runs (the beat), while it leads or may
  * lead (a follower that reads old data after a pause only follows an old leader for a
  * moment). A watch event or bookmark read more than two beats after the last one came after
- * a pause of the whole process (SIGSTOP, a paused VM, a starved or throttled CPU): it may
- * have waited in the socket since before the pause, so it confirms the view as of one beat
- * before the last beat, not as of the moment it is read. Otherwise a leader frozen past its
- * bound would, on waking, count a bookmark sent before the pause as fresh and claim until
- * the Lease's deletion, queued behind it, is read. A beat of 250 ms errs by at most 500 ms,
- * well inside the takeover margin.
+ * a pause of the whole process that handed it over before any timer ran (a CPU starved for
+ * seconds, a paused VM; after SIGSTOP/SIGCONT or a cgroup freezer, Linux fails the event
+ * loop's epoll_wait with EINTR and the timers run first): it may have waited in the socket
+ * since before the pause, so it confirms the view as of one beat before the last beat, not
+ * as of the moment it is read. Otherwise a leader frozen past its bound would, on waking,
+ * count a bookmark sent before the pause as fresh and claim until the Lease's deletion,
+ * queued behind it, is read. A beat of 250 ms errs by at most 500 ms, well inside the
+ * takeover margin.
  */
 export const LOOP_BEAT_MS = 250;
 

@@ -5,6 +5,7 @@
  */
 import {
   AuthorizationV1Api,
+  CoordinationV1Api,
   CoreV1Api,
   KubeConfig,
   RbacAuthorizationV1Api,
@@ -219,6 +220,83 @@ describe('failover', () => {
       const lease = await e.lease();
       assert.ok(lease?.metadata?.annotations?.[LEASE_ANNOTATION_TAKEOVER_AT], 'a fenced takeover');
       assert.ok(ledAt - deletedAt >= 4000, 'not before the fencing bound');
+    } finally {
+      await relay.close();
+    }
+  });
+
+  test('a leader paused (SIGSTOP) past its bound with a Lease event waiting in its socket claims nothing when it wakes', async (t) => {
+    // The event reaches the paused process's socket, then its node is cut off and its pod
+    // force-deleted; another pod leads after the fenced wait. Counted as fresh when read, the
+    // event would have the old leader claim for a fencing bound beside the new one. On Linux,
+    // SIGCONT (like thawing a cgroup freezer) makes the event loop's epoll_wait fail with EINTR,
+    // so its overdue timers run before the socket is read and fence it first: this passes with
+    // or without the beat (LOOP_BEAT_MS), which covers the pauses that hand over the data first
+    // (a starved CPU, a paused VM; unit test "a leader paused past its bound is fenced when it
+    // wakes"). Fencing 6 s: the Lease watch lasts 2 s, so the event comes within it.
+    const e = await election('el-paused');
+    const fencing = ['--fencing-timeout=6s'];
+    const [a, b, c] = await Promise.all(['app-a', 'app-b', 'app-c'].map((n) => e.pod(n)));
+    const relay = await partitionableApi(e.kubeconfigPath);
+    const leases = e.kc.makeApiClient(CoordinationV1Api);
+    try {
+      const ea = await e.start(a!, { args: fencing, kubeconfigPath: relay.kubeconfig });
+      await ea.waitFor((x) => x.is_leader, 30_000, 'a leads');
+      const others = [await e.start(b!, { args: fencing }), await e.start(c!, { args: fencing })];
+      await allAgree([ea, ...others]);
+
+      // Pause a, then change its Lease (an annotation: the Lease still names a). If a's watch
+      // had just ended, the event does not reach it: let it run, lead again, and try anew.
+      let delivered = false;
+      for (let attempt = 1; attempt <= 5 && !delivered; attempt++) {
+        process.kill(ea.pid!, 'SIGSTOP');
+        const before = relay.bytesToElector();
+        const lease = (await e.lease())!;
+        lease.metadata!.annotations = {
+          ...lease.metadata!.annotations,
+          'test.lifelease.dev/poke': String(attempt),
+        };
+        await leases.replaceNamespacedLease({ name: e.election, namespace: e.namespace, body: lease });
+        // An event is hundreds of bytes; a watch's end is a few dozen.
+        const deadline = performance.now() + stretched(1000);
+        while (performance.now() < deadline && relay.bytesToElector() - before < 300) await sleep(10);
+        delivered = relay.bytesToElector() - before >= 300;
+        if (!delivered) {
+          process.kill(ea.pid!, 'SIGCONT');
+          await ea.waitFor((x) => x.is_leader, 30_000, 'a leads again');
+        }
+        t.diagnostic(`attempt ${attempt}: the event ${delivered ? 'reached' : 'did not reach'} a's socket`);
+      }
+      assert.ok(delivered, "no attempt delivered a Lease event into the paused leader's socket");
+
+      relay.cut();
+      await forceDeletePod(e.kc, a!);
+      let leader = '';
+      await eventually(
+        'a new leader among the others',
+        async () => {
+          const answers = await Promise.all(others.map((x) => x.get()));
+          leader = answers.find((r) => r.body.is_leader)?.body.name ?? '';
+          return leader !== '' && answers.every((r) => r.body.name === leader);
+        },
+        60_000,
+      );
+
+      // a wakes, still cut off, its pod gone: every answer it gives must claim nothing.
+      const recorder = recordClaims([ea, ...others], 20);
+      process.kill(ea.pid!, 'SIGCONT');
+      await eventually('a answers after waking', async () => (await ea.get()).status === 200, 30_000);
+      await sleep(3000);
+      const samples = await recorder.stop();
+      const aAnswers = samples.filter((x) => x.who === ea.hostname);
+      t.diagnostic(`a answered ${aAnswers.length} times in the 3 s after waking`);
+      assert.ok(aAnswers.length > 20, `a answered only ${aAnswers.length} times`);
+      assert.deepEqual(
+        aAnswers.filter((x) => x.claims).map((x) => x.at),
+        [],
+        'the woken leader claimed',
+      );
+      assert.deepEqual(overlaps(samples), [], 'two pods claimed at once');
     } finally {
       await relay.close();
     }

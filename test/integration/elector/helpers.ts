@@ -150,6 +150,8 @@ export function ownerUid(lease: V1Lease | undefined): string | undefined {
 export async function partitionableApi(kubeconfigPath: string): Promise<{
   kubeconfig: string;
   cut(): void;
+  /** Bytes passed from the API server to the elector so far. */
+  bytesToElector(): number;
   close(): Promise<void>;
 }> {
   const doc = JSON.parse(readFileSync(kubeconfigPath, 'utf8')) as {
@@ -159,6 +161,7 @@ export async function partitionableApi(kubeconfigPath: string): Promise<{
   const sockets = new Set<Socket>();
   const pairs: [Socket, Socket][] = [];
   let isCut = false;
+  let toElector = 0;
   const server = createServer((client) => {
     sockets.add(client);
     client.on('error', () => {});
@@ -171,6 +174,7 @@ export async function partitionableApi(kubeconfigPath: string): Promise<{
     client.on('close', () => upstream.destroy());
     client.pipe(upstream);
     upstream.pipe(client);
+    upstream.on('data', (chunk: Buffer) => (toElector += chunk.length));
     pairs.push([client, upstream]);
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
@@ -189,6 +193,7 @@ export async function partitionableApi(kubeconfigPath: string): Promise<{
         b.pause();
       }
     },
+    bytesToElector: () => toElector,
     async close() {
       for (const s of sockets) s.destroy();
       await new Promise<void>((resolve) => server.close(() => resolve()));

@@ -44,9 +44,11 @@ class EarlyTimersClock extends FakeClock {
 }
 
 /**
- * `pause(ms)`: time passes and no timer runs (the process stopped: SIGSTOP, a paused VM).
- * Timers due meanwhile fire on the next `advance`, after what the test delivers first, as
- * Node runs I/O callbacks before overdue timers when it wakes.
+ * `pause(ms)`: time passes and no timer runs (the process starved of CPU, or its VM paused).
+ * Timers due meanwhile fire on the next `advance`, after what the test delivers first: the
+ * event loop handles the I/O it was woken for before it looks at its timers. (After SIGCONT
+ * Linux fails the loop's epoll_wait with EINTR and the timers run first; the integration test
+ * covers that.)
  */
 class PausableClock extends FakeClock {
   #paused = 0;
