@@ -999,12 +999,16 @@ export async function startNode(cluster: Cluster, options: StartNodeOptions = {}
     // supervisor (the kubelet for a static pod, systemd) to start it again. This node is its
     // supervisor: one that exits while the node runs is started again, with a line in its
     // log, as a kubelet restarts a static pod: after 1 s, doubling up to 30 s if it keeps
-    // exiting (a crash loop's back-off). Without it, pods stay Pending.
+    // exiting (a crash loop's back-off), and back to 1 s once it has run for 10 minutes (the
+    // kubelet's reset). Without it, pods stay Pending.
     let schedulerRestarts = 0;
+    let backoffSteps = 0;
     const superviseScheduler = (proc: ManagedProcess): void => {
+      const startedAt = performance.now();
       void proc.exited.then(async ({ code, signal }) => {
         if (stopped || stopping) return;
-        await sleep(Math.min(30_000, 1000 * 2 ** schedulerRestarts));
+        if (performance.now() - startedAt >= 10 * 60_000) backoffSteps = 0;
+        await sleep(Math.min(30_000, 1000 * 2 ** backoffSteps++));
         if (stopped || stopping) return;
         schedulerRestarts++;
         appendFileSync(
