@@ -21,7 +21,7 @@ import { retry } from '../common/backoff.ts';
 import { MAX_TIMER_MS, systemClock, type Clock } from '../common/clock.ts';
 import { bundleContains, caBundle, plan, type Plan, type RotationPolicy } from './certs.ts';
 import { kubeTlsStore } from './kube.ts';
-import { carryOut, parseSecret, secretFor } from './tls-secret.ts';
+import { carryOut, ownerReferencesFor, parseSecret, secretFor, withOwner } from './tls-secret.ts';
 
 export { parseSecret } from './tls-secret.ts';
 
@@ -180,21 +180,31 @@ export class SelfManagedTls {
   /** One pass: read, plan, write (with preconditions), update the caBundle, serve. */
   async sync(): Promise<SyncResult> {
     const { namespace, secretName: name, policy, log } = this.options;
-    // 1. Read what is stored.
+    // 1. Read what is stored, and the configuration that owns it (absent: no owner yet).
     let secret: V1Secret | undefined;
     try {
       secret = await this.store.readSecret();
     } catch (err) {
       if (!isNotFound(err)) throw err;
     }
+    const config = await this.readConfig();
+    const uid = config?.metadata?.uid;
+    const owner = uid ? { name: this.options.webhookConfigurationName, uid } : undefined;
     let stored = parseSecret(secret);
     const now = this.now();
     const p = plan(stored, policy, now);
 
-    // 2. Carry out the plan, if any, and write it back from the version we read.
-    if (p.action !== 'none') {
-      const next = await carryOut(p, stored, policy, now);
-      const body = secretFor(next, { name, namespace, resourceVersion: secret?.metadata?.resourceVersion });
+    // 2. Carry out the plan, if any, and write it back from the version we read; or give a
+    //    Secret that lacks its owner (made before the configuration existed, or by an older
+    //    version) the owner reference alone.
+    const ownerReferences = ownerReferencesFor(secret, owner);
+    const adopt =
+      p.action === 'none' && secret !== undefined && owner !== undefined && withOwner(secret, owner);
+    if (p.action !== 'none' || adopt) {
+      const next = p.action === 'none' ? stored : await carryOut(p, stored, policy, now);
+      if (!next) throw new Error('no certificates to write');
+      const resourceVersion = secret?.metadata?.resourceVersion;
+      const body = secretFor(next, { name, namespace, resourceVersion, ownerReferences });
       try {
         if (secret) await this.store.replaceSecret(body);
         else await this.store.createSecret(body);
@@ -207,13 +217,15 @@ export class SelfManagedTls {
         }
         throw err;
       }
-      log.info({ action: p.action, reason: p.reason }, 'self-managed TLS: certificates updated');
+      if (p.action === 'none')
+        log.info({ owner: owner!.name }, 'self-managed TLS: Secret owned by the configuration');
+      else log.info({ action: p.action, reason: p.reason }, 'self-managed TLS: certificates updated');
       stored = next;
     }
     if (!stored) throw new Error('no certificates after sync');
 
     // 3. The caBundle, then the serving pair: the bundle must trust a CA before we serve from it.
-    const bundleOk = await this.syncCaBundle(caBundle(stored, now), stored.ca.certPem);
+    const bundleOk = await this.syncCaBundle(caBundle(stored, now), stored.ca.certPem, config);
     if (this.served !== stored.serving.certPem) {
       this.options.onCertificate({ cert: stored.serving.certPem, key: stored.serving.keyPem });
       this.served = stored.serving.certPem;
@@ -222,22 +234,34 @@ export class SelfManagedTls {
     return { plan: p, conflict: false, ready: bundleOk };
   }
 
-  /** Sets every webhook's caBundle to `bundle`; true when all of them trust `servingCa`. */
-  private async syncCaBundle(bundle: string, servingCa: string): Promise<boolean> {
+  /** The MutatingWebhookConfiguration; undefined when it does not exist. */
+  private async readConfig(): Promise<V1MutatingWebhookConfiguration | undefined> {
+    try {
+      return await this.store.readWebhookConfiguration();
+    } catch (err) {
+      if (isNotFound(err)) return undefined;
+      throw err;
+    }
+  }
+
+  /**
+   * Sets every webhook's caBundle to `bundle`; true when all of them trust `servingCa`.
+   * `read` is the configuration as this pass read it; a conflict reads it again.
+   */
+  private async syncCaBundle(
+    bundle: string,
+    servingCa: string,
+    read: V1MutatingWebhookConfiguration | undefined,
+  ): Promise<boolean> {
     const name = this.options.webhookConfigurationName;
     for (let attempt = 0; attempt < MAX_CONFLICTS; attempt++) {
-      let config: V1MutatingWebhookConfiguration;
-      try {
-        config = await this.store.readWebhookConfiguration();
-      } catch (err) {
-        if (isNotFound(err)) {
-          this.options.log.warn(
-            { name },
-            'self-managed TLS: MutatingWebhookConfiguration not found; not ready',
-          );
-          return false;
-        }
-        throw err;
+      const config = attempt === 0 ? read : await this.readConfig();
+      if (!config) {
+        this.options.log.warn(
+          { name },
+          'self-managed TLS: MutatingWebhookConfiguration not found; not ready',
+        );
+        return false;
       }
       const webhooks = config.webhooks ?? [];
       const want = b64(bundle);

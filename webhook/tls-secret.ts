@@ -4,7 +4,7 @@
  * and the certificates each planned action issues. No API calls here: `self-managed-tls.ts`
  * reads and writes the Secret.
  */
-import type { V1Secret } from '@kubernetes/client-node';
+import type { V1OwnerReference, V1Secret } from '@kubernetes/client-node';
 import { X509Certificate } from 'node:crypto';
 import { DOMAIN } from '../common/constants.ts';
 import { createCertificateAuthority, loadCertificateAuthority, type KeyPairPem } from '../common/pki.ts';
@@ -79,12 +79,64 @@ export function parseSecret(secret: V1Secret | undefined): StoredCertificates | 
 }
 
 /**
+ * The MutatingWebhookConfiguration whose caBundle trusts the Secret's CA: the Secret's owner,
+ * so that deleting the configuration (`helm uninstall`, `kubectl delete -k`) has the garbage
+ * collector delete the Secret, which the webhook made at run time and no installer knows of.
+ */
+export interface SecretOwner {
+  name: string;
+  uid: string;
+}
+
+/** The owner reference the Secret carries for `owner` (no blockOwnerDeletion: no extra grant). */
+export function ownerReference(owner: SecretOwner): V1OwnerReference {
+  return {
+    apiVersion: 'admissionregistration.k8s.io/v1',
+    kind: 'MutatingWebhookConfiguration',
+    name: owner.name,
+    uid: owner.uid,
+  };
+}
+
+/**
+ * The Secret's owner references with `owner` in place of any reference to a
+ * MutatingWebhookConfiguration (a recreated one has a new uid); undefined when it is there
+ * already.
+ */
+export function withOwner(secret: V1Secret, owner: SecretOwner): V1OwnerReference[] | undefined {
+  const refs = secret.metadata?.ownerReferences ?? [];
+  const isConfig = (r: V1OwnerReference) =>
+    r.kind === 'MutatingWebhookConfiguration' && r.apiVersion.startsWith('admissionregistration.k8s.io/');
+  if (refs.some((r) => isConfig(r) && r.uid === owner.uid)) return undefined;
+  return [...refs.filter((r) => !isConfig(r)), ownerReference(owner)];
+}
+
+/**
+ * The owner references to write on the Secret (`secret` as read, undefined when absent):
+ * its own, with the MutatingWebhookConfiguration's (see {@link withOwner}) when it exists.
+ */
+export function ownerReferencesFor(
+  secret: V1Secret | undefined,
+  owner: SecretOwner | undefined,
+): V1OwnerReference[] | undefined {
+  const own = secret?.metadata?.ownerReferences;
+  if (!owner) return own;
+  return secret ? (withOwner(secret, owner) ?? own) : [ownerReference(owner)];
+}
+
+/**
  * The Secret to write for `stored`, carrying `resourceVersion` (the version the change was
- * computed from) so that of two replicas writing at once exactly one succeeds.
+ * computed from) so that of two replicas writing at once exactly one succeeds, and its owner
+ * references ({@link ownerReferencesFor}).
  */
 export function secretFor(
   s: StoredCertificates,
-  meta: { name: string; namespace: string; resourceVersion?: string | undefined },
+  meta: {
+    name: string;
+    namespace: string;
+    resourceVersion?: string | undefined;
+    ownerReferences?: V1OwnerReference[] | undefined;
+  },
 ): V1Secret {
   const data: Record<string, string> = {
     [KEY.cert]: b64(s.serving.certPem),
@@ -106,6 +158,7 @@ export function secretFor(
       labels: { 'app.kubernetes.io/managed-by': 'lifelease' },
       annotations,
       ...(meta.resourceVersion ? { resourceVersion: meta.resourceVersion } : {}),
+      ...(meta.ownerReferences?.length ? { ownerReferences: meta.ownerReferences } : {}),
     },
     type: 'kubernetes.io/tls',
     data,

@@ -8,8 +8,10 @@ import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import type { RotationPolicy } from '../../../webhook/certs.ts';
+import { isNotFound } from '../../../common/api-error.ts';
 import { SelfManagedTls } from '../../../webhook/self-managed-tls.ts';
 import { sharedCluster, type TestCluster } from '@lifelease/harness/shared';
+import { eventually } from '@lifelease/harness/wait';
 
 const DAY = 86_400_000;
 const quiet = { info() {}, warn() {}, error() {} };
@@ -132,8 +134,32 @@ describe('self-managed TLS', () => {
       assert.equal(finalBundle.length, 2);
       assert.ok(finalBundle.includes(certs(newCa)[0]!) && finalBundle.includes(certs(caOf(s1))[0]!));
       assert.ok(replicas.every((r) => r.ready));
-    } finally {
+
+      // 5. The Secret is owned by the configuration: every write kept the reference, and
+      //    deleting the configuration (an uninstall) has the garbage collector delete it.
+      const mwc = await admission.readMutatingWebhookConfiguration({ name: mwcName });
+      assert.deepEqual(
+        promoted.metadata?.ownerReferences?.map((r) => [r.apiVersion, r.kind, r.name, r.uid]),
+        [['admissionregistration.k8s.io/v1', 'MutatingWebhookConfiguration', mwcName, mwc.metadata!.uid]],
+      );
       await admission.deleteMutatingWebhookConfiguration({ name: mwcName });
+      await eventually(
+        'the garbage collector to delete the Secret',
+        async () => {
+          try {
+            await secret();
+            return false;
+          } catch (err) {
+            if (isNotFound(err)) return true;
+            throw err;
+          }
+        },
+        60_000,
+      );
+    } finally {
+      await admission.deleteMutatingWebhookConfiguration({ name: mwcName }).catch((err: unknown) => {
+        if (!isNotFound(err)) throw err;
+      });
     }
   });
 });

@@ -237,4 +237,78 @@ describe('self-managed TLS against a strict fake API', () => {
     assert.equal(clock.pendingTimers, 0);
     api.assertNoSurprises();
   });
+
+  describe('the Secret is owned by the MutatingWebhookConfiguration (deleted with it)', () => {
+    const refs = (api: FakeTlsApi) =>
+      (api.secret?.metadata?.ownerReferences ?? []).map(
+        (r) => `${r.apiVersion} ${r.kind} ${r.name} ${r.uid}`,
+      );
+    const OWNER = 'admissionregistration.k8s.io/v1 MutatingWebhookConfiguration lifelease-webhook';
+
+    test('made with the owner reference when the configuration exists', async () => {
+      const api = new FakeTlsApi();
+      api.config!.metadata!.uid = 'uid-1';
+      const { tls } = replicas(api, new FakeClock(), 1);
+      await tls[0]!.syncUntilSettled();
+      assert.deepEqual(refs(api), [`${OWNER} uid-1`]);
+      assert.equal(api.count('createSecret'), 1);
+      assert.equal(api.count('replaceSecret'), 0, 'one write');
+      api.assertNoSurprises();
+    });
+
+    test('made before the configuration existed: adopted once it appears, certificates unchanged', async () => {
+      const api = new FakeTlsApi();
+      const saved = api.config;
+      api.config = undefined;
+      const { tls } = replicas(api, new FakeClock(), 1);
+      await tls[0]!.syncUntilSettled();
+      assert.deepEqual(refs(api), [], 'no owner to name');
+      const data = api.secret?.data;
+      api.config = saved;
+      api.config!.metadata!.uid = 'uid-1';
+      const r = await tls[0]!.syncUntilSettled();
+      assert.equal(r.plan.action, 'none');
+      assert.deepEqual(refs(api), [`${OWNER} uid-1`]);
+      assert.deepEqual(api.secret?.data, data, 'the same certificates');
+      assert.equal(tls[0]!.ready, true);
+      // Nothing more to do on the next pass.
+      await tls[0]!.syncUntilSettled();
+      assert.equal(api.count('replaceSecret'), 1);
+      api.assertNoSurprises();
+    });
+
+    test('a recreated configuration (new uid) replaces the reference; other owners are kept', async () => {
+      const api = new FakeTlsApi();
+      api.config!.metadata!.uid = 'uid-1';
+      const { tls } = replicas(api, new FakeClock(), 1);
+      await tls[0]!.syncUntilSettled();
+      api.secret!.metadata!.ownerReferences!.push({
+        apiVersion: 'v1',
+        kind: 'ConfigMap',
+        name: 'keep',
+        uid: 'cm',
+      });
+      api.config!.metadata!.uid = 'uid-2';
+      await tls[0]!.syncUntilSettled();
+      assert.deepEqual(refs(api), ['v1 ConfigMap keep cm', `${OWNER} uid-2`]);
+      api.assertNoSurprises();
+    });
+
+    test('two replicas adopt at once: one write lands, the other meets 409 and finds it done', async () => {
+      const api = new FakeTlsApi();
+      const saved = api.config;
+      api.config = undefined;
+      const { tls } = replicas(api, new FakeClock());
+      await tls[0]!.syncUntilSettled();
+      api.config = saved;
+      api.config!.metadata!.uid = 'uid-1';
+      api.before('replaceSecret', async () => void (await tls[1]!.sync()));
+      const r = await tls[0]!.syncUntilSettled();
+      assert.equal(api.attempts('replaceSecret'), 2);
+      assert.equal(api.count('replaceSecret'), 1);
+      assert.equal(r.conflict, false);
+      assert.deepEqual(refs(api), [`${OWNER} uid-1`]);
+      api.assertNoSurprises();
+    });
+  });
 });
