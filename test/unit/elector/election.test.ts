@@ -77,6 +77,22 @@ afterEach(async () => {
   e.store.assertNoSurprises();
 });
 
+/**
+ * An elector leading on `clock` (its Lease listed, the watch open), its verdicts published to
+ * a board that decides every answer when it is read, as main.ts wires it.
+ */
+async function leaderWithBoard<C extends FakeClock>(clock: C) {
+  const board = new LeaderBoard();
+  const e = start({ clock, onVerdict: (v) => board.publish(v, clock.now()) });
+  board.decideOnRead(() => e.election.refresh());
+  e.store.expect('list', () => ({ lease: mine, resourceVersion: '30' }));
+  await e.clock.advance(0);
+  e.store.watch0.open();
+  await e.clock.advance(0);
+  assert.equal(board.snapshot().result.is_leader, true);
+  return { e, board };
+}
+
 describe('start-up', () => {
   test('no Lease: campaigns at once with the own pod as owner, leads once the watch shows it', async () => {
     const e = start();
@@ -360,14 +376,7 @@ describe('self-fencing', () => {
     // Timers 5 s late (a starved or throttled process): the verdict published by the fence
     // timer lags, but what an app reads is decided at the moment it reads.
     const clock = new LateTimersClock();
-    const board = new LeaderBoard();
-    const e = start({ clock, onVerdict: (v) => board.publish(v, clock.now()) });
-    board.decideOnRead(() => e.election.refresh());
-    e.store.expect('list', () => ({ lease: mine, resourceVersion: '30' }));
-    await e.clock.advance(0);
-    e.store.watch0.open();
-    await e.clock.advance(0);
-    assert.equal(board.snapshot().result.is_leader, true);
+    const { e, board } = await leaderWithBoard(clock);
     const confirmedAt = clock.now();
     await e.clock.advance(TIMING.fencingTimeoutMs + 1);
     assert.ok(clock.now() - confirmedAt > TIMING.fencingTimeoutMs);
@@ -392,14 +401,8 @@ describe('self-fencing', () => {
     // again. Counted as fresh, it would have the leader claim until the Lease's deletion,
     // queued behind it, was read; meanwhile another pod may lead.
     const clock = new PausableClock();
-    const board = new LeaderBoard();
-    const e = start({ clock, onVerdict: (v) => board.publish(v, clock.now()) });
-    board.decideOnRead(() => e.election.refresh());
-    e.store.expect('list', () => ({ lease: mine, resourceVersion: '30' }));
-    await e.clock.advance(0);
-    e.store.watch0.open();
+    const { e, board } = await leaderWithBoard(clock);
     await e.clock.advance(1000);
-    assert.equal(board.snapshot().result.is_leader, true);
 
     clock.pause(TIMING.fencingTimeoutMs + 1000);
     e.store.watch0.event({ type: 'BOOKMARK', resourceVersion: '31' });
