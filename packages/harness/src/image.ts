@@ -127,7 +127,7 @@ interface Ctx {
   log: (line: string) => void;
   every: number;
   timings: Record<string, number>;
-  /** The command running now, for the progress line (see {@link makeCtx}). */
+  /** The command running now (or the lock being waited for), for {@link withProgress}. */
   running?: { label: string; t0: number; last: string };
 }
 
