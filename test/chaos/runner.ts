@@ -147,6 +147,10 @@ export class ChaosEnv {
   readonly options: ChaosOptions;
   /** Things the runner had to do for a slow control plane, for the report. */
   readonly stats = { serviceAccountsCreated: 0 };
+  /** Set by {@link stop}: a schedule still running ends at its next step and repairs nothing. */
+  #stopping = false;
+  /** The schedule running now, if any. */
+  #running: Promise<ScheduleResult> | undefined;
 
   private constructor(
     cluster: Cluster,
@@ -179,7 +183,27 @@ export class ChaosEnv {
     }
   }
 
+  /** Whether {@link stop} was called. */
+  get stopping(): boolean {
+    return this.#stopping;
+  }
+
+  /**
+   * Stops the control plane, the webhook and the node. A schedule still running (its test
+   * timed out) is told to end first, and waited for (bounded): left running, it would go on
+   * through its steps and its repairs (restarting the API server) after the control plane
+   * was stopped, and keep the test file's process alive for many minutes.
+   */
   async stop(): Promise<void> {
+    this.#stopping = true;
+    if (this.#running) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        this.#running.catch(() => undefined),
+        new Promise((resolve) => (timer = setTimeout(resolve, 60_000))),
+      ]);
+      clearTimeout(timer);
+    }
     if (this.realNode) return this.realNode.stop();
     await this.webhook?.stop().catch(() => undefined);
     await this.cluster.stop();
@@ -188,8 +212,14 @@ export class ChaosEnv {
 
   /** Runs one schedule in a fresh namespace; never throws for what the electors do. */
   async run(schedule: Schedule): Promise<ScheduleResult> {
+    if (this.#stopping) throw new Error('the chaos environment is stopped');
     const run = new ScheduleRun(this, schedule);
-    return run.execute();
+    this.#running = run.execute();
+    try {
+      return await this.#running;
+    } finally {
+      this.#running = undefined;
+    }
   }
 }
 
@@ -241,10 +271,12 @@ class ScheduleRun {
     try {
       await this.setUp();
       for (const [i, step] of this.schedule.steps.entries()) {
+        if (this.env.stopping) throw new Error(`stopped before fault ${i + 1} (the test timed out?)`);
         await sleep(step.quietMs);
         const record = await this.inject(step.fault);
         this.faults.push(record);
         const agreed = await this.agreement(record.healedAt, this.o.agreeBoundMs);
+        if (this.env.stopping) throw new Error(`stopped after fault ${i + 1} (the test timed out?)`);
         record.agreedAt = agreed?.at;
         for (const d of record.designed) if (d.to === Infinity) d.to = agreed?.at ?? performance.now();
         if (!agreed) {
@@ -377,6 +409,15 @@ class ScheduleRun {
   }
 
   async tearDown(): Promise<void> {
+    if (this.env.stopping) {
+      // The environment is being stopped: repair nothing (that would start the API server
+      // again after its stop), only end this schedule's pods and recorders.
+      this.env.cluster.resumeEtcd();
+      await this.kubelet?.stop(500);
+      await Promise.all([...this.attachments.values()].map((a) => a.detach()));
+      this.attachments.clear();
+      return;
+    }
     // Whatever a fault left broken, the next schedule needs a whole control plane.
     this.env.cluster.resumeEtcd();
     await this.env.cluster
@@ -527,7 +568,7 @@ class ScheduleRun {
    */
   async agreement(after: number, boundMs: number): Promise<{ at: number; leader: string } | undefined> {
     const deadline = after + stretched(boundMs);
-    while (performance.now() < deadline) {
+    while (performance.now() < deadline && !this.env.stopping) {
       const pods = this.candidates().filter((p) => !p.held);
       const answers = pods.map((p) => ({ p, o: this.recorder.latest(p.key) }));
       const fresh = answers.every(
