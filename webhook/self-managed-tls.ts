@@ -21,7 +21,7 @@ import { retry } from '../common/backoff.ts';
 import { MAX_TIMER_MS, systemClock, type Clock } from '../common/clock.ts';
 import { bundleContains, caBundle, plan, type Plan, type RotationPolicy } from './certs.ts';
 import { kubeTlsStore } from './kube.ts';
-import { carryOut, ownerReferencesFor, parseSecret, secretFor, withOwner } from './tls-secret.ts';
+import { carryOut, ownerReferencesFor, parseSecret, secretFor } from './tls-secret.ts';
 
 export { parseSecret } from './tls-secret.ts';
 
@@ -197,9 +197,8 @@ export class SelfManagedTls {
     // 2. Carry out the plan, if any, and write it back from the version we read; or give a
     //    Secret that lacks its owner (made before the configuration existed, or by an older
     //    version) the owner reference alone.
-    const ownerReferences = ownerReferencesFor(secret, owner);
-    const adopt =
-      p.action === 'none' && secret !== undefined && owner !== undefined && withOwner(secret, owner);
+    const { ownerReferences, adds } = ownerReferencesFor(secret, owner);
+    const adopt = p.action === 'none' && secret !== undefined && adds;
     if (p.action !== 'none' || adopt) {
       const next = p.action === 'none' ? stored : await carryOut(p, stored, policy, now);
       if (!next) throw new Error('no certificates to write');

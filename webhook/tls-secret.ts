@@ -89,7 +89,7 @@ export interface SecretOwner {
 }
 
 /** The owner reference the Secret carries for `owner` (no blockOwnerDeletion: no extra grant). */
-export function ownerReference(owner: SecretOwner): V1OwnerReference {
+function ownerReference(owner: SecretOwner): V1OwnerReference {
   return {
     apiVersion: 'admissionregistration.k8s.io/v1',
     kind: 'MutatingWebhookConfiguration',
@@ -98,30 +98,26 @@ export function ownerReference(owner: SecretOwner): V1OwnerReference {
   };
 }
 
-/**
- * The Secret's owner references with `owner` in place of any reference to a
- * MutatingWebhookConfiguration (a recreated one has a new uid); undefined when it is there
- * already.
- */
-export function withOwner(secret: V1Secret, owner: SecretOwner): V1OwnerReference[] | undefined {
-  const refs = secret.metadata?.ownerReferences ?? [];
-  const isConfig = (r: V1OwnerReference) =>
-    r.kind === 'MutatingWebhookConfiguration' && r.apiVersion.startsWith('admissionregistration.k8s.io/');
-  if (refs.some((r) => isConfig(r) && r.uid === owner.uid)) return undefined;
-  return [...refs.filter((r) => !isConfig(r)), ownerReference(owner)];
-}
+const isConfigReference = (r: V1OwnerReference) =>
+  r.kind === 'MutatingWebhookConfiguration' && r.apiVersion.startsWith('admissionregistration.k8s.io/');
 
 /**
- * The owner references to write on the Secret (`secret` as read, undefined when absent):
- * its own, with the MutatingWebhookConfiguration's (see {@link withOwner}) when it exists.
+ * The owner references to write on the Secret (`secret` as read, undefined when absent): its
+ * own, with `owner` (when the configuration exists) in place of any reference to a
+ * MutatingWebhookConfiguration (a recreated one has a new uid). `adds`: they differ from the
+ * Secret's, which lacks its owner.
  */
 export function ownerReferencesFor(
   secret: V1Secret | undefined,
   owner: SecretOwner | undefined,
-): V1OwnerReference[] | undefined {
+): { ownerReferences: V1OwnerReference[] | undefined; adds: boolean } {
   const own = secret?.metadata?.ownerReferences;
-  if (!owner) return own;
-  return secret ? (withOwner(secret, owner) ?? own) : [ownerReference(owner)];
+  if (!owner || own?.some((r) => isConfigReference(r) && r.uid === owner.uid))
+    return { ownerReferences: own, adds: false };
+  return {
+    ownerReferences: [...(own ?? []).filter((r) => !isConfigReference(r)), ownerReference(owner)],
+    adds: true,
+  };
 }
 
 /**
