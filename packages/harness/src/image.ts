@@ -517,6 +517,18 @@ async function withLock<T>(ctx: Ctx, fn: () => Promise<T>): Promise<T> {
   }
 }
 
+/**
+ * The frame of every build: its context, a clear error when the images cannot be built here,
+ * the cache folder, a progress line at least every `every` seconds, and the cache's lock.
+ */
+async function building<T>(opts: EnsureImagesOptions, fn: (ctx: Ctx) => Promise<T>): Promise<T> {
+  const ctx = makeCtx(opts);
+  const why = cannotBuild();
+  if (why) throw new Error(`cannot build the container images: ${why}`);
+  mkdirSync(ctx.cache, { recursive: true });
+  return withProgress(ctx, () => withLock(ctx, () => fn(ctx)));
+}
+
 // ---------------------------------------------------------------------------------------
 // Inputs from the host
 
@@ -1099,20 +1111,14 @@ async function buildProject(ctx: Ctx, node: StandIn, distroless: StandIn): Promi
  * images cannot be built here (not root, buildah or debootstrap missing).
  */
 export async function ensureImages(opts: EnsureImagesOptions = {}): Promise<Images> {
-  const ctx = makeCtx(opts);
-  const why = cannotBuild();
-  if (why) throw new Error(`cannot build the container images: ${why}`);
-  mkdirSync(ctx.cache, { recursive: true });
-  return withProgress(ctx, () =>
-    withLock(ctx, async () => {
-      const rootfs = await ensureRootfs(ctx);
-      const { base, app } = await ensureNodeBase(ctx, rootfs);
-      const distroless = await ensureDistrolessBase(ctx, rootfs);
-      const project = await buildProject(ctx, base, distroless);
-      rmSync(path.join(ctx.cache, 'tmp'), { recursive: true, force: true });
-      return { project, app: { name: app.name, archive: app.archive }, timings: ctx.timings };
-    }),
-  );
+  return building(opts, async (ctx) => {
+    const rootfs = await ensureRootfs(ctx);
+    const { base, app } = await ensureNodeBase(ctx, rootfs);
+    const distroless = await ensureDistrolessBase(ctx, rootfs);
+    const project = await buildProject(ctx, base, distroless);
+    rmSync(path.join(ctx.cache, 'tmp'), { recursive: true, force: true });
+    return { project, app: { name: app.name, archive: app.archive }, timings: ctx.timings };
+  });
 }
 
 /**
@@ -1187,56 +1193,50 @@ export const SNIPPETS_REPO = 'localhost/lifelease-snippets';
  * made on first use only (the demo and the other tests do not need it).
  */
 export async function ensureSnippetsImage(opts: EnsureImagesOptions = {}): Promise<BuiltImage> {
-  const ctx = makeCtx(opts);
-  const why = cannotBuild();
-  if (why) throw new Error(`cannot build the container images: ${why}`);
-  mkdirSync(ctx.cache, { recursive: true });
-  return withProgress(ctx, () =>
-    withLock(ctx, async () => {
-      const rootfs = await ensureRootfs(ctx);
-      const node = nodeBinary();
-      const k = key({
-        RECIPE_VERSION,
-        rootfs: rootfs.key,
-        node: await sha256File(node.file),
-        SNIPPET_PACKAGES,
-      });
-      const name = `${SNIPPETS_REPO}:${k}`;
-      const archive = path.join(ctx.cache, `snippets-${k}.oci.tar`);
-      if (existsSync(archive)) return { name, archive };
-      const stage = path.join(ctx.cache, 'tmp', `snippets-rootfs-${process.pid}`);
-      rmSync(stage, { recursive: true, force: true });
-      mkdirSync(path.dirname(stage), { recursive: true });
-      ctx.log(`snippets image: apt-get install ${SNIPPET_PACKAGES.join(' ')} into a copy of the rootfs`);
-      await run(ctx, 'copy rootfs', 'cp', ['-a', rootfs.dir, stage], { quiet: true });
-      rmSync(path.join(stage, '.complete'), { force: true });
-      writeFileSync(path.join(stage, 'etc/resolv.conf'), readFileSync('/etc/resolv.conf'));
-      // A mount namespace of its own: /dev and /proc in the chroot vanish with it.
-      const script = [
-        'set -e',
-        `mount --rbind /dev "${stage}/dev"`,
-        `mount -t proc proc "${stage}/proc"`,
-        `chroot "${stage}" apt-get -q update`,
-        `DEBIAN_FRONTEND=noninteractive chroot "${stage}" apt-get install -y -q --no-install-recommends ${SNIPPET_PACKAGES.join(' ')}`,
-        `chroot "${stage}" apt-get clean`,
-      ].join('\n');
-      await step(ctx, 'snippets apt-get', () =>
-        run(ctx, 'snippets apt-get', 'unshare', ['--mount', '--propagation', 'private', 'sh', '-c', script]),
-      );
-      for (const sub of ['var/lib/apt/lists', 'var/cache/apt/archives', 'var/log', 'proc', 'dev', 'tmp'])
-        for (const e of existsSync(path.join(stage, sub)) ? readdirSync(path.join(stage, sub)) : [])
-          if (e !== 'partial' && e !== 'lock')
-            rmSync(path.join(stage, sub, e), { recursive: true, force: true });
-      writeFileSync(path.join(stage, 'etc/resolv.conf'), '');
-      copyInto(node.file, path.join(stage, 'usr/local/bin/node'));
-      const layer = path.join(ctx.cache, 'layers', `snippets-${k}.tar`);
-      mkdirSync(path.dirname(layer), { recursive: true });
-      await tarLayer(ctx, 'snippets layer', stage, `${layer}.partial`);
-      renameSync(`${layer}.partial`, layer);
-      rmSync(stage, { recursive: true, force: true });
-      await writeOciArchive(ctx, archive, name, [layer], { Env: nodeEnv(node.version), Cmd: ['sh'] });
-      rmSync(layer, { force: true });
-      return { name, archive };
-    }),
-  );
+  return building(opts, async (ctx) => {
+    const rootfs = await ensureRootfs(ctx);
+    const node = nodeBinary();
+    const k = key({
+      RECIPE_VERSION,
+      rootfs: rootfs.key,
+      node: await sha256File(node.file),
+      SNIPPET_PACKAGES,
+    });
+    const name = `${SNIPPETS_REPO}:${k}`;
+    const archive = path.join(ctx.cache, `snippets-${k}.oci.tar`);
+    if (existsSync(archive)) return { name, archive };
+    const stage = path.join(ctx.cache, 'tmp', `snippets-rootfs-${process.pid}`);
+    rmSync(stage, { recursive: true, force: true });
+    mkdirSync(path.dirname(stage), { recursive: true });
+    ctx.log(`snippets image: apt-get install ${SNIPPET_PACKAGES.join(' ')} into a copy of the rootfs`);
+    await run(ctx, 'copy rootfs', 'cp', ['-a', rootfs.dir, stage], { quiet: true });
+    rmSync(path.join(stage, '.complete'), { force: true });
+    writeFileSync(path.join(stage, 'etc/resolv.conf'), readFileSync('/etc/resolv.conf'));
+    // A mount namespace of its own: /dev and /proc in the chroot vanish with it.
+    const script = [
+      'set -e',
+      `mount --rbind /dev "${stage}/dev"`,
+      `mount -t proc proc "${stage}/proc"`,
+      `chroot "${stage}" apt-get -q update`,
+      `DEBIAN_FRONTEND=noninteractive chroot "${stage}" apt-get install -y -q --no-install-recommends ${SNIPPET_PACKAGES.join(' ')}`,
+      `chroot "${stage}" apt-get clean`,
+    ].join('\n');
+    await step(ctx, 'snippets apt-get', () =>
+      run(ctx, 'snippets apt-get', 'unshare', ['--mount', '--propagation', 'private', 'sh', '-c', script]),
+    );
+    for (const sub of ['var/lib/apt/lists', 'var/cache/apt/archives', 'var/log', 'proc', 'dev', 'tmp'])
+      for (const e of existsSync(path.join(stage, sub)) ? readdirSync(path.join(stage, sub)) : [])
+        if (e !== 'partial' && e !== 'lock')
+          rmSync(path.join(stage, sub, e), { recursive: true, force: true });
+    writeFileSync(path.join(stage, 'etc/resolv.conf'), '');
+    copyInto(node.file, path.join(stage, 'usr/local/bin/node'));
+    const layer = path.join(ctx.cache, 'layers', `snippets-${k}.tar`);
+    mkdirSync(path.dirname(layer), { recursive: true });
+    await tarLayer(ctx, 'snippets layer', stage, `${layer}.partial`);
+    renameSync(`${layer}.partial`, layer);
+    rmSync(stage, { recursive: true, force: true });
+    await writeOciArchive(ctx, archive, name, [layer], { Env: nodeEnv(node.version), Cmd: ['sh'] });
+    rmSync(layer, { force: true });
+    return { name, archive };
+  });
 }
