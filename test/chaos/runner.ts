@@ -196,14 +196,8 @@ export class ChaosEnv {
    */
   async stop(): Promise<void> {
     this.#stopping = true;
-    if (this.#running) {
-      let timer: NodeJS.Timeout | undefined;
-      await Promise.race([
-        this.#running.catch(() => undefined),
-        new Promise((resolve) => (timer = setTimeout(resolve, 60_000))),
-      ]);
-      clearTimeout(timer);
-    }
+    if (this.#running)
+      await Promise.race([this.#running.catch(() => undefined), sleep(60_000, undefined, { ref: false })]);
     if (this.realNode) return this.realNode.stop();
     await this.webhook?.stop().catch(() => undefined);
     await this.cluster.stop();
@@ -409,32 +403,28 @@ class ScheduleRun {
   }
 
   async tearDown(): Promise<void> {
-    if (this.env.stopping) {
-      // The environment is being stopped: repair nothing (that would start the API server
-      // again after its stop), only end this schedule's pods and recorders.
-      this.env.cluster.resumeEtcd();
-      await this.kubelet?.stop(500);
-      await Promise.all([...this.attachments.values()].map((a) => a.detach()));
-      this.attachments.clear();
-      return;
-    }
-    // Whatever a fault left broken, the next schedule needs a whole control plane.
+    // Whatever a fault left broken, the next schedule needs a whole control plane; but when
+    // the environment is being stopped, nothing is repaired (that would start the API server
+    // again after its stop) and only this schedule's pods and recorders end.
+    const repair = !this.env.stopping;
     this.env.cluster.resumeEtcd();
-    await this.env.cluster
-      .startApiServer()
-      .catch((err: Error) => this.problems.push(`restart: ${err.message}`));
-    // kube-controller-manager may give up while the API server is down: the next schedule
-    // needs its garbage collector and service-account controller.
-    if (!this.env.cluster.controllerManager.running) {
-      this.log('kube-controller-manager had exited: restarting it');
+    if (repair) {
       await this.env.cluster
-        .startControllerManager()
-        .catch((err: Error) => this.problems.push(`kube-controller-manager: ${err.message}`));
+        .startApiServer()
+        .catch((err: Error) => this.problems.push(`restart: ${err.message}`));
+      // kube-controller-manager may give up while the API server is down: the next schedule
+      // needs its garbage collector and service-account controller.
+      if (!this.env.cluster.controllerManager.running) {
+        this.log('kube-controller-manager had exited: restarting it');
+        await this.env.cluster
+          .startControllerManager()
+          .catch((err: Error) => this.problems.push(`kube-controller-manager: ${err.message}`));
+      }
     }
     await this.kubelet?.stop(500);
     await Promise.all([...this.attachments.values()].map((a) => a.detach()));
     this.attachments.clear();
-    if (this.namespace) {
+    if (repair && this.namespace) {
       // Pods bound to the (absent) node wait for a kubelet to finish their deletion; the
       // namespace controller would retry them for ever and starve the other controllers.
       await retryApi('delete pods', () =>
