@@ -179,7 +179,14 @@ describe('the elector on a real kubelet', { skip: nodeSkip() }, () => {
               name: 'app',
               image: node.node.images.app,
               imagePullPolicy: 'Never',
-              command: ['sh', '-c', `while [ ! -e /tmp/stop ]; do sleep 0.2; done; exit ${exitCode}`],
+              // A second after the file appears: the app is the pid namespace's init, and its
+              // exit kills every process left in it, so exiting at once could kill the
+              // `kubectl exec ... touch` that made the file (exit 137) before it returned.
+              command: [
+                'sh',
+                '-c',
+                `while [ ! -e /tmp/stop ]; do sleep 0.2; done; sleep 1; exit ${exitCode}`,
+              ],
             },
           ],
         },
